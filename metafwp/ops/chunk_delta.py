@@ -18,16 +18,17 @@ from metafwp.ops.chunk_linear import decay_within_chunk, from_chunks, to_chunks
 from metafwp.ops.common import compute_dtype
 
 
-def wy_solve(keys: torch.Tensor, beta: torch.Tensor, rhs: torch.Tensor, gamma=None) -> torch.Tensor:
-    """(I + tril(diag(b) (keys keys^T [* gamma]), -1))^-1 diag(b) rhs.
+def wy_inverse(keys: torch.Tensor, beta: torch.Tensor, gamma=None) -> torch.Tensor:
+    """T = (I + tril(diag(b) (keys keys^T [* gamma]), -1))^-1 diag(b), the UT transform.
 
-    keys [.., C, X], beta [.., C], rhs [.., C, Y], gamma [.., C, C] or None -> [.., C, Y]
+    keys [.., C, X], beta [.., C], gamma [.., C, C] or None -> [.., C, C]
     """
     gram = keys @ keys.transpose(-1, -2)
     if gamma is not None:
         gram = gram * gamma
     A = (gram * beta.unsqueeze(-1)).tril(-1)
-    return torch.linalg.solve_triangular(A, beta.unsqueeze(-1) * rhs, upper=False, unitriangular=True)
+    eye = torch.eye(A.shape[-1], dtype=A.dtype, device=A.device)
+    return torch.linalg.solve_triangular(A, eye * beta.unsqueeze(-2), upper=False, unitriangular=True)
 
 
 def chunk_delta(q, k, v, beta, g, *, scale, initial_state=None, output_final_state=False, chunk_size=64):
@@ -43,28 +44,28 @@ def chunk_delta(q, k, v, beta, g, *, scale, initial_state=None, output_final_sta
     causal = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
 
     if g is None:
-        gamma = None
         qk = (q @ k.transpose(-1, -2)).masked_fill(~causal, 0)
-        UW = wy_solve(k, b, torch.cat([v, k], dim=-1))
-        q_read, k_write, chunk_decay = q, k, None
+        T_ = wy_inverse(k, b)
+        U, W = T_ @ v, T_ @ k
+        q_read, k_write = q, k
     else:
         gc = to_chunks(g, C, dtype).cumsum(-1)  # [B, H, N, C]
         gamma = decay_within_chunk(gc)
         qk = (q @ k.transpose(-1, -2)) * gamma
-        UW = wy_solve(k, b, torch.cat([v, k * gc.exp().unsqueeze(-1)], dim=-1), gamma)
+        T_ = wy_inverse(k, b, gamma)
+        U, W = T_ @ v, T_ @ (k * gc.exp().unsqueeze(-1))
         q_read = q * gc.exp().unsqueeze(-1)
         k_write = k * (gc[..., -1:] - gc).exp().unsqueeze(-1)
-        chunk_decay = gc[..., -1].exp()[..., None, None].unbind(2)
-    U, W = UW[..., :V].unbind(2), UW[..., V:].unbind(2)
-
+    decays = None if g is None else gc[..., -1].exp()[..., None, None].unbind(2)
     S = q.new_zeros(B, H, K, V) if initial_state is None else initial_state.to(dtype)
-    outputs = []
-    for i, (q_i, qk_i, k_i) in enumerate(zip(q_read.unbind(2), qk.unbind(2), k_write.unbind(2))):
-        u = U[i] - W[i] @ S  # [B, H, C, V]
-        outputs.append(q_i @ S + qk_i @ u)
-        S = (S if chunk_decay is None else S * chunk_decay[i]) + k_i.transpose(-1, -2) @ u
-    o = from_chunks(torch.stack(outputs, dim=2), T).to(in_dtype)
-    return o, (S if output_final_state else None)
+    states, corrected = [], []
+    for i, (U_i, W_i, k_i) in enumerate(zip(U.unbind(2), W.unbind(2), k_write.transpose(-1, -2).unbind(2))):
+        states.append(S)
+        u = U_i - W_i @ S  # [B, H, C, V]
+        corrected.append(u)
+        S = (S if decays is None else S * decays[i]) + k_i @ u
+    o = q_read @ torch.stack(states, dim=2) + qk @ torch.stack(corrected, dim=2)
+    return from_chunks(o, T).to(in_dtype), (S if output_final_state else None)
 
 
 def chunk_oja(q, k, v, beta, *, scale, initial_state=None, output_final_state=False, chunk_size=64):
@@ -82,14 +83,26 @@ def chunk_oja(q, k, v, beta, *, scale, initial_state=None, output_final_state=Fa
     v = to_chunks(v, C, dtype)
     b = to_chunks(beta, C, dtype)
     causal = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
-    UW = wy_solve(v, b, torch.cat([k, v], dim=-1))
-    U, W = UW[..., :K].unbind(2), UW[..., K:].unbind(2)
+    T_ = wy_inverse(v, b)
+    U, W = T_ @ k, T_ @ v
+    # S_{n+1} = S_n + (U - W S_n^T)^T V = S_n (I - W^T V) + U^T V
+    transition = torch.eye(V, dtype=dtype, device=q.device) - W.transpose(-1, -2) @ v  # [B, H, N, V, V]
+    states, S = scan_states(transition, U.transpose(-1, -2) @ v, initial_state, dtype, left=False)
+    corrected = U - W @ states.transpose(-1, -2)  # [B, H, N, C, K]
+    o = q @ states + (q @ corrected.transpose(-1, -2)).masked_fill(~causal, 0) @ v
+    return from_chunks(o, T).to(in_dtype), (S if output_final_state else None)
 
-    S = q.new_zeros(B, H, K, V) if initial_state is None else initial_state.to(dtype)
-    outputs = []
-    for i, (q_i, v_i) in enumerate(zip(q.unbind(2), v.unbind(2))):
-        u = U[i] - W[i] @ S.transpose(-1, -2)  # [B, H, C, K]
-        outputs.append(q_i @ S + (q_i @ u.transpose(-1, -2)).masked_fill(~causal, 0) @ v_i)
-        S = S + u.transpose(-1, -2) @ v_i
-    o = from_chunks(torch.stack(outputs, dim=2), T).to(in_dtype)
-    return o, (S if output_final_state else None)
+
+def scan_states(transition, increment, initial_state, dtype, left: bool):
+    """Chunk-level recurrence ``S_{n+1} = P_n S_n + R_n`` (``S_n P_n + R_n`` when not ``left``).
+
+    transition P [B, H, N, X, X], increment R [B, H, N, K, V] -> the state entering each chunk
+    [B, H, N, K, V] and the final state [B, H, K, V].
+    """
+    B, H, _, K, V = increment.shape
+    S = increment.new_zeros(B, H, K, V) if initial_state is None else initial_state.to(dtype)
+    states = []
+    for P, R in zip(transition.unbind(2), increment.unbind(2)):
+        states.append(S)
+        S = (P @ S if left else S @ P) + R
+    return torch.stack(states, dim=2), S

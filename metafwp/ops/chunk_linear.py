@@ -15,10 +15,10 @@ from metafwp.ops.common import compute_dtype, pad_time
 
 
 def to_chunks(x: torch.Tensor, chunk: int, dtype: torch.dtype) -> torch.Tensor:
-    """[B, T, H, ...] -> [B, H, N, C, ...] with T zero-padded to N * C."""
+    """[B, T, H, ...] -> contiguous [B, H, N, C, ...] with T zero-padded to N * C."""
     x = pad_time(x.to(dtype), chunk)
     x = x.reshape(x.shape[0], -1, chunk, *x.shape[2:])
-    return x.movedim(3, 1)
+    return x.movedim(3, 1).contiguous()
 
 
 def from_chunks(x: torch.Tensor, length: int) -> torch.Tensor:
