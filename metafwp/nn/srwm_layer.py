@@ -1,0 +1,40 @@
+"""SRWMLayer: the modern self-referential weight matrix with the reference wrapping."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from metafwp.ops import srwm, srwm_columns
+
+
+class SRWMLayer(nn.Module):
+    """``out = LayerNorm(x) + Dropout(W_o concat_heads(y))`` where ``y`` is the SRWM output of the raw
+    input split into ``num_heads`` slices of ``D = d_model // num_heads`` (REFERENCE.md section 2:
+    the SRWM reads the raw residual stream; the LayerNorm sits on the skip path).
+
+    The initial matrices ``W0 [H, D, 3D+4]`` are the slow parameters, drawn from N(0, 1/sqrt(D))
+    (all four column blocks, so the learning-rate block has mean 0).
+
+    ``forward(x [B, T, d_model], state [B, H, D, 3D+4] or None) -> (out [B, T, d_model], state)``:
+    ``state=None`` starts from W0; the returned per-sequence matrices continue the sequence exactly.
+    """
+
+    def __init__(self, d_model: int, num_heads: int, dropout: float = 0.0, backend: str = "auto"):
+        super().__init__()
+        if d_model % num_heads:
+            raise ValueError(f"d_model={d_model} is not divisible by num_heads={num_heads}")
+        self.num_heads, self.head_dim, self.backend = num_heads, d_model // num_heads, backend
+        D = self.head_dim
+        self.W0 = nn.Parameter(torch.randn(num_heads, D, srwm_columns(D)) / D ** 0.5)
+        self.out_proj = nn.Linear(d_model, d_model, bias=False)
+        self.norm = nn.LayerNorm(d_model)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, state: torch.Tensor | None = None):
+        B, T, d_model = x.shape
+        W = self.W0 if state is None else state
+        y, W = srwm(x.view(B, T, self.num_heads, self.head_dim), W, output_final_state=True, backend=self.backend)
+        return self.norm(x) + self.dropout(self.out_proj(y.reshape(B, T, d_model))), W
+
+    def extra_repr(self) -> str:
+        return f"heads={self.num_heads}, head_dim={self.head_dim}"
