@@ -6,6 +6,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from metafwp.ops import RULES, delta_product, fast_weight
+from metafwp.ops.fast_weight import DEFAULT_CHUNK_SIZE
 
 
 def elu_plus_one(x: torch.Tensor) -> torch.Tensor:
@@ -49,7 +50,7 @@ class FastWeightLayer(nn.Module):
         head_dim: K = V per head. Default: d_model // num_heads.
         num_householder: n > 1 makes the delta rule a DeltaProduct with n micro-steps per token
             (rule ``delta`` or ``gated_delta`` only). Default: 1.
-        backend, chunk_size: passed to the op. Default: auto, 64.
+        backend, chunk_size: passed to the op. Default: auto, the op's default chunk size.
 
     ``forward(x [B, T, d_model], state [B, H, K, V] or None) -> (y [B, T, d_model], state)``: the
     returned state continues the sequence exactly in a later call.
@@ -57,7 +58,7 @@ class FastWeightLayer(nn.Module):
 
     def __init__(self, d_model: int, num_heads: int, rule: str = "delta", feature_map: str | None = None,
                  beta_activation: str = "sigmoid", head_dim: int | None = None, num_householder: int = 1,
-                 backend: str = "auto", chunk_size: int = 64):
+                 backend: str = "auto", chunk_size: int | None = None):
         super().__init__()
         if rule not in RULES:
             raise ValueError(f"Unknown rule {rule!r}. Valid: {', '.join(RULES)}")
@@ -97,13 +98,12 @@ class FastWeightLayer(nn.Module):
         if self.rule in DECAY_RULES:
             g = F.logsigmoid(self.decay_proj(x)).view(B, T, H, -1)
             g = g if self.rule == "gla" else g.squeeze(-1)
-        options = dict(initial_state=state, output_final_state=True, backend=self.backend,
-                       chunk_size=self.chunk_size)
+        options = dict(initial_state=state, output_final_state=True, backend=self.backend)
         if n > 1:
-            o, state = delta_product(q, k, v, beta, g=g, **options)
+            o, state = delta_product(q, k, v, beta, g=g, chunk_size=self.chunk_size or DEFAULT_CHUNK_SIZE, **options)
         else:
             o, state = fast_weight(q, k.squeeze(3), v.squeeze(3), rule=self.rule, beta=beta.squeeze(3), g=g,
-                                   **options)
+                                   chunk_size=self.chunk_size, **options)
         return self.out_proj(o.reshape(B, T, H * K)), state
 
     def extra_repr(self) -> str:

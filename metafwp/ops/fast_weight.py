@@ -19,6 +19,10 @@ from metafwp.ops.naive import fast_weight_reference
 RULES = ("hebbian", "delta", "oja", "decay", "gla", "gated_delta")
 DECAY_SHAPE = {"decay": "[B, T, H]", "gated_delta": "[B, T, H]", "gla": "[B, T, H, K]"}
 
+# Steps per chunk when chunk_size is None; gla's intra-chunk decay is C x C x K, so it prefers small chunks.
+DEFAULT_CHUNK_SIZE = 64
+GLA_CHUNK_SIZE = 16
+
 # On CPU the chunk form overtakes the loop from about this many steps (benchmarks/ops_cpu.py).
 CHUNK_MIN_STEPS = 16
 
@@ -42,7 +46,7 @@ def fast_weight(
     initial_state: torch.Tensor | None = None,
     output_final_state: bool = False,
     backend: str = "auto",
-    chunk_size: int = 64,
+    chunk_size: int | None = None,
 ):
     """Run a fast-weight recurrence (primer Table 1) over a batch of sequences.
 
@@ -64,7 +68,7 @@ def fast_weight(
         output_final_state: return the final state too.
         backend: ``reference`` (time loop, any float dtype), ``chunk`` (chunk-parallel torch) or
             ``auto``. Default: ``auto``.
-        chunk_size: steps per chunk for the chunk backend. Default: 64.
+        chunk_size: steps per chunk for the chunk backend. Default: 64 (16 for ``gla``).
 
     Returns:
         o [B, T, H, V] in q's dtype, and the final state [B, H, K, V] (float32 for half inputs,
@@ -73,6 +77,8 @@ def fast_weight(
     if rule not in RULES:
         raise ValueError(f"Unknown rule {rule!r}. Valid: {', '.join(RULES)}")
     check_backend(backend)
+    if chunk_size is None:
+        chunk_size = GLA_CHUNK_SIZE if rule == "gla" else DEFAULT_CHUNK_SIZE
     check_chunk_size(chunk_size)
     check_tensor("q", q, 4, "[B, T, H, K]")
     B, T, H, K = q.shape
@@ -116,7 +122,7 @@ def delta_rule(
     initial_state: torch.Tensor | None = None,
     output_final_state: bool = False,
     backend: str = "auto",
-    chunk_size: int = 64,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
 ):
     """DeltaNet: ``fast_weight(q, k, v, rule="delta", beta=beta, ...)``; same shapes and semantics
     as ``fla.ops.delta_rule``. beta [B, T, H] is required."""
@@ -137,7 +143,7 @@ def delta_product(
     initial_state: torch.Tensor | None = None,
     output_final_state: bool = False,
     backend: str = "auto",
-    chunk_size: int = 64,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
 ):
     """DeltaProduct (primer 3.6): ``n`` delta-rule micro-steps per token, read after the last.
 
