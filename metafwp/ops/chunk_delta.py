@@ -56,16 +56,50 @@ def chunk_delta(q, k, v, beta, g, *, scale, initial_state=None, output_final_sta
         U, W = T_ @ v, T_ @ (k * gc.exp().unsqueeze(-1))
         q_read = q * gc.exp().unsqueeze(-1)
         k_write = k * (gc[..., -1:] - gc).exp().unsqueeze(-1)
-    decays = None if g is None else gc[..., -1].exp()[..., None, None].unbind(2)
-    S = q.new_zeros(B, H, K, V) if initial_state is None else initial_state.to(dtype)
-    states, corrected = [], []
-    for i, (U_i, W_i, k_i) in enumerate(zip(U.unbind(2), W.unbind(2), k_write.transpose(-1, -2).unbind(2))):
-        states.append(S)
-        u = U_i - W_i @ S  # [B, H, C, V]
-        corrected.append(u)
-        S = (S if decays is None else S * decays[i]) + k_i @ u
-    o = q_read @ torch.stack(states, dim=2) + qk @ torch.stack(corrected, dim=2)
+    decay = None if g is None else gc[..., -1].exp()[..., None, None]  # [B, H, N, 1, 1]
+    S0 = q.new_zeros(B, H, K, V) if initial_state is None else initial_state.to(dtype)
+    states, corrected, S = DeltaChunkScan.apply(U, W, k_write, decay, S0)
+    o = q_read @ states + qk @ corrected
     return from_chunks(o, T).to(in_dtype), (S if output_final_state else None)
+
+
+class DeltaChunkScan(torch.autograd.Function):
+    """The sequential part of the chunk form, with a hand-written backward.
+
+    Forward, over chunks n: ``states_n = S``, ``u_n = U_n - W_n S``, ``S = d_n S + K_n^T u_n``.
+    Backward runs the same recurrence in reverse for dS (two small matmuls per chunk); every other
+    gradient is one batched matmul afterwards. Saves W, K, d, the per-chunk states and u.
+
+    U [B, H, N, C, V], W and K [B, H, N, C, K], d [B, H, N, 1, 1] or None, S0 [B, H, K, V]
+    -> states [B, H, N, K, V], u [B, H, N, C, V], final S [B, H, K, V]
+    """
+
+    @staticmethod
+    def forward(ctx, U, W, K, decay, S0):
+        states, corrected = [], []
+        S = S0
+        for n in range(U.shape[2]):
+            states.append(S)
+            corrected.append(U[:, :, n] - W[:, :, n] @ S)
+            S = (S if decay is None else S * decay[:, :, n]) + K[:, :, n].transpose(-1, -2) @ corrected[-1]
+        states, corrected = torch.stack(states, dim=2), torch.stack(corrected, dim=2)
+        ctx.save_for_backward(W, K, decay, states, corrected)
+        return states, corrected, S
+
+    @staticmethod
+    def backward(ctx, d_states, d_corrected, d_final):
+        W, K, decay, states, corrected = ctx.saved_tensors
+        d_u, d_next = [], []  # total gradient of each u; gradient of the state leaving each chunk
+        dS = d_final
+        for n in reversed(range(W.shape[2])):
+            d_next.append(dS)
+            d_u.append(d_corrected[:, :, n] + K[:, :, n] @ dS)
+            dS = (dS if decay is None else dS * decay[:, :, n]) + d_states[:, :, n] - W[:, :, n].transpose(-1, -2) @ d_u[-1]
+        d_u, d_next = torch.stack(d_u[::-1], dim=2), torch.stack(d_next[::-1], dim=2)
+        dW = -(d_u @ states.transpose(-1, -2))
+        dK = corrected @ d_next.transpose(-1, -2)
+        d_decay = None if decay is None else (states * d_next).sum((-1, -2), keepdim=True)
+        return d_u, dW, dK, d_decay, dS
 
 
 def chunk_oja(q, k, v, beta, *, scale, initial_state=None, output_final_state=False, chunk_size=64):

@@ -117,12 +117,13 @@ def test_defaults_beta_ones_zero_state_and_scale(rule):
     assert_close("scale", o_scaled, o * (0.5 / 8 ** -0.5), 1e-12)
 
 
-@pytest.mark.parametrize("T", [CHUNK_MIN_STEPS - 1, CHUNK_MIN_STEPS, 100])
-def test_auto_picks_a_backend_that_agrees(T):
-    q, k, v, beta, _, h0 = detached(make_inputs("delta", 1, T, 2, 8, 8))
+@pytest.mark.parametrize("T, K, expected", [(CHUNK_MIN_STEPS - 1, 8, "reference"), (CHUNK_MIN_STEPS, 8, "chunk"),
+                                             (3, 32, "reference"), (4, 32, "chunk"), (100, 8, "chunk")])
+def test_auto_picks_a_backend_that_agrees(T, K, expected):
+    q, k, v, beta, _, h0 = detached(make_inputs("delta", 1, T, 2, K, 8))
     o_auto, S_auto = delta_rule(q, k, v, beta, initial_state=h0, output_final_state=True)
     o_ref, S_ref = delta_rule(q, k, v, beta, initial_state=h0, output_final_state=True, backend="reference")
-    assert choose_backend("auto", T) == ("chunk" if T >= CHUNK_MIN_STEPS else "reference")
+    assert choose_backend("auto", T, K) == expected
     assert_close("o", o_auto, o_ref, 1e-12)
     assert_close("final state", S_auto, S_ref, 1e-12)
 
