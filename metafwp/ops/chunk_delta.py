@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from metafwp.ops.chunk_linear import decay_within_chunk, from_chunks, to_chunks
+from metafwp.ops.chunk_linear import decay_within_chunk, from_chunks, read_out, to_chunks
 from metafwp.ops.common import compute_dtype
 
 
@@ -59,7 +59,7 @@ def chunk_delta(q, k, v, beta, g, *, scale, initial_state=None, output_final_sta
     decay = None if g is None else gc[..., -1].exp()[..., None, None]  # [B, H, N, 1, 1]
     S0 = q.new_zeros(B, H, K, V) if initial_state is None else initial_state.to(dtype)
     states, corrected, S = DeltaChunkScan.apply(U, W, k_write, decay, S0)
-    o = q_read @ states + qk @ corrected
+    o = read_out(qk, corrected, q_read, states)
     return from_chunks(o, T).to(in_dtype), (S if output_final_state else None)
 
 

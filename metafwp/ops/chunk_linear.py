@@ -27,6 +27,12 @@ def from_chunks(x: torch.Tensor, length: int) -> torch.Tensor:
     return x.reshape(x.shape[0], -1, *x.shape[3:])[:, :length]
 
 
+def read_out(intra: torch.Tensor, values: torch.Tensor, queries: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+    """``intra @ values + queries @ states`` as one fused batched matmul-add, all [B, H, N, ., .]."""
+    out = torch.baddbmm(intra.flatten(0, 2) @ values.flatten(0, 2), queries.flatten(0, 2), states.flatten(0, 2))
+    return out.view(*intra.shape[:3], *out.shape[1:])
+
+
 def decay_within_chunk(gc: torch.Tensor) -> torch.Tensor:
     """Gamma [.., C, C] = exp(gc_t - gc_s) for s <= t, else 0, from cumulative log-decays gc [.., C]."""
     C = gc.shape[-1]
@@ -72,5 +78,5 @@ def chunk_linear(q, k, v, beta, g, *, scale, initial_state=None, output_final_st
     for i, increment in enumerate(increments):
         states.append(S)
         S = (S if decays is None else S * decays[i]) + increment
-    o = attn @ v + q_read @ torch.stack(states, dim=2)
+    o = read_out(attn, v, q_read, torch.stack(states, dim=2))
     return from_chunks(o, T).to(in_dtype), (S if output_final_state else None)
