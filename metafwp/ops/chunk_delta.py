@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from metafwp.ops.chunk_linear import decay_within_chunk, from_chunks, read_out, to_chunks
-from metafwp.ops.common import compute_dtype
+from metafwp.ops.chunk_linear import chunked_inputs, decay_within_chunk, from_chunks, read_out, to_chunks
 
 
 def wy_inverse(keys: torch.Tensor, beta: torch.Tensor, gamma=None) -> torch.Tensor:
@@ -33,15 +32,11 @@ def wy_inverse(keys: torch.Tensor, beta: torch.Tensor, gamma=None) -> torch.Tens
 
 def chunk_delta(q, k, v, beta, g, *, scale, initial_state=None, output_final_state=False, chunk_size=64):
     """Delta (g None) or gated delta (g [B, T, H]) rule; shapes as ``fast_weight``."""
-    in_dtype, dtype = q.dtype, compute_dtype(q.dtype)
+    in_dtype = q.dtype
     B, T, H, K = q.shape
     V = v.shape[-1]
-    C = min(chunk_size, T)
-    q = to_chunks(q, C, dtype) * scale  # [B, H, N, C, K]
-    k = to_chunks(k, C, dtype)
-    v = to_chunks(v, C, dtype)
-    b = to_chunks(beta, C, dtype)  # [B, H, N, C]
-    causal = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
+    C, causal, q, k, v, b = chunked_inputs(q, k, v, beta, scale, chunk_size)  # [B, H, N, C, .]
+    dtype = q.dtype
 
     if g is None:
         qk = (q @ k.transpose(-1, -2)).masked_fill(~causal, 0)
@@ -108,15 +103,11 @@ def chunk_oja(q, k, v, beta, *, scale, initial_state=None, output_final_state=Fa
     With P = S^T this is the delta rule on P with key v and value k: corrected targets
     ``U' = U - W S^T`` (in K), read-out ``O = Q S + tril(Q U'^T) V``, update ``S += U'^T V``.
     """
-    in_dtype, dtype = q.dtype, compute_dtype(q.dtype)
+    in_dtype = q.dtype
     B, T, H, K = q.shape
     V = v.shape[-1]
-    C = min(chunk_size, T)
-    q = to_chunks(q, C, dtype) * scale
-    k = to_chunks(k, C, dtype)
-    v = to_chunks(v, C, dtype)
-    b = to_chunks(beta, C, dtype)
-    causal = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
+    C, causal, q, k, v, b = chunked_inputs(q, k, v, beta, scale, chunk_size)
+    dtype = q.dtype
     T_ = wy_inverse(v, b)
     U, W = T_ @ k, T_ @ v
     # S_{n+1} = S_n + (U - W S_n^T)^T V = S_n (I - W^T V) + U^T V

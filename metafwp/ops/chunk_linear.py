@@ -27,6 +27,15 @@ def from_chunks(x: torch.Tensor, length: int) -> torch.Tensor:
     return x.reshape(x.shape[0], -1, *x.shape[3:])[:, :length]
 
 
+def chunked_inputs(q, k, v, beta, scale: float, chunk_size: int):
+    """Cast to the compute dtype and cut into chunks: q (scaled), k [B, H, N, C, K], v [B, H, N, C, V],
+    beta [B, H, N, C], plus the chunk length C and the causal mask [C, C] (diagonal included)."""
+    dtype = compute_dtype(q.dtype)
+    C = min(chunk_size, q.shape[1])
+    causal = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
+    return C, causal, to_chunks(q, C, dtype) * scale, *(to_chunks(x, C, dtype) for x in (k, v, beta))
+
+
 def read_out(intra: torch.Tensor, values: torch.Tensor, queries: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
     """``intra @ values + queries @ states`` as one fused batched matmul-add, all [B, H, N, ., .]."""
     out = torch.baddbmm(intra.flatten(0, 2) @ values.flatten(0, 2), queries.flatten(0, 2), states.flatten(0, 2))
@@ -43,14 +52,12 @@ def decay_within_chunk(gc: torch.Tensor) -> torch.Tensor:
 
 def chunk_linear(q, k, v, beta, g, *, scale, initial_state=None, output_final_state=False, chunk_size=64):
     """Hebbian (g None), scalar decay (g [B, T, H]) or gla (g [B, T, H, K]); shapes as ``fast_weight``."""
-    in_dtype, dtype = q.dtype, compute_dtype(q.dtype)
+    in_dtype = q.dtype
     B, T, H, K = q.shape
     V = v.shape[-1]
-    C = min(chunk_size, T)
-    q = to_chunks(q, C, dtype) * scale  # [B, H, N, C, K]
-    k = to_chunks(k, C, dtype)
-    v = to_chunks(v, C, dtype) * to_chunks(beta, C, dtype).unsqueeze(-1)  # beta folded into v
-    causal = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
+    C, causal, q, k, v, b = chunked_inputs(q, k, v, beta, scale, chunk_size)
+    dtype = q.dtype
+    v = v * b.unsqueeze(-1)  # beta folded into v
 
     if g is None:
         attn = (q @ k.transpose(-1, -2)).masked_fill(~causal, 0)
