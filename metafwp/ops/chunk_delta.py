@@ -1,14 +1,14 @@
 """Chunk-parallel WY/UT form of the delta family: delta, gated_delta, DeltaProduct and Oja.
 
 Per chunk of C steps (REFERENCE.md 1, with Gamma the within-chunk decay, all ones without g):
-``A = tril(diag(b) (K K^T * Gamma), -1)``, ``[U | W] = (I + A)^-1 diag(b) [V | K * exp(G)]``
-(one triangular solve), then sequentially over chunks ``U' = U - W S``,
+``A = tril(diag(b) (K K^T * Gamma), -1)``, ``T = (I + A)^-1 diag(b)`` (one unit-triangular solve),
+``U = T V``, ``W = T (K * exp(G))``, then sequentially over chunks ``U' = U - W S``,
 ``O = (Q * exp(G)) S + (tril(Q K^T) * Gamma) U'``, ``S = exp(G_C) S + (K * exp(G_C - G))^T U'``.
-Autograd stores the per-chunk states ([B, H, T/C, K, V]) and C x C matrices per chunk, never T
+Training stores the per-chunk states ([B, H, T/C, K, V]) and C x C matrices per chunk, never T
 copies of the state.
 
 Oja's rule ``S += b (k - S v) v^T`` is the delta rule on ``S^T`` with keys and values swapped, so it
-reuses the same solve; only the read-out differs (see README.md).
+runs the same solve and scan; only the read-out differs (see README.md).
 """
 from __future__ import annotations
 
@@ -109,25 +109,11 @@ def chunk_oja(q, k, v, beta, *, scale, initial_state=None, output_final_state=Fa
     C, causal, q, k, v, b = chunked_inputs(q, k, v, beta, scale, chunk_size)
     dtype = q.dtype
     T_ = wy_inverse(v, b)
-    U, W = T_ @ k, T_ @ v
-    # S_{n+1} = S_n + (U - W S_n^T)^T V = S_n (I - W^T V) + U^T V
-    transition = torch.eye(V, dtype=dtype, device=q.device) - W.transpose(-1, -2) @ v  # [B, H, N, V, V]
-    states, S = scan_states(transition, U.transpose(-1, -2) @ v, initial_state, dtype, left=False)
-    corrected = U - W @ states.transpose(-1, -2)  # [B, H, N, C, K]
-    o = q @ states + (q @ corrected.transpose(-1, -2)).masked_fill(~causal, 0) @ v
+    U, W = T_ @ k, T_ @ v  # [B, H, N, C, K], [B, H, N, C, V]
+    # With P = S^T [V, K]: u = U - W P, P += V^T u, the delta scan with v in the role of the keys
+    P0 = q.new_zeros(B, H, V, K) if initial_state is None else initial_state.to(dtype).transpose(-1, -2)
+    P_states, corrected, P = DeltaChunkScan.apply(U, W, v, None, P0)
+    intra = (q @ corrected.transpose(-1, -2)).masked_fill(~causal, 0)
+    o = read_out(intra, v, q, P_states.transpose(-1, -2))
+    S = P.transpose(-1, -2).contiguous()
     return from_chunks(o, T).to(in_dtype), (S if output_final_state else None)
-
-
-def scan_states(transition, increment, initial_state, dtype, left: bool):
-    """Chunk-level recurrence ``S_{n+1} = P_n S_n + R_n`` (``S_n P_n + R_n`` when not ``left``).
-
-    transition P [B, H, N, X, X], increment R [B, H, N, K, V] -> the state entering each chunk
-    [B, H, N, K, V] and the final state [B, H, K, V].
-    """
-    B, H, _, K, V = increment.shape
-    S = increment.new_zeros(B, H, K, V) if initial_state is None else initial_state.to(dtype)
-    states = []
-    for P, R in zip(transition.unbind(2), increment.unbind(2)):
-        states.append(S)
-        S = (P @ S if left else S @ P) + R
-    return torch.stack(states, dim=2), S
