@@ -6,7 +6,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from metafwp.ops import RULES, delta_product, fast_weight
-from metafwp.ops.fast_weight import DEFAULT_CHUNK_SIZE
 
 
 def elu_plus_one(x: torch.Tensor) -> torch.Tensor:
@@ -98,12 +97,13 @@ class FastWeightLayer(nn.Module):
         if self.rule in DECAY_RULES:
             g = F.logsigmoid(self.decay_proj(x)).view(B, T, H, -1)
             g = g if self.rule == "gla" else g.squeeze(-1)
-        options = dict(initial_state=state, output_final_state=True, backend=self.backend)
+        options = dict(initial_state=state, output_final_state=True, backend=self.backend,
+                       chunk_size=self.chunk_size)
         if n > 1:
-            o, state = delta_product(q, k, v, beta, g=g, chunk_size=self.chunk_size or DEFAULT_CHUNK_SIZE, **options)
+            o, state = delta_product(q, k, v, beta, g=g, **options)
         else:
             o, state = fast_weight(q, k.squeeze(3), v.squeeze(3), rule=self.rule, beta=beta.squeeze(3), g=g,
-                                   chunk_size=self.chunk_size, **options)
+                                   **options)
         return self.out_proj(o.reshape(B, T, H * K)), state
 
     def extra_repr(self) -> str:

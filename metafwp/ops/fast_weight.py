@@ -126,7 +126,7 @@ def delta_rule(
     initial_state: torch.Tensor | None = None,
     output_final_state: bool = False,
     backend: str = "auto",
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    chunk_size: int | None = None,
 ):
     """DeltaNet: ``fast_weight(q, k, v, rule="delta", beta=beta, ...)``; same shapes and semantics
     as ``fla.ops.delta_rule``. beta [B, T, H] is required."""
@@ -147,7 +147,7 @@ def delta_product(
     initial_state: torch.Tensor | None = None,
     output_final_state: bool = False,
     backend: str = "auto",
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    chunk_size: int | None = None,
 ):
     """DeltaProduct (primer 3.6): ``n`` delta-rule micro-steps per token, read after the last.
 
@@ -165,6 +165,7 @@ def delta_product(
         o [B, T, H, V], final state [B, H, K, V] or None.
     """
     check_backend(backend)
+    chunk_size = DEFAULT_CHUNK_SIZE if chunk_size is None else chunk_size
     check_chunk_size(chunk_size)
     check_tensor("q", q, 4, "[B, T, H, K]")
     B, T, H, K = q.shape
