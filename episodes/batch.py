@@ -1,0 +1,89 @@
+"""`EpisodeBatch`: the one format between `episodes` and the learners."""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+
+PADDING_SEGMENT = -1
+
+
+@dataclass
+class EpisodeBatch:
+    """A batch of B episodes laid out as sequences of T steps.
+
+    Fields:
+        inputs: ``[B, T, C, H, W]`` uint8 frames (convert to float on the device), or
+            ``[B, T, Dx]`` float for regression.
+        feedback: what the learner is shown beside each input. Classification: ``[B, T]`` int64
+            label ids where ``num_classes`` (the ``unknown_label``) means no label is given.
+            Regression: ``[B, T, Dy + 1]`` float, the target followed by an unknown flag
+            (1.0 and zero target where no target is given).
+        targets: what the learner must predict, ``[B, T]`` int64 or ``[B, T, Dy]`` float.
+        loss_mask: ``[B, T]`` bool, the steps the loss is taken on.
+        shot: ``[B, T]`` int64, 1 + the number of labelled examples of the step's class shown
+            before it: the k-th sighting in delayed feedback and in a synchronous support set;
+            ``k_shot + 1`` for synchronous queries. 0 on padding.
+        segment: ``[B, T]`` int64 segment (task or source) id, 0 for single-task episodes,
+            ``PADDING_SEGMENT`` (-1) on right padding.
+        episode_ids: ``[B]`` int64; the same id and seed always give the same episode.
+        num_classes: size of the label space (``None`` for regression).
+    """
+
+    inputs: torch.Tensor
+    feedback: torch.Tensor
+    targets: torch.Tensor
+    loss_mask: torch.Tensor
+    shot: torch.Tensor
+    segment: torch.Tensor
+    episode_ids: torch.Tensor
+    num_classes: int | None = None
+
+    @property
+    def unknown_label(self) -> int:
+        """The feedback id meaning 'no label given' (classification only)."""
+        if self.num_classes is None:
+            raise AttributeError("regression batches flag unknown feedback in the last feedback channel")
+        return self.num_classes
+
+    @property
+    def batch_size(self) -> int:
+        return self.inputs.shape[0]
+
+    @property
+    def num_steps(self) -> int:
+        return self.inputs.shape[1]
+
+    def _map(self, fn) -> "EpisodeBatch":
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return EpisodeBatch(**{k: fn(v) if isinstance(v, torch.Tensor) else v for k, v in values.items()})
+
+    def to(self, device, non_blocking: bool = False) -> "EpisodeBatch":
+        """Every tensor moved to ``device``."""
+        return self._map(lambda t: t.to(device, non_blocking=non_blocking))
+
+    def pin_memory(self) -> "EpisodeBatch":
+        """Every tensor in pinned memory (called by ``DataLoader(pin_memory=True)``)."""
+        return self._map(lambda t: t.pin_memory())
+
+    def __getitem__(self, index) -> "EpisodeBatch":
+        """Episodes ``index`` (an int, slice or index tensor over B)."""
+        if isinstance(index, int):
+            index = slice(index, index + 1)
+        return self._map(lambda t: t[index])
+
+
+def concat_steps(batches: list[EpisodeBatch]) -> EpisodeBatch:
+    """Join batches along time (same B and, for images, same frame size)."""
+    first = batches[0]
+    for name in ("inputs", "feedback", "targets"):
+        shapes = {tuple(getattr(b, name).shape[2:]) for b in batches}
+        if len(shapes) > 1:
+            raise ValueError(f"cannot join episodes whose {name} differ per step: {sorted(shapes)}; "
+                             "give the samplers the same frame_size")
+    return EpisodeBatch(
+        **{f.name: torch.cat([getattr(b, f.name) for b in batches], dim=1)
+           for f in fields(EpisodeBatch) if f.name not in ("episode_ids", "num_classes")},
+        episode_ids=first.episode_ids,
+        num_classes=first.num_classes,
+    )

@@ -1,0 +1,102 @@
+"""Counter-based random numbers: episode ``i`` is a pure function of ``(seed, i)``.
+
+A ``torch.Generator`` is a stream: the numbers an episode gets depend on how many were drawn
+before it, so batch size, DataLoader workers and ranks would all change the episodes. Here every
+random number is a hash of ``(seed, episode id, stream, counter)`` instead (the idea behind
+Philox), computed with vectorised integer ops on any device. So episode 17 is the same episode
+whether it is drawn alone, in a batch of 1000, by worker 3 of 4 or on the GPU.
+
+The hash is a 32-bit integer mixer (xor-shift / multiply rounds). All multipliers are odd and
+below 2**31 and values stay below 2**32, so every product fits in int64 without overflow.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+MASK32 = 0xFFFFFFFF
+_ROUNDS = ((16, 0x7FEB352D), (15, 0x2C1B3C6D), (12, 0x297A2D39))
+_GOLDEN = 0x61C88647  # odd, below 2**31: spreads consecutive counters before mixing
+
+
+def mix32(x: torch.Tensor) -> torch.Tensor:
+    """Bijective 32-bit mixer on an int64 tensor holding values in [0, 2**32)."""
+    for shift, multiplier in _ROUNDS:
+        x = x ^ (x >> shift)
+        x = (x * multiplier) & MASK32
+    return x ^ (x >> 15)
+
+
+def mix32_int(x: int) -> int:
+    """The same mixer on a Python int (the test oracle and the seed folding)."""
+    for shift, multiplier in _ROUNDS:
+        x ^= x >> shift
+        x = (x * multiplier) & MASK32
+    return x ^ (x >> 15)
+
+
+def _fold64(value: int) -> int:
+    """A 64-bit integer folded into 32 bits through the mixer."""
+    value &= (1 << 64) - 1
+    return mix32_int(mix32_int(value & MASK32) ^ (value >> 32))
+
+
+class EpisodeRNG:
+    """Random numbers addressed by ``(episode id, stream, counter)``.
+
+    Args:
+        seed: any non-negative int; ``EpisodeRNG.from_generator`` draws one from a
+            ``torch.Generator`` instead.
+
+    Each sampling step uses its own ``stream`` number so that no two steps share numbers.
+    Uniforms have 32 bits of resolution.
+    """
+
+    def __init__(self, seed: int):
+        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+            raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+        self.seed = seed
+        self._seed_key = _fold64(seed)
+
+    @classmethod
+    def from_generator(cls, generator: torch.Generator) -> "EpisodeRNG":
+        """Seed from a ``torch.Generator`` (one draw from it; nothing global is touched)."""
+        return cls(int(torch.randint(0, 2**62, (), generator=generator)))
+
+    def bits(self, episode_ids: torch.Tensor, stream: int, shape: tuple[int, ...]) -> torch.Tensor:
+        """Uniform 32-bit integers, int64 ``[B, *shape]``, for episode ids ``[B]``."""
+        ids = episode_ids.to(torch.int64)
+        key = self._seed_key ^ mix32_int(stream + 1)
+        base = mix32(mix32(ids & MASK32) ^ (ids >> 32) ^ key)  # [B]
+        count = math.prod(shape)
+        counter = torch.arange(count, dtype=torch.int64, device=ids.device)
+        x = (base[:, None] + (counter * _GOLDEN & MASK32)[None]) & MASK32
+        return mix32(mix32(x) ^ key).reshape(ids.shape[0], *shape)
+
+    def uniform(self, episode_ids: torch.Tensor, stream: int, shape: tuple[int, ...]) -> torch.Tensor:
+        """Uniforms in [0, 1), float64 ``[B, *shape]``."""
+        return self.bits(episode_ids, stream, shape).to(torch.float64) * 2.0**-32
+
+    def normal(self, episode_ids: torch.Tensor, stream: int, shape: tuple[int, ...]) -> torch.Tensor:
+        """Standard normals (Box-Muller), float64 ``[B, *shape]``."""
+        u = self.uniform(episode_ids, stream, (2, *shape))
+        radius = torch.sqrt(-2.0 * torch.log1p(-u[:, 0]))  # 1 - u is in (0, 1]
+        return radius * torch.cos(2.0 * math.pi * u[:, 1])
+
+    def randint(self, episode_ids: torch.Tensor, stream: int, high: torch.Tensor) -> torch.Tensor:
+        """Integers uniform in ``[0, high)`` elementwise; ``high`` int64 ``[B, *shape]``."""
+        u = self.uniform(episode_ids, stream, tuple(high.shape[1:]))
+        return torch.minimum((u * high).to(torch.int64), high - 1)
+
+    def permutation(self, episode_ids: torch.Tensor, stream: int, shape: tuple[int, ...]) -> torch.Tensor:
+        """Uniform random permutations of the last axis, int64 ``[B, *shape]``.
+
+        Sort keys are the 32 random bits above the position, so they are distinct and the
+        order is the same on every device and sort implementation.
+        """
+        if shape[-1] >= 1 << 20:
+            raise ValueError(f"permutation length must be below 2**20, got {shape[-1]}")
+        positions = torch.arange(shape[-1], dtype=torch.int64, device=episode_ids.device)
+        keys = (self.bits(episode_ids, stream, shape) << 20) | positions
+        return keys.argsort(dim=-1)

@@ -1,0 +1,171 @@
+"""N-way K-shot episode sampling on index tensors, many episodes per call.
+
+Episode ``i`` depends only on ``(seed, i)`` (see ``episodes.rng``): batch size, DataLoader workers,
+ranks and device never change it. Classes and examples are chosen with Floyd's algorithm (a
+uniform subset in ``count`` vectorised steps, whatever the population size), then put in uniform
+random order; the position of a class in that order is its label in the episode, so labels are a
+uniform random permutation per episode. Pixels are gathered last, once per step.
+"""
+from __future__ import annotations
+
+import torch
+
+from episodes.batch import EpisodeBatch
+from episodes.datasets.base import ImageClasses
+from episodes.feedback import check_feedback_mode, delayed, synchronous
+from episodes.frames import convert_frames, gather_frames
+from episodes.rng import EpisodeRNG
+
+# One stream of random numbers per sampling step (see EpisodeRNG.bits); choose_distinct uses
+# streams 2s and 2s + 1 for its subset and its order.
+STREAM_CLASSES = 1
+STREAM_EXAMPLES = 2
+STREAM_SUPPORT_ORDER = 10
+STREAM_QUERY_ORDER = 11
+
+
+def as_episode_ids(episode_ids, device=None) -> torch.Tensor:
+    """A ``range``, list or 1-D integer tensor of episode ids -> int64 ``[B]``."""
+    if isinstance(episode_ids, range):
+        ids = torch.arange(episode_ids.start, episode_ids.stop, episode_ids.step, dtype=torch.int64)
+    else:
+        ids = torch.as_tensor(episode_ids)
+    if ids.dim() != 1 or ids.dtype.is_floating_point or ids.dtype == torch.bool:
+        raise ValueError(f"episode_ids must be a range or a 1-D integer tensor, got {ids.dtype} {tuple(ids.shape)}")
+    if ids.numel() and int(ids.min()) < 0:
+        raise ValueError("episode_ids must be >= 0")
+    return ids.to(device=device, dtype=torch.int64)
+
+
+def make_rng(seed: int | None, generator: torch.Generator | None) -> EpisodeRNG:
+    """An EpisodeRNG from a seed, or from one draw of a ``torch.Generator``."""
+    if generator is not None:
+        if seed is not None:
+            raise ValueError("give seed or generator, not both")
+        return EpisodeRNG.from_generator(generator)
+    return EpisodeRNG(0 if seed is None else seed)
+
+
+def choose_distinct(rng: EpisodeRNG, ids: torch.Tensor, stream: int, population: torch.Tensor,
+                    count: int) -> torch.Tensor:
+    """``count`` distinct integers from ``[0, population)`` per element, in uniform random order.
+
+    Args:
+        ids: ``[B]`` episode ids.
+        population: int64 ``[B, *shape]`` sizes, each ``>= count``.
+    Returns:
+        int64 ``[B, *shape, count]``.
+    """
+    shape = tuple(population.shape[1:])
+    u = rng.uniform(ids, 2 * stream, (*shape, count))
+    chosen = population.new_empty(*population.shape, count)
+    for step in range(count):  # Floyd: j runs over the last `count` values of the population
+        j = population - count + step
+        t = torch.minimum((u[..., step] * (j + 1)).to(torch.int64), j)
+        if step:
+            t = torch.where((chosen[..., :step] == t[..., None]).any(-1), j, t)
+        chosen[..., step] = t
+    order = rng.permutation(ids, 2 * stream + 1, (*shape, count))  # Floyd's order is not uniform
+    return chosen.gather(-1, order)
+
+
+class FewShotSampler:
+    """Episodes of ``n_way`` classes with ``k_shot`` support (+ ``n_query`` query) examples each.
+
+    Args:
+        dataset: the ImageClasses of one split; the sampler draws from its classes only.
+        n_way: classes per episode (labels ``0 .. n_way-1``, permuted per episode).
+        k_shot: support examples per class.
+        n_query: query examples per class (synchronous feedback only). Default: 0.
+        feedback: ``"synchronous"`` (support in random order, then queries in random order,
+            loss on queries) or ``"delayed"`` (the ``n_way * k_shot`` examples in random order,
+            each step shows the previous label, loss on every step). Default: synchronous.
+        seed, generator: the randomness (a seed, or one draw from a ``torch.Generator``). Default: seed 0.
+        classes: restrict to these class ids of ``dataset`` (e.g. the two digits of one
+            Split-MNIST task). Default: all.
+        frame_shape: convert frames to ``(C, H, W)`` (1 <-> 3 channels, resize). Default: as stored.
+
+    ``sample(range(0, 64))`` returns the EpisodeBatch of episodes 0..63 on the dataset's device
+    (``dataset.to("cuda")`` samples on the GPU).
+    """
+
+    def __init__(self, dataset: ImageClasses, n_way: int, k_shot: int, n_query: int = 0, *,
+                 feedback: str = "synchronous", seed: int | None = None, generator: torch.Generator | None = None,
+                 classes=None, frame_shape: tuple[int, int, int] | None = None):
+        self.feedback = check_feedback_mode(feedback)
+        for name, value, low in (("n_way", n_way, 1), ("k_shot", k_shot, 1), ("n_query", n_query, 0)):
+            if not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+        if feedback == "delayed" and n_query:
+            raise ValueError("delayed feedback scores every step, so it has no queries: set n_query=0 "
+                             "and choose the sequence length with k_shot")
+        device = dataset.images.device
+        if classes is None:
+            class_ids = torch.arange(dataset.num_classes, device=device)
+        else:
+            class_ids = torch.as_tensor(classes, dtype=torch.int64, device=device).flatten()
+            if class_ids.unique().numel() != class_ids.numel() or int(class_ids.min()) < 0 \
+                    or int(class_ids.max()) >= dataset.num_classes:
+                raise ValueError(f"classes must be distinct ids in [0, {dataset.num_classes}), got {classes!r}")
+        if n_way > class_ids.numel():
+            raise ValueError(f"n_way={n_way} is larger than the {class_ids.numel()} classes available "
+                             f"in {dataset!r}; lower n_way or use a larger split")
+        per_class = k_shot + n_query
+        counts = dataset.class_counts[class_ids]
+        smallest = int(counts.argmin())
+        if per_class > int(counts[smallest]):
+            raise ValueError(f"k_shot + n_query = {per_class} is larger than the {int(counts[smallest])} examples "
+                             f"of class {dataset.class_names[int(class_ids[smallest])]!r}; lower k_shot or n_query")
+        self.dataset, self.n_way, self.k_shot, self.n_query = dataset, n_way, k_shot, n_query
+        self.frame_shape = frame_shape
+        self.rng = make_rng(seed, generator)
+        self.class_ids = class_ids
+        # label -> indices table: example j of class c is dataset index by_class[offsets[c] + j]
+        self.by_class = dataset.labels.argsort(stable=True)
+        self.offsets = dataset.class_counts.cumsum(0) - dataset.class_counts
+
+    @property
+    def num_steps(self) -> int:
+        """T, the length of one episode."""
+        return self.n_way * (self.k_shot + self.n_query)
+
+    def indices(self, episode_ids) -> tuple[torch.Tensor, torch.Tensor]:
+        """The draw behind the episodes, before any ordering into a sequence.
+
+        Returns:
+            classes: int64 ``[B, n_way]`` dataset class ids; position = label in the episode.
+            examples: int64 ``[B, n_way, k_shot + n_query]`` dataset indices; the first
+                ``k_shot`` of each class are its support.
+        """
+        ids = as_episode_ids(episode_ids, self.class_ids.device)
+        batch = ids.shape[0]
+        available = torch.full((batch,), self.class_ids.numel(), dtype=torch.int64, device=ids.device)
+        classes = self.class_ids[choose_distinct(self.rng, ids, STREAM_CLASSES, available, self.n_way)]
+        counts = self.dataset.class_counts[classes]
+        within = choose_distinct(self.rng, ids, STREAM_EXAMPLES, counts, self.k_shot + self.n_query)
+        examples = self.by_class[self.offsets[classes][..., None] + within]
+        return classes, examples
+
+    def sample(self, episode_ids) -> EpisodeBatch:
+        """The EpisodeBatch of ``episode_ids`` (a range or 1-D int tensor)."""
+        ids = as_episode_ids(episode_ids, self.class_ids.device)
+        _, examples = self.indices(ids)
+        batch, n, k, q = ids.shape[0], self.n_way, self.k_shot, self.n_query
+        labels = torch.arange(n, device=ids.device)[:, None].expand(batch, n, k + q)
+        support = self.rng.permutation(ids, STREAM_SUPPORT_ORDER, (n * k,))
+        order = [examples[..., :k].reshape(batch, -1).gather(1, support)]
+        targets = [labels[..., :k].reshape(batch, -1).gather(1, support)]
+        if q:
+            query = self.rng.permutation(ids, STREAM_QUERY_ORDER, (n * q,))
+            order.append(examples[..., k:].reshape(batch, -1).gather(1, query))
+            targets.append(labels[..., k:].reshape(batch, -1).gather(1, query))
+        steps, targets = torch.cat(order, 1), torch.cat(targets, 1)
+        if self.feedback == "synchronous":
+            feedback, loss_mask, shot = synchronous(targets, n * k, n)
+        else:
+            feedback, loss_mask, shot = delayed(targets, n)
+        frames = gather_frames(self.dataset.images, steps)
+        if self.frame_shape is not None:
+            frames = convert_frames(frames, self.frame_shape)
+        return EpisodeBatch(inputs=frames, feedback=feedback, targets=targets, loss_mask=loss_mask, shot=shot,
+                            segment=torch.zeros_like(targets), episode_ids=ids, num_classes=n)
