@@ -36,6 +36,7 @@ def convert_frames(frames: torch.Tensor, frame_shape: tuple[int, int, int]) -> t
         x = x.mean(dim=1, keepdim=True)
     if (h, w) != (height, width):
         x = F.interpolate(x, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
+    x = x.round_().clamp_(0, 255).to(torch.uint8)
     if c == 1 and channels == 3:
         x = x.expand(-1, 3, -1, -1)
-    return x.round_().clamp_(0, 255).to(torch.uint8).reshape(*lead, channels, height, width)
+    return x.reshape(*lead, channels, height, width)
