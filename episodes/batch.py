@@ -72,18 +72,7 @@ class EpisodeBatch:
             index = slice(index, index + 1)
         return self._map(lambda t: t[index])
 
+    def steps(self, start: int, stop: int) -> "EpisodeBatch":
+        """Steps ``start .. stop - 1`` of every episode."""
+        return self._map(lambda t: t if t is self.episode_ids else t[:, start:stop])
 
-def concat_steps(batches: list[EpisodeBatch]) -> EpisodeBatch:
-    """Join batches along time (same B and, for images, same frame size)."""
-    first = batches[0]
-    for name in ("inputs", "feedback", "targets"):
-        shapes = {tuple(getattr(b, name).shape[2:]) for b in batches}
-        if len(shapes) > 1:
-            raise ValueError(f"cannot join episodes whose {name} differ per step: {sorted(shapes)}; "
-                             "give the samplers the same frame_size")
-    return EpisodeBatch(
-        **{f.name: torch.cat([getattr(b, f.name) for b in batches], dim=1)
-           for f in fields(EpisodeBatch) if f.name not in ("episode_ids", "num_classes")},
-        episode_ids=first.episode_ids,
-        num_classes=first.num_classes,
-    )

@@ -22,6 +22,7 @@ STREAM_CLASSES = 1
 STREAM_EXAMPLES = 2
 STREAM_SUPPORT_ORDER = 10
 STREAM_QUERY_ORDER = 11
+STREAM_FUTURE_ORDER = 12
 
 
 def as_episode_ids(episode_ids, device=None) -> torch.Tensor:
@@ -146,26 +147,33 @@ class FewShotSampler:
         examples = self.by_class[self.offsets[classes][..., None] + within]
         return classes, examples
 
+    def ordered(self, ids: torch.Tensor, examples: torch.Tensor, stream: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Examples ``[B, n_way, s]`` laid out in a uniform random order of their ``n_way * s`` steps.
+
+        Returns ``(steps, targets)``: dataset indices and episode labels, both int64 ``[B, n_way * s]``.
+        """
+        batch, n, s = examples.shape
+        labels = torch.arange(n, device=ids.device)[:, None].expand(batch, n, s).reshape(batch, -1)
+        order = self.rng.permutation(ids, stream, (n * s,))
+        return examples.reshape(batch, -1).gather(1, order), labels.gather(1, order)
+
+    def frames(self, steps: torch.Tensor) -> torch.Tensor:
+        """uint8 frames ``[B, T, C, H, W]`` of the dataset indices ``steps [B, T]``."""
+        frames = gather_frames(self.dataset.images, steps)
+        return frames if self.frame_shape is None else convert_frames(frames, self.frame_shape)
+
     def sample(self, episode_ids) -> EpisodeBatch:
         """The EpisodeBatch of ``episode_ids`` (a range or 1-D int tensor)."""
         ids = as_episode_ids(episode_ids, self.class_ids.device)
         _, examples = self.indices(ids)
-        batch, n, k, q = ids.shape[0], self.n_way, self.k_shot, self.n_query
-        labels = torch.arange(n, device=ids.device)[:, None].expand(batch, n, k + q)
-        support = self.rng.permutation(ids, STREAM_SUPPORT_ORDER, (n * k,))
-        order = [examples[..., :k].reshape(batch, -1).gather(1, support)]
-        targets = [labels[..., :k].reshape(batch, -1).gather(1, support)]
-        if q:
-            query = self.rng.permutation(ids, STREAM_QUERY_ORDER, (n * q,))
-            order.append(examples[..., k:].reshape(batch, -1).gather(1, query))
-            targets.append(labels[..., k:].reshape(batch, -1).gather(1, query))
-        steps, targets = torch.cat(order, 1), torch.cat(targets, 1)
+        n, k = self.n_way, self.k_shot
+        steps, targets = self.ordered(ids, examples[..., :k], STREAM_SUPPORT_ORDER)
+        if self.n_query:
+            query_steps, query_targets = self.ordered(ids, examples[..., k:], STREAM_QUERY_ORDER)
+            steps, targets = torch.cat([steps, query_steps], 1), torch.cat([targets, query_targets], 1)
         if self.feedback == "synchronous":
             feedback, loss_mask, shot = synchronous(targets, n * k, n)
         else:
             feedback, loss_mask, shot = delayed(targets, n)
-        frames = gather_frames(self.dataset.images, steps)
-        if self.frame_shape is not None:
-            frames = convert_frames(frames, self.frame_shape)
-        return EpisodeBatch(inputs=frames, feedback=feedback, targets=targets, loss_mask=loss_mask, shot=shot,
-                            segment=torch.zeros_like(targets), episode_ids=ids, num_classes=n)
+        return EpisodeBatch(inputs=self.frames(steps), feedback=feedback, targets=targets, loss_mask=loss_mask,
+                            shot=shot, segment=torch.zeros_like(targets), episode_ids=ids, num_classes=n)
