@@ -14,10 +14,13 @@ def gather_frames(images: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     flat = index.reshape(-1)
     channels_last = images.permute(0, 2, 3, 1)
     if not images.is_contiguous() and channels_last.is_contiguous():
-        rows = channels_last.index_select(0, flat)  # [B*T, H, W, C]
-        return rows.view(*index.shape, *rows.shape[1:]).permute(0, 1, 4, 2, 3)
-    rows = images.index_select(0, flat)
-    return rows.view(*index.shape, *rows.shape[1:])
+        stored = channels_last  # [N, H, W, C]
+    else:
+        stored = images.contiguous()
+    # one row per frame: index_select on 2-D rows is several times faster than on 4-D images
+    rows = stored.view(stored.shape[0], -1).index_select(0, flat)
+    frames = rows.view(*index.shape, *stored.shape[1:])
+    return frames.permute(0, 1, 4, 2, 3) if stored is channels_last else frames
 
 
 def convert_frames(frames: torch.Tensor, frame_shape: tuple[int, int, int]) -> torch.Tensor:

@@ -71,8 +71,8 @@ class EpisodeRNG:
         base = mix32(mix32(ids & MASK32) ^ (ids >> 32) ^ key)  # [B]
         count = math.prod(shape)
         counter = torch.arange(count, dtype=torch.int64, device=ids.device)
-        x = (base[:, None] + (counter * _GOLDEN & MASK32)[None]) & MASK32
-        return mix32(mix32(x) ^ key).reshape(ids.shape[0], *shape)
+        x = (base[:, None] + (counter * _GOLDEN & MASK32)[None]) & MASK32  # a Weyl sequence, then one mix
+        return mix32(x).reshape(ids.shape[0], *shape)
 
     def uniform(self, episode_ids: torch.Tensor, stream: int, shape: tuple[int, ...]) -> torch.Tensor:
         """Uniforms in [0, 1), float64 ``[B, *shape]``."""
