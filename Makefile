@@ -20,6 +20,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/ops_cpu.py
+	$(PY) benchmarks/sampling.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

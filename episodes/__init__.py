@@ -1,6 +1,6 @@
 """episodes: datasets -> seeded samplers -> feedback sequences (EpisodeBatch). No import of metafwp."""
 from episodes.batch import EpisodeBatch
-from episodes.datasets import ImageClasses, ImageFolderClasses, MiniImageNet, Omniglot
+from episodes.datasets import Glyphs, ImageClasses, ImageFolderClasses, MiniImageNet, Omniglot
 from episodes.loader import EpisodeStream
 from episodes.regression import RegressionSampler
 from episodes.rng import EpisodeRNG
@@ -8,5 +8,5 @@ from episodes.sampling import FewShotSampler
 from episodes.streams import BootstrapBatch, BootstrapSampler, ContinualBatch, ContinualSampler, MultiTaskStream
 
 __all__ = ["BootstrapBatch", "BootstrapSampler", "ContinualBatch", "ContinualSampler", "EpisodeBatch", "EpisodeRNG",
-           "EpisodeStream", "FewShotSampler", "ImageClasses", "ImageFolderClasses", "MiniImageNet",
+           "EpisodeStream", "FewShotSampler", "Glyphs", "ImageClasses", "ImageFolderClasses", "MiniImageNet",
            "MultiTaskStream", "Omniglot", "RegressionSampler"]
