@@ -139,3 +139,15 @@ def read_images(paths: list[Path], mode: str, size: tuple[int, int] | None, prog
                              f"{out.shape[3]}x{out.shape[2]}; pass image_size to resize them all")
         out[i] = torch.from_numpy(pixels).permute(2, 0, 1)
     return out
+
+
+def read_images_cached(cache_file: Path, paths: list[Path], mode: str, size: tuple[int, int], progress: bool,
+                       desc: str, *key_parts: str) -> torch.Tensor:
+    """``read_images`` once: later calls load ``cache_file`` until a source file or a key part changes."""
+    key = sources_fingerprint(paths, *key_parts)
+    cached = load_cached(cache_file, key)
+    if cached is not None:
+        return cached["images"]
+    images = read_images(paths, mode, size, progress, desc)
+    save_cached(cache_file, key, {"images": images})
+    return images

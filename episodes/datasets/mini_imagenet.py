@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from episodes.datasets.base import (ImageClasses, check_choice, expand_root, load_cached, read_images,
-                                    save_cached, sources_fingerprint)
+from episodes.datasets.base import ImageClasses, check_choice, expand_root, read_images_cached
 
 MINI_IMAGENET_SPLITS = ("train", "val", "test")
 SOURCES = ("auto", "pickle", "csv")
@@ -111,14 +110,9 @@ def _from_csv(root: Path, split: str, progress: bool) -> tuple[torch.Tensor, tor
         raise FileNotFoundError(f"{len(missing)} images listed in {csv_file} are missing, e.g. {missing[0]}")
     label_of = {name: i for i, name in enumerate(names)}
     labels = torch.tensor([label_of[label] for _, label in rows])
-    cache_file = root / f"{split}.metafwp-{IMAGE_SIZE}x{IMAGE_SIZE}.pt"
-    key = sources_fingerprint([csv_file, *paths], CACHE_VERSION)
-    cached = load_cached(cache_file, key)
-    if cached is None:
-        images = read_images(paths, "RGB", (IMAGE_SIZE, IMAGE_SIZE), progress, desc=f"Mini-ImageNet {split}")
-        save_cached(cache_file, key, {"images": images})
-    else:
-        images = cached["images"]
+    images = read_images_cached(root / f"{split}.metafwp-{IMAGE_SIZE}x{IMAGE_SIZE}.pt", paths, "RGB",
+                                (IMAGE_SIZE, IMAGE_SIZE), progress, f"Mini-ImageNet {split}",
+                                CACHE_VERSION, csv_file.read_text())
     return images, labels, names
 
 

@@ -1,15 +1,13 @@
 """Omniglot from torchvision's folder layout, with the Vinyals split and rotation classes."""
 from __future__ import annotations
 
-import os
 import zipfile
 from importlib import resources
 from pathlib import Path
 
 import torch
 
-from episodes.datasets.base import (ImageClasses, check_choice, expand_root, load_cached, read_images,
-                                    save_cached, sources_fingerprint)
+from episodes.datasets.base import ImageClasses, check_choice, expand_root, read_images_cached
 
 OMNIGLOT_SPLITS = ("train", "val", "test", "trainval", "background", "evaluation")
 HALVES = ("images_background", "images_evaluation")
@@ -69,14 +67,8 @@ def _load_half(base: Path, half: str, image_size: int, progress: bool) -> tuple[
             counts.append(len(files))
     if not names:
         raise ValueError(f"{folder} holds no <Alphabet>/<character>/ folders")
-    cache_file = base / f"{half}.metafwp-{image_size}x{image_size}.pt"
-    key = sources_fingerprint(paths, CACHE_VERSION, str(image_size), *names)
-    cached = load_cached(cache_file, key)
-    if cached is None:
-        images = read_images(paths, "L", (image_size, image_size), progress, desc=f"Omniglot {half}")
-        save_cached(cache_file, key, {"images": images})
-    else:
-        images = cached["images"]
+    images = read_images_cached(base / f"{half}.metafwp-{image_size}x{image_size}.pt", paths, "L",
+                                (image_size, image_size), progress, f"Omniglot {half}", CACHE_VERSION, *names)
     labels = torch.repeat_interleave(torch.arange(len(names)), torch.tensor(counts))
     return images, labels, names
 

@@ -45,8 +45,8 @@ def write_omniglot(root: Path, alphabets: dict[str, dict[str, int]], drawers: in
     return root
 
 
-def write_mini_imagenet_pickle(path: Path, classes: dict[str, int], seed: int = 0) -> np.ndarray:
-    """A ``mini-imagenet-cache`` pickle: image_data uint8 [N, 84, 84, 3] and class_dict."""
+def write_mini_imagenet_pickle(path: Path, classes: dict[str, int], seed: int = 0) -> tuple[np.ndarray, dict]:
+    """A ``mini-imagenet-cache`` pickle: image_data uint8 [N, 84, 84, 3] and class_dict (both returned)."""
     rng = np.random.default_rng(seed)
     total = sum(classes.values())
     image_data = rng.integers(0, 256, (total, 84, 84, 3), dtype=np.uint8)
@@ -57,7 +57,7 @@ def write_mini_imagenet_pickle(path: Path, classes: dict[str, int], seed: int = 
         start += count
     with open(path, "wb") as handle:
         pickle.dump({"image_data": image_data, "class_dict": class_dict}, handle, protocol=4)
-    return image_data
+    return image_data, class_dict
 
 
 def write_mini_imagenet_csv(root: Path, splits: dict[str, dict[str, int]], size: int = 100) -> None:

@@ -1,6 +1,5 @@
 import os
 import pickle
-import shutil
 import zipfile
 
 import numpy as np
@@ -138,20 +137,21 @@ MINI_SPLITS = {"train": {"n01": 5, "n02": 7, "n03": 4}, "val": {"n04": 3, "n05":
 
 
 def test_mini_imagenet_pickles(tmp_path):
-    written = {split: write_mini_imagenet_pickle(tmp_path / f"mini-imagenet-cache-{name}.pkl", MINI_SPLITS[split], seed=i)
-               for i, (split, name) in enumerate([("train", "train"), ("val", "validation"), ("test", "test")])}
+    file_names = {"train": "train", "val": "validation", "test": "test"}
+    written = {split: write_mini_imagenet_pickle(tmp_path / f"mini-imagenet-cache-{file_names[split]}.pkl",
+                                                 MINI_SPLITS[split], seed=i)
+               for i, split in enumerate(MINI_SPLITS)}
     for split, classes in MINI_SPLITS.items():
         data = MiniImageNet(tmp_path, split)
+        image_data, class_dict = written[split]
         assert data.source == "pickle"
         assert data.class_names == sorted(classes)
         assert data.class_counts.tolist() == [classes[name] for name in sorted(classes)]
         assert data.images.shape == (sum(classes.values()), 3, 84, 84)
-        with open(tmp_path / f"mini-imagenet-cache-{ {'train': 'train', 'val': 'validation', 'test': 'test'}[split]}.pkl", "rb") as f:
-            class_dict = pickle.load(f)["class_dict"]
         for label, name in enumerate(data.class_names):
             for index in class_dict[name]:
                 assert int(data.labels[index]) == label
-                assert torch.equal(data.images[index], torch.from_numpy(written[split][index]).permute(2, 0, 1))
+                assert torch.equal(data.images[index], torch.from_numpy(image_data[index]).permute(2, 0, 1))
 
 
 def test_mini_imagenet_malicious_pickle_runs_nothing(tmp_path):
