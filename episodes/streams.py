@@ -192,7 +192,7 @@ class ContinualSampler:
                                  "after later tasks")
         if shuffle and len({(s.n_way, s.k_shot, s.n_query) for s in samplers}) > 1:
             raise ValueError("shuffle=True needs samplers with the same n_way, k_shot and n_query")
-        if shuffle or class_incremental:
+        if shuffle:
             _check_same_frames(samplers)
         self.samplers, self.class_incremental, self.shuffle = samplers, class_incremental, shuffle
         self.rng = make_rng(seed, generator)
