@@ -26,13 +26,19 @@ from episodes import FewShotSampler, ImageClasses
 
 
 class LeanPerTaskPipeline:
-    """learn2learn-style per-task sampling: NWays -> KShots -> LoadData -> RemapLabels."""
+    """learn2learn-style per-task sampling: NWays -> KShots -> LoadData -> RemapLabels -> collate.
+
+    ``one_gather=False`` follows learn2learn's semantics: LoadData reads ``dataset[i] -> (x, y)``
+    per example and RemapLabels rewrites each example's label. ``one_gather=True`` is leaner than
+    learn2learn: one tensor gather per task and labels built directly.
+    """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, n_way: int, per_class: int, *,
                  one_gather: bool, seed: int = 0):
         self.images, self.n_way, self.per_class, self.one_gather = images, n_way, per_class, one_gather
+        self.labels = labels.tolist()
         self.by_label: dict[int, list[int]] = {}
-        for index, label in enumerate(labels.tolist()):
+        for index, label in enumerate(self.labels):
             self.by_label.setdefault(label, []).append(index)
         self.classes = list(self.by_label)
         self.random = random.Random(seed)
@@ -40,13 +46,13 @@ class LeanPerTaskPipeline:
     def task(self):
         classes = self.random.sample(self.classes, self.n_way)  # NWays
         indices = [i for c in classes for i in self.random.sample(self.by_label[c], self.per_class)]  # KShots
-        if self.one_gather:  # LoadData
+        remap = {c: new for new, c in enumerate(classes)}
+        if self.one_gather:
             frames = self.images[torch.tensor(indices)]
-        else:
-            frames = torch.stack([self.images[i] for i in indices])
-        remap = {c: new for new, c in enumerate(classes)}  # RemapLabels
-        targets = torch.tensor([remap[c] for c in classes for _ in range(self.per_class)])
-        return frames, targets
+            return frames, torch.tensor([remap[c] for c in classes for _ in range(self.per_class)])
+        items = [(self.images[i], self.labels[i]) for i in indices]  # LoadData: dataset[i] per example
+        items = [(x, remap[y]) for x, y in items]  # RemapLabels
+        return torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items])  # collate
 
 
 def episodes_per_second(run, episodes_per_call: int, seconds: float, repeats: int) -> float:

@@ -47,17 +47,29 @@ def make_rng(seed: int | None, generator: torch.Generator | None) -> EpisodeRNG:
     return EpisodeRNG(0 if seed is None else seed)
 
 
+SORT_FACTOR = 4  # choosing over a quarter of a population: one sort beats Floyd's `count` sequential steps
+
+
 def choose_distinct(rng: EpisodeRNG, ids: torch.Tensor, stream: int, population: torch.Tensor,
-                    count: int) -> torch.Tensor:
+                    count: int, max_population: int) -> torch.Tensor:
     """``count`` distinct integers from ``[0, population)`` per element, in uniform random order.
 
     Args:
         ids: ``[B]`` episode ids.
         population: int64 ``[B, *shape]`` sizes, each ``>= count``.
+        max_population: an upper bound of ``population``; it picks the algorithm: up to
+            ``SORT_FACTOR * count`` the first ``count`` of a random permutation, above it Floyd's.
     Returns:
         int64 ``[B, *shape, count]``.
     """
     shape = tuple(population.shape[1:])
+    if max_population <= SORT_FACTOR * count:
+        # random sort keys (32 random bits above the value, as in EpisodeRNG.permutation); values
+        # beyond an element's population get a top bit so they sort last
+        values = torch.arange(max_population, device=ids.device)
+        keys = (rng.bits(ids, 2 * stream, (*shape, max_population)) << 20) | values
+        keys = torch.where(values < population[..., None], keys, keys | (1 << 52))
+        return keys.argsort(dim=-1)[..., :count]
     u = rng.uniform(ids, 2 * stream, (*shape, count))
     chosen = population.new_empty(*population.shape, count)
     for step in range(count):  # Floyd: j runs over the last `count` values of the population
@@ -121,6 +133,7 @@ class FewShotSampler:
         self.frame_shape = frame_shape
         self.rng = make_rng(seed, generator)
         self.class_ids = class_ids
+        self.largest_class = int(counts.max())
         # label -> indices table: example j of class c is dataset index by_class[offsets[c] + j]
         self.by_class = dataset.labels.argsort(stable=True)
         self.offsets = dataset.class_counts.cumsum(0) - dataset.class_counts
@@ -141,9 +154,11 @@ class FewShotSampler:
         ids = as_episode_ids(episode_ids, self.class_ids.device)
         batch = ids.shape[0]
         available = torch.full((batch,), self.class_ids.numel(), dtype=torch.int64, device=ids.device)
-        classes = self.class_ids[choose_distinct(self.rng, ids, STREAM_CLASSES, available, self.n_way)]
+        classes = self.class_ids[choose_distinct(self.rng, ids, STREAM_CLASSES, available, self.n_way,
+                                                 self.class_ids.numel())]
         counts = self.dataset.class_counts[classes]
-        within = choose_distinct(self.rng, ids, STREAM_EXAMPLES, counts, self.k_shot + self.n_query)
+        within = choose_distinct(self.rng, ids, STREAM_EXAMPLES, counts, self.k_shot + self.n_query,
+                                 self.largest_class)
         examples = self.by_class[self.offsets[classes][..., None] + within]
         return classes, examples
 

@@ -7,6 +7,7 @@ import torch
 from episodes import EpisodeRNG, FewShotSampler, ImageClasses
 from episodes.feedback import delayed, synchronous
 from episodes.rng import mix32, mix32_int
+from episodes.sampling import SORT_FACTOR, choose_distinct
 
 
 def toy_classes(num_classes=12, per_class=(6, 9, 7)):
@@ -111,6 +112,21 @@ def test_examples_within_a_class_are_uniform():
     observed = torch.bincount(codes, minlength=216)[[a * 36 + b * 6 + c for a, b, c in
                                                      itertools.permutations(range(6), 3)]].double()
     assert observed.sum() == 12_000 and chi_square_p_ok(observed, torch.full((120,), 100.0))
+
+
+@pytest.mark.parametrize("max_population", [5, 3 * SORT_FACTOR + 1], ids=["sort", "floyd"])
+def test_choose_distinct_gives_uniform_ordered_subsets(max_population):
+    """Both algorithms: every ordered triple of distinct values from [0, 5) equally likely (60 cells),
+    and a population of 4 in the same call never yields the value 4."""
+    rng, ids = EpisodeRNG(3), torch.arange(30_000)
+    population = torch.tensor([5, 4]).expand(30_000, 2)
+    chosen = choose_distinct(rng, ids, 7, population, 3, max_population)
+    assert chosen.shape == (30_000, 2, 3) and int(chosen[:, 1].max()) == 3
+    assert all(len(set(row)) == 3 for row in chosen.reshape(-1, 3).tolist()[:2000])
+    codes = chosen[:, 0, 0] * 25 + chosen[:, 0, 1] * 5 + chosen[:, 0, 2]
+    cells = [a * 25 + b * 5 + c for a, b, c in itertools.permutations(range(5), 3)]
+    observed = torch.bincount(codes, minlength=125)[cells].double()
+    assert observed.sum() == 30_000 and chi_square_p_ok(observed, torch.full((60,), 500.0))
 
 
 def test_synchronous_encoding_step_by_step():
