@@ -97,8 +97,8 @@ def main():
           f"{'1-gather':>9} {'ratio':>7}")
 
     images = torch.randint(0, 256, (100 * 20, 1, 28, 28), dtype=torch.uint8, generator=generator)
-    compare("100 cls x 20, 1x28x28, 5-way x 16 (8+8), B=384", images,
-            torch.arange(100).repeat_interleave(20), 5, 8, 8, 384, seconds, repeats)
+    compare("100 cls x 20, 1x28x28, 5-way x 16 (8+8), B=256", images,
+            torch.arange(100).repeat_interleave(20), 5, 8, 8, 256, seconds, repeats)
 
     classes = 1623 * 4  # Omniglot with the rotation classes
     images = torch.randint(0, 256, (classes * 20, 1, 28, 28), dtype=torch.uint8, generator=generator)

@@ -16,7 +16,7 @@ import math
 import torch
 
 MASK32 = 0xFFFFFFFF
-_ROUNDS = ((16, 0x7FEB352D), (15, 0x2C1B3C6D), (12, 0x297A2D39))
+_ROUNDS = ((16, 0x7FEB352D), (15, 0x2C1B3C6D))
 _GOLDEN = 0x61C88647  # odd, below 2**31: spreads consecutive counters before mixing
 
 
@@ -25,7 +25,7 @@ def mix32(x: torch.Tensor) -> torch.Tensor:
     for shift, multiplier in _ROUNDS:
         x = x ^ (x >> shift)
         x = (x * multiplier) & MASK32
-    return x ^ (x >> 15)
+    return x ^ (x >> 16)
 
 
 def mix32_int(x: int) -> int:
@@ -33,7 +33,7 @@ def mix32_int(x: int) -> int:
     for shift, multiplier in _ROUNDS:
         x ^= x >> shift
         x = (x * multiplier) & MASK32
-    return x ^ (x >> 15)
+    return x ^ (x >> 16)
 
 
 def _fold64(value: int) -> int:
