@@ -55,27 +55,28 @@ class LeanPerTaskPipeline:
         return torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items])  # collate
 
 
-def episodes_per_second(run, episodes_per_call: int, seconds: float, repeats: int) -> float:
-    """Median over repeats of the rate of calling ``run`` for about ``seconds``."""
-    rates = []
-    for _ in range(repeats):
-        start, calls = time.perf_counter(), 0
-        while time.perf_counter() - start < seconds:
-            run(calls)
-            calls += 1
-        rates.append(calls * episodes_per_call / (time.perf_counter() - start))
-    return statistics.median(rates)
+def rate(run, episodes_per_call: int, seconds: float) -> float:
+    """Episodes per second of calling ``run(call_index)`` for about ``seconds``."""
+    start, calls = time.perf_counter(), 0
+    while time.perf_counter() - start < seconds:
+        run(calls)
+        calls += 1
+    return calls * episodes_per_call / (time.perf_counter() - start)
 
 
 def compare(name, images, labels, n_way, k_shot, n_query, batch_size, seconds, repeats):
+    """Medians of interleaved runs of ours and both peers (the VM's speed drifts between runs)."""
     data = ImageClasses(images, labels)
     sampler = FewShotSampler(data, n_way, k_shot, n_query, seed=0)
     per_item = LeanPerTaskPipeline(images, labels, n_way, k_shot + n_query, one_gather=False)
     one_gather = LeanPerTaskPipeline(images, labels, n_way, k_shot + n_query, one_gather=True)
-    ours = episodes_per_second(lambda i: sampler.sample(range(i * batch_size, (i + 1) * batch_size)),
-                               batch_size, seconds, repeats)
-    peer = episodes_per_second(lambda i: per_item.task(), 1, seconds, repeats)
-    lean = episodes_per_second(lambda i: one_gather.task(), 1, seconds, repeats)
+    runs = {"ours": (lambda i: sampler.sample(range(i * batch_size, (i + 1) * batch_size)), batch_size),
+            "per_item": (lambda i: per_item.task(), 1), "one_gather": (lambda i: one_gather.task(), 1)}
+    rates = {key: [] for key in runs}
+    for _ in range(repeats):
+        for key, (run, per_call) in runs.items():
+            rates[key].append(rate(run, per_call, seconds))
+    ours, peer, lean = (statistics.median(rates[key]) for key in runs)
     print(f"{name:<52} {ours:>9,.0f} {peer:>9,.0f} {ours / peer:>6.1f}x {lean:>9,.0f} {ours / lean:>6.1f}x")
     return ours
 
@@ -92,7 +93,7 @@ def main():
     torch.set_num_threads(1)
     seconds, repeats = (0.3, 1) if args.quick else (1.5, 5)
     generator = torch.Generator().manual_seed(0)
-    print(f"torch {torch.__version__}, 1 thread; episodes/s, medians of {repeats} runs of {seconds} s")
+    print(f"torch {torch.__version__}, 1 thread; episodes/s, medians of {repeats} interleaved runs of {seconds} s")
     print(f"{'setting (batch of episodes per call)':<52} {'metafwp':>9} {'l2l-style':>9} {'ratio':>7} "
           f"{'1-gather':>9} {'ratio':>7}")
 

@@ -65,13 +65,19 @@ class EpisodeRNG:
         return cls(int(torch.randint(0, 2**62, (), generator=generator)))
 
     def bits(self, episode_ids: torch.Tensor, stream: int, shape: tuple[int, ...]) -> torch.Tensor:
-        """Uniform 32-bit integers, int64 ``[B, *shape]``, for episode ids ``[B]``."""
-        ids = episode_ids.to(torch.int64)
-        key = self._seed_key ^ mix32_int(stream + 1)
-        base = mix32(mix32(ids & MASK32) ^ (ids >> 32) ^ key)  # [B]
+        """Uniform 32-bit integers, int64 ``[B, *shape]``, for episode ids ``[B]``.
+
+        ``stream`` in ``[0, 256)`` and up to 2**24 numbers per stream: draw j of a stream is
+        counter ``stream * 2**24 + j`` of the episode's Weyl sequence, so no two draws of an episode
+        share an input, and the mixer (a bijection) gives each its own output.
+        """
         count = math.prod(shape)
-        counter = torch.arange(count, dtype=torch.int64, device=ids.device)
-        x = (base[:, None] + (counter * _GOLDEN & MASK32)[None]) & MASK32  # a Weyl sequence, then one mix
+        if not 0 <= stream < 256 or count >= 1 << 24:
+            raise ValueError(f"stream must be in [0, 256) and shape hold < 2**24 numbers, got {stream}, {shape}")
+        ids = episode_ids.to(torch.int64)
+        base = mix32(mix32((ids & MASK32) ^ self._seed_key) ^ (ids >> 32))  # [B]
+        counter = (stream << 24) + torch.arange(count, dtype=torch.int64, device=ids.device)
+        x = (base[:, None] + (counter * _GOLDEN & MASK32)) & MASK32
         return mix32(x).reshape(ids.shape[0], *shape)
 
     def uniform(self, episode_ids: torch.Tensor, stream: int, shape: tuple[int, ...]) -> torch.Tensor:
