@@ -1,9 +1,9 @@
 """N-way K-shot episode sampling on index tensors, many episodes per call.
 
 Episode ``i`` depends only on ``(seed, i)`` (see ``episodes.rng``): batch size, DataLoader workers,
-ranks and device never change it. Classes and examples are chosen with Floyd's algorithm (a
-uniform subset in ``count`` vectorised steps, whatever the population size), then put in uniform
-random order; the position of a class in that order is its label in the episode, so labels are a
+ranks and device never change it. Classes and examples are chosen as uniform subsets in uniform
+random order (Floyd's algorithm, or one sort of random keys when a quarter or more of a population
+is drawn); the position of a class in that order is its label in the episode, so labels are a
 uniform random permutation per episode. Pixels are gathered last, once per step.
 """
 from __future__ import annotations
