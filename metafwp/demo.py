@@ -1,5 +1,6 @@
 """``make demo``: every fast-weight rule on one input, the chunk form checked against the reference
 loop (outputs, final states, gradients) and both timed; the table is printed and saved as JSON.
+Then one episode of the embedded Glyphs data is drawn to ``episode.png`` beside it.
 
     python -m metafwp.demo [--out runs/ops_demo] [--steps 256]
 """
@@ -13,6 +14,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from episodes import FewShotSampler, Glyphs
+from episodes.plot import plot_episode
 from metafwp.ops import RULES, delta_product, fast_weight, srwm, srwm_columns
 
 
@@ -106,6 +109,11 @@ def main():
     results = {"shape": {"B": B, "T": T, "H": H, "K": K, "V": K}, "rules": rows, "srwm_ms": 1e3 * seconds}
     (out / "results.json").write_text(json.dumps(results, indent=2))
     print(f"\nResults written to {(out / 'results.json').resolve()}")
+
+    glyphs = Glyphs("background")  # the embedded data the trainer will learn from (rendered once, cached)
+    episode = FewShotSampler(glyphs, n_way=5, k_shot=2, n_query=2, seed=0).sample(range(1))
+    plot_episode(episode, 0, out / "episode.png")
+    print(f"A 5-way 2-shot Glyphs episode ({glyphs!r}) drawn in {(out / 'episode.png').resolve()}")
 
 
 if __name__ == "__main__":

@@ -190,3 +190,15 @@ def test_on_device_dataset_samples_on_its_device():
     assert batch.inputs.device.type == device and batch.targets.device.type == device
     on_cpu = FewShotSampler(coded_classes(10, 6), 3, 2, 1, seed=1).sample(range(8))
     assert torch.equal(batch.inputs.cpu(), on_cpu.inputs) and torch.equal(batch.feedback.cpu(), on_cpu.feedback)
+
+
+def test_plot_episode_draws_every_step(tmp_path):
+    from episodes.plot import plot_episode
+
+    batch = FewShotSampler(coded_classes(6, 4, size=8), 3, 2, 1, seed=0).sample(range(2))
+    figure = plot_episode(batch, 1, tmp_path / "episode.png")
+    assert (tmp_path / "episode.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    titles = [ax.get_title() for ax in figure.axes if ax.get_title()]
+    assert len(titles) == 9 and titles[6].startswith("t6 fb ?")
+    with pytest.raises(ValueError, match="draws image episodes"):
+        plot_episode(RegressionSampler("linear", 3, dim=2).sample(range(1)))
