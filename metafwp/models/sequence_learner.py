@@ -1,0 +1,65 @@
+"""SequenceLearner: the in-context learner that reads an EpisodeBatch step by step (REFERENCE.md section 3)."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from episodes import EpisodeBatch
+from metafwp.nn.blocks import MixerBlock, build_mixer
+
+
+def frames_to_float(inputs: torch.Tensor) -> torch.Tensor:
+    """uint8 frames to float in [0, 1]; float inputs (regression) unchanged."""
+    return inputs.float().div_(255.0) if inputs.dtype == torch.uint8 else inputs
+
+
+class SequenceLearner(nn.Module):
+    """Backbone per frame, features joined with the feedback, Linear to ``d_model``,
+    ``num_layers`` x [mixer + feed-forward], LayerNorm, Linear to the outputs.
+
+    Args:
+        backbone: per-frame encoder ``[N, C, H, W] -> [N, feature_dim]``; ``None`` feeds the raw
+            inputs (regression, ``[B, T, Dx]``).
+        feature_dim: the backbone's output width (or Dx).
+        num_outputs: n_way logits, or Dy for regression.
+        feedback_dim: width of the encoded feedback: ``n_way + 1`` (one-hot label incl. unknown)
+            or ``Dy + 1`` (regression target and unknown flag).
+        mixer: ``srwm``, ``lstm``, ``attention`` or a Table-1 rule name.
+        d_model, num_layers, num_heads, ff_multiplier, dropout: the sequence model's size.
+        fast_weight_options: passed to FastWeightLayer (feature_map, beta_activation, backend).
+
+    ``forward(batch, state=None) -> (outputs [B, T, num_outputs], state)``: ``state`` is the list of
+    each layer's state after the last step, so a later call with ``batch.steps(a, b)`` continues
+    the sequence exactly (evaluation can branch from a saved state).
+    """
+
+    def __init__(self, backbone: nn.Module | None, feature_dim: int, num_outputs: int, feedback_dim: int, *,
+                 mixer: str = "srwm", d_model: int = 256, num_layers: int = 2, num_heads: int = 16,
+                 ff_multiplier: int = 4, dropout: float = 0.0, **fast_weight_options):
+        super().__init__()
+        self.backbone, self.feedback_dim = backbone, feedback_dim
+        self.input_proj = nn.Linear(feature_dim + feedback_dim, d_model)
+        self.blocks = nn.ModuleList(
+            MixerBlock(build_mixer(mixer, d_model, num_heads, dropout, **fast_weight_options), d_model,
+                       ff_multiplier, dropout) for _ in range(num_layers))
+        self.out_norm = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, num_outputs)
+
+    def encode_feedback(self, batch: EpisodeBatch) -> torch.Tensor:
+        """``[B, T, feedback_dim]``: one-hot labels (the unknown label is the last slot) or the
+        regression feedback as given."""
+        if batch.num_classes is None:
+            return batch.feedback.float()
+        return F.one_hot(batch.feedback, self.feedback_dim).float()
+
+    def forward(self, batch: EpisodeBatch, state: list | None = None):
+        B, T = batch.feedback.shape[:2]
+        x = frames_to_float(batch.inputs)
+        features = x if self.backbone is None else self.backbone(x.flatten(0, 1)).view(B, T, -1)
+        h = self.input_proj(torch.cat([features, self.encode_feedback(batch)], -1))
+        new_state = []
+        for i, block in enumerate(self.blocks):
+            h, layer_state = block(h, None if state is None else state[i])
+            new_state.append(layer_state)
+        return self.head(self.out_norm(h)), new_state

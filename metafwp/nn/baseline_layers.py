@@ -1,0 +1,54 @@
+"""The classic sequence mixers beside the fast-weight layers, with the same ``(x, state) -> (y, state)``
+interface: an LSTM and causal softmax attention."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class LSTMLayer(nn.Module):
+    """One LSTM of width ``d_model``.
+
+    ``forward(x [B, T, d_model], state (h, c) each [1, B, d_model] or None) -> (y [B, T, d_model], (h, c))``.
+    """
+
+    def __init__(self, d_model: int):
+        super().__init__()
+        self.lstm = nn.LSTM(d_model, d_model, batch_first=True)
+
+    def forward(self, x: torch.Tensor, state=None):
+        return self.lstm(x, state)
+
+
+class CausalAttentionLayer(nn.Module):
+    """Multi-head causal softmax attention (torch SDPA), no positional encoding (the causal mask
+    orders the steps).
+
+    ``forward(x [B, T, d_model], state (keys, values) each [B, H, T_past, D] or None)
+    -> (y [B, T, d_model], (keys, values))``: the state is the key/value cache of every step seen,
+    so a later call attends to the whole history exactly as one long call would.
+    """
+
+    def __init__(self, d_model: int, num_heads: int, dropout: float = 0.0):
+        super().__init__()
+        if d_model % num_heads:
+            raise ValueError(f"d_model={d_model} is not divisible by num_heads={num_heads}")
+        self.num_heads, self.dropout = num_heads, dropout
+        self.qkv_proj = nn.Linear(d_model, 3 * d_model, bias=False)
+        self.out_proj = nn.Linear(d_model, d_model, bias=False)
+
+    def forward(self, x: torch.Tensor, state=None):
+        B, T, d_model = x.shape
+        q, k, v = self.qkv_proj(x).view(B, T, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)  # [B, H, T, D] each
+        past = 0
+        if state is not None:
+            past = state[0].shape[2]
+            k, v = torch.cat([state[0], k], 2), torch.cat([state[1], v], 2)
+        # query i (at time past + i) sees keys 0 .. past + i
+        mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(past)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
+        return self.out_proj(y.transpose(1, 2).reshape(B, T, d_model)), (k, v)
+
+    def extra_repr(self) -> str:
+        return f"heads={self.num_heads}"

@@ -1,0 +1,31 @@
+"""Checkpoints: a plain dict written atomically (temp file + rename) and read with weights_only=True."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Write ``state`` to ``path`` so that a crash leaves either the old file or the new one, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(state, temporary)
+        with open(temporary, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def load_checkpoint(path: Path) -> dict:
+    """A checkpoint's dict; tensors, numbers, strings and containers only (no code runs)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}; train first, or check the run folder")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a truncated or foreign file: say which and what to do
+        raise ValueError(f"{path} is not a readable metafwp checkpoint ({type(error).__name__}: {error}); "
+                         "delete it to start over") from None
