@@ -17,7 +17,7 @@ def norm_layer(norm: str, channels: int) -> nn.Module:
 
 
 class Conv4(nn.Module):
-    """Four blocks of conv3x3 - norm - maxpool 2 - ReLU, then flatten and dropout.
+    """Four blocks of conv3x3 (no bias: the norm follows) - norm - maxpool 2 - ReLU, then flatten and dropout.
 
     ``forward(images [N, C, H, W] float) -> features [N, filters * (H // 16) * (W // 16)]``:
     64 features for 28x28 with 64 filters, 800 for 84x84 with 32 filters.
@@ -27,7 +27,7 @@ class Conv4(nn.Module):
         super().__init__()
         layers, channels = [], in_channels
         for _ in range(4):
-            layers += [nn.Conv2d(channels, filters, 3, padding=1), norm_layer(norm, filters), nn.MaxPool2d(2),
+            layers += [nn.Conv2d(channels, filters, 3, padding=1, bias=False), norm_layer(norm, filters), nn.MaxPool2d(2),
                        nn.ReLU(inplace=True)]
             channels = filters
         self.blocks = nn.Sequential(*layers)
@@ -81,6 +81,9 @@ def build_backbone(name: str, in_channels: int, filters: int | None = None, norm
                    dropout: float = 0.0, image_size: int = 28) -> nn.Module:
     """A backbone by name. ``filters`` sets Conv-4's width (Default: 64 up to 28x28 images, 32 above,
     as in the reference setups); ResNet-12 keeps [64, 96, 128, 256]."""
+    if image_size < 16:
+        raise ValueError(f"{name} halves the frame four times and needs frames of at least 16x16, got "
+                         f"{image_size}x{image_size}; set data.image_size=28 (or larger)")
     if name == "conv4":
         return Conv4(in_channels, filters or (64 if image_size <= 28 else 32), norm, dropout)
     if name == "resnet12":

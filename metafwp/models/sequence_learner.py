@@ -27,6 +27,9 @@ class SequenceLearner(nn.Module):
             or ``Dy + 1`` (regression target and unknown flag).
         mixer: ``srwm``, ``lstm``, ``attention`` or a Table-1 rule name.
         d_model, num_layers, num_heads, ff_multiplier, dropout: the sequence model's size.
+        matched_init: start every mixer that has keys with keys matched to queries
+            (``match_keys_to_queries``): shortens the plateau at chance before in-context learning
+            starts. Default: False (the reference initialisation).
         fast_weight_options: passed to FastWeightLayer (feature_map, beta_activation, backend).
 
     ``forward(batch, state=None) -> (outputs [B, T, num_outputs], state)``: ``state`` is the list of
@@ -36,13 +39,17 @@ class SequenceLearner(nn.Module):
 
     def __init__(self, backbone: nn.Module | None, feature_dim: int, num_outputs: int, feedback_dim: int, *,
                  mixer: str = "srwm", d_model: int = 256, num_layers: int = 2, num_heads: int = 16,
-                 ff_multiplier: int = 4, dropout: float = 0.0, **fast_weight_options):
+                 ff_multiplier: int = 4, dropout: float = 0.0, matched_init: bool = False, **fast_weight_options):
         super().__init__()
         self.backbone, self.feedback_dim = backbone, feedback_dim
         self.input_proj = nn.Linear(feature_dim + feedback_dim, d_model)
         self.blocks = nn.ModuleList(
             MixerBlock(build_mixer(mixer, d_model, num_heads, dropout, **fast_weight_options), d_model,
                        ff_multiplier, dropout) for _ in range(num_layers))
+        if matched_init:
+            for block in self.blocks:
+                if hasattr(block.mixer, "match_keys_to_queries"):
+                    block.mixer.match_keys_to_queries()
         self.out_norm = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, num_outputs)
 

@@ -38,6 +38,12 @@ class CausalAttentionLayer(nn.Module):
         self.qkv_proj = nn.Linear(d_model, 3 * d_model, bias=False)
         self.out_proj = nn.Linear(d_model, d_model, bias=False)
 
+    @torch.no_grad()
+    def match_keys_to_queries(self) -> None:
+        """Start the key projection equal to the query projection (see FastWeightLayer's)."""
+        d_model = self.out_proj.weight.shape[0]
+        self.qkv_proj.weight[d_model:2 * d_model] = self.qkv_proj.weight[:d_model]
+
     def forward(self, x: torch.Tensor, state=None):
         B, T, d_model = x.shape
         q, k, v = self.qkv_proj(x).view(B, T, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)  # [B, H, T, D] each

@@ -85,6 +85,15 @@ class FastWeightLayer(nn.Module):
             self.decay_proj = nn.Linear(d_model, H * K if rule == "gla" else H)
         self.out_proj = nn.Linear(H * K, d_model, bias=False)
 
+    @torch.no_grad()
+    def match_keys_to_queries(self) -> None:
+        """Start the key projection equal to the query projection (each micro-step's keys for
+        DeltaProduct), so that a later query of a similar input reads what a step wrote from the
+        first update on. This shortens the plateau before in-context learning starts."""
+        H, K, n = self.num_heads, self.head_dim, self.num_householder
+        query = self.q_proj.weight.view(H, 1, K, -1)
+        self.k_proj.weight.view(H, n, K, -1).copy_(query.expand(H, n, K, query.shape[-1]))
+
     def forward(self, x: torch.Tensor, state: torch.Tensor | None = None):
         B, T, _ = x.shape
         H, K, n = self.num_heads, self.head_dim, self.num_householder

@@ -30,6 +30,14 @@ class SRWMLayer(nn.Module):
         self.norm = nn.LayerNorm(d_model)
         self.dropout = nn.Dropout(dropout)
 
+    @torch.no_grad()
+    def match_keys_to_queries(self, scale: float = 3.0) -> None:
+        """Add ``scale * I`` to the key block of W0, so a step's key ``softmax(x_t W_k)`` peaks where
+        ``x_t`` does and a later similar input reads that step's update from the first update on
+        (tying the q and k blocks instead would cancel the update ``k^T (q - k) W``)."""
+        D = self.head_dim
+        self.W0[:, :, 2 * D:3 * D] += scale * torch.eye(D, device=self.W0.device)
+
     def forward(self, x: torch.Tensor, state: torch.Tensor | None = None):
         B, T, d_model = x.shape
         W = self.W0 if state is None else state

@@ -53,6 +53,7 @@ class ModelConfig:
     dropout: float = 0.0
     feature_map: Optional[str] = None
     beta_activation: str = "sigmoid"
+    matched_init: bool = False        # keys start matched to queries: a shorter plateau at chance
 
 
 @dataclass
@@ -151,8 +152,10 @@ def load_config(recipe: str | Path | None = None, overrides: list[str] = ()) -> 
         if not path.is_file():
             raise ConfigError(f"Recipe {str(path)!r} not found; the shipped ones are in recipes/ (e.g. "
                               f"recipes/glyphs_5way1shot_srwm.yaml)")
-        layers.append(OmegaConf.load(path))
-        layers.append(OmegaConf.create({"recipe": path.stem}))
+        recipe_layer = OmegaConf.load(path)
+        if "recipe" not in recipe_layer:  # a saved run's config.yaml keeps its recipe's name
+            recipe_layer.recipe = path.stem
+        layers.append(recipe_layer)
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"Override {item!r} is not key=value (e.g. train.steps=100)")

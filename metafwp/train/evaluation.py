@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 from contextlib import nullcontext
+from dataclasses import replace
 
 import torch
 import torch.nn as nn
@@ -10,6 +11,9 @@ from tqdm import tqdm
 
 from episodes import EpisodeStream
 from metafwp.losses import episode_loss
+from metafwp.train.build import build_model
+from metafwp.train.config import RunConfig
+from metafwp.train.data import build_sampler, frame_shape, load_split, num_shots
 
 
 def autocast(device: torch.device, bf16: bool):
@@ -56,3 +60,26 @@ def evaluate(model: nn.Module, sampler, num_episodes: int, batch_size: int, num_
     by_shot = {shot: 100 * (correct[shot] / count[shot]).item() for shot in range(num_shots) if count[shot] > 0}
     return {"accuracy": 100 * mean, "ci95": 100 * ci95, "loss": loss_sum / count.sum().item(),
             "episodes": num_episodes, "by_shot": by_shot}
+
+
+def learner_name(config: RunConfig) -> str:
+    """``srwm``, ``delta``, ``lstm``, ... for sequence learners, else the model kind."""
+    return config.model.mixer if config.model.kind == "sequence" else config.model.kind
+
+
+def test_learner(config: RunConfig, model: nn.Module, device: torch.device, progress: bool = False,
+                 split: str | None = None) -> dict[str, dict]:
+    """``{name: evaluate(...)}`` for the learner and each of ``config.eval.baselines``, all on the same
+    ``config.eval.episodes`` episodes of ``split`` (Default: ``config.data.test_split``)."""
+    test_set = load_split(config.data, split or config.data.test_split, progress=progress)
+    sampler = build_sampler(config.data, test_set, seed=config.eval.seed)
+    options = dict(num_episodes=config.eval.episodes, batch_size=config.eval.batch_size,
+                   num_shots=num_shots(config.data), device=device, bf16=config.train.bf16, progress=progress)
+    name = learner_name(config)
+    results = {name: evaluate(model, sampler, desc=f"testing {name}", **options)}
+    for baseline in config.eval.baselines:
+        if baseline != config.model.kind:
+            other = build_model(replace(config, model=replace(config.model, kind=baseline)),
+                                frame_shape(config.data, test_set))
+            results[baseline] = evaluate(other.to(device), sampler, desc=f"testing {baseline}", **options)
+    return results

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -21,7 +20,7 @@ from metafwp.train.checkpoint import load_checkpoint, save_checkpoint
 from metafwp.train.config import ConfigError, RunConfig, config_to_yaml
 from metafwp.train.data import build_sampler, frame_shape, load_split, num_shots
 from metafwp.train.distributed import Distributed, start_distributed, stop_distributed
-from metafwp.train.evaluation import autocast, evaluate
+from metafwp.train.evaluation import autocast, learner_name, test_learner
 from metafwp.train.plots import plot_accuracy_by_shot, plot_learning_curves
 
 
@@ -128,8 +127,10 @@ def _train(config: RunConfig, ranks: Distributed) -> Path:
 
     stream = EpisodeStream(sampler, config.train.batch_size // ranks.world_size, start=step,
                            num_batches=steps - step, rank=ranks.rank, world_size=ranks.world_size)
+    # the loader's own generator: drawing its worker seed must not move the global RNG (dropout),
+    # or a resumed run would differ from a straight one; episodes do not depend on it
     loader = DataLoader(stream, batch_size=None, num_workers=config.data.num_workers,
-                        pin_memory=device.type == "cuda", persistent_workers=False)
+                        pin_memory=device.type == "cuda", generator=torch.Generator())
     learner = DistributedDataParallel(model) if ranks.world_size > 1 and trainable else model
     tally = Tally(shots)
     bar = tqdm(total=steps, initial=step, desc=f"training {run_dir.name}", unit="step", disable=not show,
@@ -179,30 +180,16 @@ def _train(config: RunConfig, ranks: Distributed) -> Path:
 
 
 def finish(config: RunConfig, model, run_dir: Path, history: list, seconds: float, device, writer, show: bool):
-    """Evaluate the learner and the baselines on the same test episodes; write metrics.json and plots."""
-    test_set = load_split(config.data, config.data.test_split, progress=show)
-    test_sampler = build_sampler(config.data, test_set, seed=config.eval.seed)
-    shots = num_shots(config.data)
-    options = dict(num_episodes=config.eval.episodes, batch_size=config.eval.batch_size, num_shots=shots,
-                   device=device, bf16=config.train.bf16, progress=show)
-    name = config.model.mixer if config.model.kind == "sequence" else config.model.kind
-    results = {name: evaluate(model, test_sampler, desc=f"testing {name}", **options)}
-    for baseline in config.eval.baselines:
-        if baseline != config.model.kind:
-            baseline_model = build_model(_with_kind(config, baseline), frame_shape(config.data, test_set))
-            results[baseline] = evaluate(baseline_model.to(device), test_sampler, desc=f"testing {baseline}", **options)
-    for key, result in results.items():
-        writer.add_scalar(f"test/accuracy_{key}", result["accuracy"], history[-1]["step"] if history else 0)
+    """Test the learner and the baselines on the same held-out episodes; write metrics.json and plots."""
+    results = test_learner(config, model, device, show)
+    for name, result in results.items():
+        writer.add_scalar(f"test/accuracy_{name}", result["accuracy"], config.train.steps)
     writer.close()
-    metrics = {"run": str(run_dir), "recipe": config.recipe, "learner": name, "steps": config.train.steps,
-               "train_seconds": seconds, "test": results, "history": history}
+    metrics = {"run": str(run_dir), "recipe": config.recipe, "learner": learner_name(config),
+               "steps": config.train.steps, "train_seconds": seconds, "test": results, "history": history}
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     if history:
         plot_learning_curves(history, run_dir / "learning_curves.png", title=run_dir.name)
     plot_accuracy_by_shot(results, run_dir / "accuracy_by_shot.png",
                           title=f"{run_dir.name}: {config.eval.episodes} test episodes")
     return metrics
-
-
-def _with_kind(config: RunConfig, kind: str) -> RunConfig:
-    return replace(config, model=replace(config.model, kind=kind))

@@ -1,0 +1,53 @@
+"""``python -m metafwp.evaluate <run dir> [--episodes N] [--split S]``: test a trained run again on
+the fixed, seeded held-out episodes of its config, beside its baselines; writes ``evaluation.json``."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from metafwp.train.build import build_model
+from metafwp.train.checkpoint import load_checkpoint
+from metafwp.train.config import ConfigError, load_config
+from metafwp.train.data import frame_shape, load_split
+from metafwp.train.distributed import resolve_device
+from metafwp.train.evaluation import test_learner
+
+
+def evaluate_run(run_dir: Path, overrides: list[str] = (), split: str | None = None, progress: bool = True) -> dict:
+    """The test results of the run in ``run_dir`` (its config.yaml and checkpoint.pt)."""
+    config_file = run_dir / "config.yaml"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run folder: no config.yaml (give the folder "
+                                f"python -m metafwp.train printed)")
+    config = load_config(config_file, overrides)
+    device = resolve_device(config.train.device)
+    train_set = load_split(config.data, config.data.train_split, progress=progress)
+    model = build_model(config, frame_shape(config.data, train_set))
+    if config.model.kind != "pixel_nn":
+        model.load_state_dict(load_checkpoint(run_dir / "checkpoint.pt")["model"])
+    return test_learner(config, model.to(device), device, progress, split)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m metafwp.evaluate", description=__doc__.split(":")[0])
+    parser.add_argument("run_dir", type=Path, help="the run folder printed by python -m metafwp.train")
+    parser.add_argument("--episodes", type=int, help="number of test episodes (Default: the run's eval.episodes)")
+    parser.add_argument("--split", help="the split to test on (Default: the run's data.test_split)")
+    args = parser.parse_args(argv)
+    overrides = [f"eval.episodes={args.episodes}"] if args.episodes else []
+    try:
+        results = evaluate_run(args.run_dir, overrides, args.split)
+    except (ConfigError, FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for name, result in results.items():
+        print(f"{name:>14}: {result['accuracy']:.2f} +/- {result['ci95']:.2f} % ({result['episodes']} episodes)")
+    (args.run_dir / "evaluation.json").write_text(json.dumps(results, indent=2))
+    print(f"Written to {(args.run_dir / 'evaluation.json').resolve()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""Learners on real EpisodeBatches: state continuation, causality, and the baselines against plain loops."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from episodes import EpisodeBatch, FewShotSampler, ImageClasses
+from metafwp.models import Conv4, PixelNearestNeighbour, PrototypicalNetwork, ResNet12, SequenceLearner, \
+    build_backbone, feature_size
+from metafwp.nn import FastWeightLayer, SRWMLayer
+from metafwp.nn.baseline_layers import CausalAttentionLayer
+from tests.helpers import assert_close
+
+
+def toy_classes(num_classes=12, per_class=6, size=16, seed=0) -> ImageClasses:
+    gen = torch.Generator().manual_seed(seed)
+    prototypes = torch.randint(0, 256, (num_classes, 1, size, size), generator=gen)
+    noise = torch.randint(-20, 21, (num_classes, per_class, 1, size, size), generator=gen)
+    images = (prototypes[:, None] + noise).clamp(0, 255).to(torch.uint8).reshape(-1, 1, size, size)
+    return ImageClasses(images, torch.arange(num_classes).repeat_interleave(per_class))
+
+
+def episodes(feedback="synchronous", k_shot=2, n_query=2, count=3) -> EpisodeBatch:
+    sampler = FewShotSampler(toy_classes(), 3, k_shot, n_query if feedback == "synchronous" else 0,
+                             feedback=feedback, seed=1)
+    return sampler.sample(range(count))
+
+
+@pytest.mark.parametrize("size,filters,features", [(28, 64, 64), (84, 32, 800), (16, None, 64)])
+def test_conv4_feature_sizes(size, filters, features):
+    backbone = build_backbone("conv4", 3, filters, image_size=size)
+    assert feature_size(backbone, (3, size, size)) == features
+
+
+@pytest.mark.parametrize("norm", ["batch", "instance"])
+def test_resnet12_pools_to_its_last_width(norm):
+    backbone = ResNet12(3, norm=norm)
+    assert backbone(torch.rand(2, 3, 32, 32)).shape == (2, 256)
+
+
+def test_backbone_choices_are_checked():
+    with pytest.raises(ValueError, match="Unknown backbone 'conv5'. Valid: conv4, resnet12"):
+        build_backbone("conv5", 1)
+    with pytest.raises(ValueError, match="at least 16x16"):
+        build_backbone("conv4", 1, image_size=12)
+    with pytest.raises(ValueError, match="Unknown norm 'layer'"):
+        Conv4(1, norm="layer")
+
+
+def learner(mixer, batch, **options):
+    torch.manual_seed(0)
+    backbone = Conv4(1, 8)
+    model = SequenceLearner(backbone, feature_size(backbone, (1, 16, 16)), 3, 4, mixer=mixer, d_model=16,
+                            num_heads=2, num_layers=2, **options)
+    return model.eval()
+
+
+MIXERS = ["srwm", "delta", "gated_delta", "hebbian", "lstm", "attention"]
+
+
+@pytest.mark.parametrize("mixer", MIXERS)
+@pytest.mark.parametrize("feedback", ["synchronous", "delayed"])
+def test_continuing_from_a_state_equals_one_pass(mixer, feedback):
+    batch = episodes(feedback)
+    model = learner(mixer, batch)
+    whole, _ = model(batch)
+    split = 3
+    first, state = model(batch.steps(0, split))
+    rest, _ = model(batch.steps(split, batch.num_steps), state)
+    assert_close(f"{mixer} continued", torch.cat([first, rest], 1), whole, 1e-5)
+
+
+@pytest.mark.parametrize("mixer", MIXERS)
+def test_outputs_never_read_later_steps(mixer):
+    batch = episodes()
+    model = learner(mixer, batch)
+    before, _ = model(batch)
+    changed = batch.steps(0, batch.num_steps)
+    changed.inputs = changed.inputs.clone()
+    changed.inputs[:, 4:] = 255 - changed.inputs[:, 4:]
+    changed.feedback = changed.feedback.clone()
+    changed.feedback[:, 4:] = 0
+    after, _ = model(changed)
+    assert torch.equal(after[:, :4], before[:, :4])
+    assert not torch.allclose(after[:, 4:], before[:, 4:])
+
+
+def test_matched_init_starts_keys_at_queries():
+    layer = FastWeightLayer(16, 2, rule="delta", num_householder=2)
+    layer.match_keys_to_queries()
+    keys = layer.k_proj.weight.view(2, 2, 8, 16)
+    assert torch.equal(keys[:, 0], layer.q_proj.weight.view(2, 8, 16))
+    assert torch.equal(keys[:, 1], layer.q_proj.weight.view(2, 8, 16))
+    attention = CausalAttentionLayer(16, 2)
+    attention.match_keys_to_queries()
+    assert torch.equal(attention.qkv_proj.weight[16:32], attention.qkv_proj.weight[:16])
+    srwm = SRWMLayer(16, 2)
+    before = srwm.W0.detach().clone()
+    srwm.match_keys_to_queries(scale=3.0)
+    added = srwm.W0.detach() - before
+    assert torch.allclose(added[:, :, 16:24], 3.0 * torch.eye(8).expand(2, 8, 8))
+    assert added[:, :, :16].abs().max() == 0 and added[:, :, 24:].abs().max() == 0
+
+
+def test_prototypical_network_matches_a_loop():
+    batch = episodes(k_shot=2, n_query=2)
+    torch.manual_seed(0)
+    model = PrototypicalNetwork(Conv4(1, 8)).eval()
+    logits, _ = model(batch)
+    embeddings = model.backbone(batch.inputs.flatten(0, 1).float() / 255).view(batch.batch_size, batch.num_steps, -1)
+    for b in range(batch.batch_size):
+        support = [t for t in range(batch.num_steps) if batch.feedback[b, t] != batch.unknown_label]
+        assert len(support) == 6
+        for t in range(batch.num_steps):
+            for n in range(3):
+                members = [s for s in support if batch.feedback[b, s] == n]
+                prototype = embeddings[b, members].mean(0)
+                expected = -(embeddings[b, t] - prototype).square().sum()
+                assert torch.allclose(logits[b, t, n], expected, rtol=1e-4, atol=1e-4)
+
+
+def test_pixel_nearest_neighbour_matches_a_loop():
+    batch = episodes(k_shot=2, n_query=2)
+    logits, _ = PixelNearestNeighbour()(batch)
+    pixels = batch.inputs.flatten(2).double() / 255
+    for b in range(batch.batch_size):
+        for t in range(batch.num_steps):
+            for n in range(3):
+                distances = [(pixels[b, t] - pixels[b, s]).norm() for s in range(batch.num_steps)
+                             if batch.feedback[b, s] == n]
+                assert torch.allclose(logits[b, t, n].double(), -min(distances), atol=1e-4)
+    # the toy classes are well separated: every query finds its class
+    predictions = logits.argmax(-1)[batch.loss_mask]
+    assert torch.equal(predictions, batch.targets[batch.loss_mask])
+
+
+def test_baselines_refuse_delayed_feedback():
+    with pytest.raises(ValueError, match="data.feedback=synchronous"):
+        PixelNearestNeighbour()(episodes("delayed"))
+
+
+def test_feedback_is_one_hot_with_an_unknown_slot():
+    batch = episodes()
+    model = learner("delta", batch)
+    encoded = model.encode_feedback(batch)
+    assert encoded.shape == (*batch.feedback.shape, 4)
+    assert torch.equal(encoded, F.one_hot(batch.feedback, 4).float())
+    assert torch.equal(encoded[~batch.loss_mask][:, 3], torch.zeros((~batch.loss_mask).sum()))
+    assert torch.equal(encoded[batch.loss_mask][:, 3], torch.ones(batch.loss_mask.sum()))

@@ -1,0 +1,127 @@
+"""The trainer end to end on the embedded glyphs: artefacts, exact resume, NaN stop, DDP, evaluation."""
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from metafwp.evaluate import evaluate_run
+from metafwp.train import ConfigError, TrainingDiverged, confidence_interval, load_config, train
+from metafwp.train.checkpoint import load_checkpoint, save_checkpoint
+
+ROOT = Path(__file__).parents[2]
+TINY = ["model.filters=8", "model.d_model=16", "model.num_heads=2", "model.num_layers=1", "train.batch_size=4",
+        "train.log_every=1", "train.checkpoint_every=2", "train.progress=false", "eval.episodes=12",
+        "eval.batch_size=5", "train.threads=1"]
+
+
+def tiny(tmp_path, *overrides, name="run"):
+    return load_config(ROOT / "recipes/glyphs_5way1shot_srwm.yaml",
+                       TINY + [f"train.out_dir={tmp_path}", f"train.name={name}", *overrides])
+
+
+def test_a_run_writes_its_artefacts_and_reports_test_accuracy(tmp_path):
+    run_dir = train(tiny(tmp_path, "train.steps=3"))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert [record["step"] for record in metrics["history"]] == [1, 2, 3]
+    assert set(metrics["test"]) == {"srwm", "pixel_nn"}
+    for result in metrics["test"].values():
+        assert result["episodes"] == 12 and 0 <= result["accuracy"] <= 100 and result["ci95"] >= 0
+    assert metrics["test"]["pixel_nn"]["ci95"] > 0
+    for name in ("config.yaml", "checkpoint.pt", "learning_curves.png", "accuracy_by_shot.png"):
+        assert (run_dir / name).stat().st_size > 0
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    assert not list(run_dir.glob(".*.tmp"))
+    again = evaluate_run(run_dir, progress=False)  # the same fixed episodes give the same numbers
+    assert again["srwm"]["accuracy"] == pytest.approx(metrics["test"]["srwm"]["accuracy"])
+    with pytest.raises(ConfigError, match="train.resume=true"):
+        train(tiny(tmp_path, "train.steps=3"))
+
+
+@pytest.mark.parametrize("mixer", ["srwm", "delta"])
+def test_resume_is_bit_exact(tmp_path, mixer):
+    options = ["train.steps=4", f"model.mixer={mixer}", "model.dropout=0.2", "model.backbone_dropout=0.2"]
+    straight = load_checkpoint(train(tiny(tmp_path, *options, name="straight")) / "checkpoint.pt")
+    train(tiny(tmp_path, *options, "train.steps=2", name="halves"))
+    resumed = load_checkpoint(train(tiny(tmp_path, *options, "train.resume=true", name="halves")) / "checkpoint.pt")
+    assert resumed["step"] == straight["step"] == 4
+    for key, value in straight["model"].items():
+        assert torch.equal(resumed["model"][key], value), key
+    for key, value in straight["optimizer"]["state"].items():
+        assert all(torch.equal(resumed["optimizer"]["state"][key][k], v) for k, v in value.items())
+    assert [r["loss"] for r in resumed["history"]] == [r["loss"] for r in straight["history"]]
+
+
+def test_a_diverging_run_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    config = tiny(tmp_path, "train.steps=50", "optim.lr=1e30", "model.mixer=delta", "train.checkpoint_every=1")
+    with pytest.raises(TrainingDiverged, match=r"step 2: loss nan.* the last good checkpoint is kept: "
+                                               r".*checkpoint.pt \(step 1\)"):
+        train(config)
+    kept = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert kept["step"] == 1 and all(torch.isfinite(v).all() for v in kept["model"].values())
+
+
+def test_checkpoints_are_replaced_atomically(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, {"step": 1})
+
+    def crash(state, file):
+        Path(file).write_bytes(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, {"step": 2})
+    assert load_checkpoint(path) == {"step": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
+
+
+def test_a_foreign_checkpoint_is_refused_without_running_it(tmp_path):
+    import pickle
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("echo hacked > " + str(tmp_path / "hacked"),))
+
+    path = tmp_path / "checkpoint.pt"
+    path.write_bytes(pickle.dumps(Payload()))
+    with pytest.raises(ValueError, match="not a readable metafwp checkpoint"):
+        load_checkpoint(path)
+    assert not (tmp_path / "hacked").exists()
+
+
+def test_confidence_interval_is_1_96_std_over_sqrt_n():
+    values = torch.tensor([0.2, 0.6, 1.0, 0.8])
+    mean, ci = confidence_interval(values)
+    std = math.sqrt(sum((v - 0.65) ** 2 for v in [0.2, 0.6, 1.0, 0.8]) / 3)
+    assert mean == pytest.approx(0.65) and ci == pytest.approx(1.96 * std / 2)
+
+
+def test_user_data_that_is_missing_says_where_to_get_it(tmp_path):
+    config = tiny(tmp_path, "data.dataset=omniglot", "data.train_split=train", "data.test_split=test")
+    with pytest.raises(ConfigError, match="needs data.root.*torchvision.datasets.Omniglot"):
+        train(config)
+    config = tiny(tmp_path, "data.dataset=mini_imagenet", f"data.root={tmp_path / 'none'}",
+                  "data.train_split=train", "data.test_split=test")
+    with pytest.raises(FileNotFoundError, match="mini-imagenet-cache-train.pkl.*How to get it"):
+        train(config)
+
+
+def test_ddp_on_two_processes_equals_one_process_with_the_same_global_batch(tmp_path):
+    options = ["train.steps=3", "model.norm=instance", "model.mixer=delta", "eval.baselines=[]"]
+    single = load_checkpoint(train(tiny(tmp_path, *options, name="single")) / "checkpoint.pt")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "-m", "metafwp.train", str(ROOT / "recipes/glyphs_5way1shot_srwm.yaml"),
+               *TINY, *options, f"train.out_dir={tmp_path}", "train.name=ddp", "train.device=cpu"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ddp = load_checkpoint(tmp_path / "ddp" / "checkpoint.pt")
+    for key, value in single["model"].items():
+        assert torch.allclose(ddp["model"][key], value, rtol=1e-4, atol=1e-6), key
+    for a, b in zip(ddp["history"], single["history"]):  # metrics all-reduced over the two ranks
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5) and a["episodes"] == b["episodes"] == 4
