@@ -144,18 +144,26 @@ def check_choices(config: RunConfig) -> None:
         raise ConfigError(f"model.kind={config.model.kind} reads synchronous episodes; set data.feedback=synchronous")
 
 
+def read_recipe(path: Path, seen: tuple[Path, ...] = ()) -> list:
+    """The layers of a recipe file: its ``base`` recipe's layers (a path relative to it) first, then
+    its own keys. A recipe without a ``recipe`` key is named after its file."""
+    if not path.is_file():
+        raise ConfigError(f"Recipe {str(path)!r} not found; the shipped ones are in recipes/ (e.g. "
+                          f"recipes/glyphs_5way1shot_srwm.yaml)")
+    if path.resolve() in seen:
+        raise ConfigError(f"Recipe {path} names itself as a base (through {', '.join(map(str, seen))})")
+    layer = OmegaConf.load(path)
+    layers = []
+    if "base" in layer:
+        layers = read_recipe(path.parent / str(layer.pop("base")), seen + (path.resolve(),))
+    if not seen and "recipe" not in layer:  # a saved run's config.yaml keeps its recipe's name
+        layer.recipe = path.stem
+    return layers + [layer]
+
+
 def load_config(recipe: str | Path | None = None, overrides: list[str] = ()) -> RunConfig:
     """The RunConfig of a recipe YAML (or the defaults) with ``key=value`` overrides applied."""
-    layers = []
-    if recipe is not None:
-        path = Path(recipe).expanduser()
-        if not path.is_file():
-            raise ConfigError(f"Recipe {str(path)!r} not found; the shipped ones are in recipes/ (e.g. "
-                              f"recipes/glyphs_5way1shot_srwm.yaml)")
-        recipe_layer = OmegaConf.load(path)
-        if "recipe" not in recipe_layer:  # a saved run's config.yaml keeps its recipe's name
-            recipe_layer.recipe = path.stem
-        layers.append(recipe_layer)
+    layers = read_recipe(Path(recipe).expanduser()) if recipe is not None else []
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"Override {item!r} is not key=value (e.g. train.steps=100)")
@@ -167,7 +175,8 @@ def load_config(recipe: str | Path | None = None, overrides: list[str] = ()) -> 
         merged = OmegaConf.merge(OmegaConf.structured(RunConfig), *layers)
     except OmegaConfBaseException as error:
         key = getattr(error, "full_key", None)
-        raise ConfigError(f"Bad config value{' for ' + repr(key) if key else ''}: {str(getattr(error, 'msg', error)).splitlines()[0]}") from None
+        raise ConfigError(f"Bad config value{' for ' + repr(key) if key else ''}: "
+                          f"{str(getattr(error, 'msg', error)).splitlines()[0]}") from None
     config = OmegaConf.to_object(merged)
     check_choices(config)
     return config
