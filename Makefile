@@ -21,6 +21,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/ops_cpu.py
 	$(PY) benchmarks/sampling.py
+	$(PY) benchmarks/train_cpu.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

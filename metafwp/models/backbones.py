@@ -27,8 +27,8 @@ class Conv4(nn.Module):
         super().__init__()
         layers, channels = [], in_channels
         for _ in range(4):
-            layers += [nn.Conv2d(channels, filters, 3, padding=1, bias=False), norm_layer(norm, filters), nn.MaxPool2d(2),
-                       nn.ReLU(inplace=True)]
+            layers += [nn.Conv2d(channels, filters, 3, padding=1, bias=False), norm_layer(norm, filters),
+                       nn.MaxPool2d(2), nn.ReLU(inplace=True)]
             channels = filters
         self.blocks = nn.Sequential(*layers)
         self.dropout = nn.Dropout(dropout)

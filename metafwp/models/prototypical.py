@@ -48,8 +48,6 @@ class PixelNearestNeighbour(nn.Module):
     ``forward(batch, state=None) -> (logits [B, T, N], None)``.
     """
 
-    trainable = False
-
     def forward(self, batch: EpisodeBatch, state=None):
         B, T = batch.feedback.shape
         pixels = frames_to_float(batch.inputs).reshape(B, T, -1)

@@ -80,7 +80,7 @@ class TrainConfig:
     log_every: int = 25
     checkpoint_every: int = 250
     out_dir: str = "runs"
-    name: Optional[str] = None        # run folder name (Default: <recipe>-<mixer or kind>)
+    name: Optional[str] = None        # run folder name (Default: the recipe's name)
     resume: bool = False
     progress: bool = True
 

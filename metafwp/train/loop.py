@@ -37,8 +37,7 @@ def learning_rate_factor(config: RunConfig, step: int) -> float:
 
 
 def run_folder(config: RunConfig) -> Path:
-    name = config.train.name or f"{config.recipe}"
-    return Path(config.train.out_dir).expanduser() / name
+    return Path(config.train.out_dir).expanduser() / (config.train.name or config.recipe)
 
 
 def make_optimizer(config: RunConfig, model: torch.nn.Module):
@@ -192,4 +191,3 @@ def finish(config: RunConfig, model, run_dir: Path, history: list, seconds: floa
         plot_learning_curves(history, run_dir / "learning_curves.png", title=run_dir.name)
     plot_accuracy_by_shot(results, run_dir / "accuracy_by_shot.png",
                           title=f"{run_dir.name}: {config.eval.episodes} test episodes")
-    return metrics

@@ -125,3 +125,20 @@ def test_ddp_on_two_processes_equals_one_process_with_the_same_global_batch(tmp_
         assert torch.allclose(ddp["model"][key], value, rtol=1e-4, atol=1e-6), key
     for a, b in zip(ddp["history"], single["history"]):  # metrics all-reduced over the two ranks
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5) and a["episodes"] == b["episodes"] == 4
+
+
+def test_noam_warm_up_follows_the_reference_formula():
+    from metafwp.train.loop import learning_rate_factor
+
+    config = load_config(ROOT / "recipes/mini_imagenet_5way1shot_srwm_conv4.yaml")
+    for step in (1, 100, 5000, 20000):
+        expected = 256 ** -0.5 * min(step ** -0.5, step * 5000 ** -1.5)
+        assert learning_rate_factor(config, step - 1) == pytest.approx(expected)
+    assert learning_rate_factor(load_config(None), 123) == 1.0
+
+
+def test_the_command_line_reports_bad_settings(capsys):
+    from metafwp.train.__main__ import main
+
+    assert main([str(ROOT / "recipes/glyphs_5way1shot_srwm.yaml"), "model.mixr=delta"]) == 2
+    assert "Did you mean 'model.mixer'" in capsys.readouterr().err
