@@ -31,7 +31,7 @@ LEARNERS = {"SRWM": "glyphs_5way1shot_srwm", "DeltaNet": "glyphs_5way1shot_delta
 def plot_summary(rows: list[dict], path: Path) -> Path:
     """Test accuracy with 95% confidence intervals, one bar per learner."""
     figure, axis = plt.subplots(figsize=(7, 3.6))
-    names = [row["learner"] for row in rows]
+    names = [row["learner"].replace(" ", "\n", 1) if len(row["learner"]) > 12 else row["learner"] for row in rows]
     axis.bar(names, [row["accuracy"] for row in rows], yerr=[row["ci95"] for row in rows], capsize=4,
              color=["tab:red", "tab:orange", "tab:gray", "tab:blue", "tab:green"][:len(rows)])
     low = min(row["accuracy"] for row in rows)

@@ -80,6 +80,7 @@ def test_checkpoints_are_replaced_atomically(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_a_foreign_checkpoint_is_refused_without_running_it(tmp_path):
     import pickle
 
@@ -142,3 +143,12 @@ def test_the_command_line_reports_bad_settings(capsys):
 
     assert main([str(ROOT / "recipes/glyphs_5way1shot_srwm.yaml"), "model.mixr=delta"]) == 2
     assert "Did you mean 'model.mixer'" in capsys.readouterr().err
+
+
+def test_delayed_feedback_runs_score_every_shot(tmp_path):
+    run_dir = train(tiny(tmp_path, "train.steps=2", "data.feedback=delayed", "data.k_shot=3", "data.n_query=0",
+                         "eval.baselines=[]", "model.mixer=gated_delta"))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert sorted(metrics["test"]["gated_delta"]["by_shot"], key=int) == ["1", "2", "3"]
+    assert sorted(metrics["history"][-1]["by_shot"], key=int) == ["1", "2", "3"]
+    assert (run_dir / "accuracy_by_shot.png").stat().st_size > 0
