@@ -12,7 +12,7 @@ from metafwp.train.checkpoint import load_checkpoint
 from metafwp.train.config import ConfigError, load_config
 from metafwp.train.data import frame_shape, load_split
 from metafwp.train.distributed import resolve_device
-from metafwp.train.evaluation import test_learner
+from metafwp.train.evaluation import evaluate_on_test_split
 
 
 def evaluate_run(run_dir: Path, overrides: list[str] = (), split: str | None = None, progress: bool = True) -> dict:
@@ -27,7 +27,7 @@ def evaluate_run(run_dir: Path, overrides: list[str] = (), split: str | None = N
     model = build_model(config, frame_shape(config.data, train_set))
     if config.model.kind != "pixel_nn":
         model.load_state_dict(load_checkpoint(run_dir / "checkpoint.pt")["model"])
-    return test_learner(config, model.to(device), device, progress, split)
+    return evaluate_on_test_split(config, model.to(device), device, progress, split)
 
 
 def main(argv=None) -> int:

@@ -1,5 +1,9 @@
-"""Layers built on the fast-weight ops; each takes and returns its state so sequences can be continued."""
+"""Layers built on the fast-weight ops, and the baselines beside them; each takes and returns its
+state so sequences can be continued."""
+from metafwp.nn.baseline_layers import CausalAttentionLayer, LSTMLayer
+from metafwp.nn.blocks import MIXERS, FeedForward, MixerBlock, build_mixer
 from metafwp.nn.fast_weight_layer import BETA_ACTIVATIONS, FEATURE_MAPS, FastWeightLayer
 from metafwp.nn.srwm_layer import SRWMLayer
 
-__all__ = ["BETA_ACTIVATIONS", "FEATURE_MAPS", "FastWeightLayer", "SRWMLayer"]
+__all__ = ["BETA_ACTIVATIONS", "FEATURE_MAPS", "MIXERS", "CausalAttentionLayer", "FastWeightLayer", "FeedForward",
+           "LSTMLayer", "MixerBlock", "SRWMLayer", "build_mixer"]

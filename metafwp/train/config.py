@@ -12,7 +12,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from episodes.feedback import FEEDBACK_MODES
 from metafwp.models.backbones import BACKBONES, NORMS
-from metafwp.nn.blocks import MIXERS
+from metafwp.nn import BETA_ACTIVATIONS, FEATURE_MAPS, MIXERS
 
 DATASETS = ("glyphs", "omniglot", "mini_imagenet", "folder")
 MODEL_KINDS = ("sequence", "prototypical", "pixel_nn")
@@ -110,7 +110,7 @@ class ConfigError(ValueError):
 
 def check_keys(values: dict, schema, prefix: str = "") -> None:
     """Raise a ConfigError for any key of ``values`` that is not a field of the dataclass ``schema``."""
-    valid = {f.name: f for f in fields(schema)}
+    valid = [f.name for f in fields(schema)]
     for key, value in values.items():
         if key not in valid:
             close = difflib.get_close_matches(str(key), valid, n=1)
@@ -129,7 +129,10 @@ def check_choices(config: RunConfig) -> None:
     choices = [("data.dataset", config.data.dataset, DATASETS), ("data.feedback", config.data.feedback, FEEDBACK_MODES),
                ("model.kind", config.model.kind, MODEL_KINDS), ("model.backbone", config.model.backbone, BACKBONES),
                ("model.norm", config.model.norm, NORMS), ("model.mixer", config.model.mixer, MIXERS),
-               ("optim.schedule", config.optim.schedule, SCHEDULES)]
+               ("optim.schedule", config.optim.schedule, SCHEDULES),
+               ("model.beta_activation", config.model.beta_activation, tuple(BETA_ACTIVATIONS))]
+    if config.model.feature_map is not None:
+        choices.append(("model.feature_map", config.model.feature_map, tuple(FEATURE_MAPS)))
     choices += [("eval.baselines", name, BASELINES) for name in config.eval.baselines]
     for key, value, valid in choices:
         if value not in valid:

@@ -67,8 +67,8 @@ def learner_name(config: RunConfig) -> str:
     return config.model.mixer if config.model.kind == "sequence" else config.model.kind
 
 
-def test_learner(config: RunConfig, model: nn.Module, device: torch.device, progress: bool = False,
-                 split: str | None = None) -> dict[str, dict]:
+def evaluate_on_test_split(config: RunConfig, model: nn.Module, device: torch.device, progress: bool = False,
+                           split: str | None = None) -> dict[str, dict]:
     """``{name: evaluate(...)}`` for the learner and each of ``config.eval.baselines``, all on the same
     ``config.eval.episodes`` episodes of ``split`` (Default: ``config.data.test_split``)."""
     test_set = load_split(config.data, split or config.data.test_split, progress=progress)

@@ -20,7 +20,7 @@ from metafwp.train.checkpoint import load_checkpoint, save_checkpoint
 from metafwp.train.config import ConfigError, RunConfig, config_to_yaml
 from metafwp.train.data import build_sampler, frame_shape, load_split, num_shots
 from metafwp.train.distributed import Distributed, start_distributed, stop_distributed
-from metafwp.train.evaluation import autocast, learner_name, test_learner
+from metafwp.train.evaluation import autocast, evaluate_on_test_split, learner_name
 from metafwp.train.plots import plot_accuracy_by_shot, plot_learning_curves
 
 
@@ -72,7 +72,9 @@ def train(config: RunConfig) -> Path:
     """Meta-train ``config``'s learner, evaluate it on held-out classes, return the run folder.
 
     The folder gets ``config.yaml``, ``checkpoint.pt`` (atomic, every ``train.checkpoint_every``
-    steps), tensorboard event files, ``metrics.json`` and the plots.
+    steps: model, optimiser, scheduler, step, history, every rank's RNG state; the step is the
+    sampler's state, since batch j is always episodes ``j B .. (j + 1) B - 1`` of the seeded
+    sampler), tensorboard event files, ``metrics.json`` and the plots.
     """
     ranks = start_distributed(config.train.device)
     try:
@@ -104,6 +106,9 @@ def _train(config: RunConfig, ranks: Distributed) -> Path:
     optimizer, scheduler = make_optimizer(config, model) if trainable else (None, None)
     if config.train.resume and checkpoint_path.exists():
         state = load_checkpoint(checkpoint_path)
+        if len(state["rng"]) != ranks.world_size:
+            raise ConfigError(f"{checkpoint_path} was written by {len(state['rng'])} ranks; resume it with as many "
+                              f"(each rank's random state is restored, so the run continues exactly)")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -180,7 +185,7 @@ def _train(config: RunConfig, ranks: Distributed) -> Path:
 
 def finish(config: RunConfig, model, run_dir: Path, history: list, seconds: float, device, writer, show: bool):
     """Test the learner and the baselines on the same held-out episodes; write metrics.json and plots."""
-    results = test_learner(config, model, device, show)
+    results = evaluate_on_test_split(config, model, device, show)
     for name, result in results.items():
         writer.add_scalar(f"test/accuracy_{name}", result["accuracy"], config.train.steps)
     writer.close()

@@ -6,8 +6,7 @@ import torch.nn.functional as F
 from episodes import EpisodeBatch, FewShotSampler, ImageClasses
 from metafwp.models import Conv4, PixelNearestNeighbour, PrototypicalNetwork, ResNet12, SequenceLearner, \
     build_backbone, feature_size
-from metafwp.nn import FastWeightLayer, SRWMLayer
-from metafwp.nn.baseline_layers import CausalAttentionLayer
+from metafwp.nn import CausalAttentionLayer, FastWeightLayer, SRWMLayer
 from tests.helpers import assert_close
 
 

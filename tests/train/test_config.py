@@ -20,6 +20,7 @@ def test_overrides_are_typed():
     ("model=3", "'model' is a section"),
     ("model.mixer=gru", "Unknown model.mixer 'gru'. Valid: srwm, lstm, attention, hebbian, delta"),
     ("train.steps=0", "train.steps must be >= 1"),
+    ("model.feature_map=relu", "Unknown model.feature_map 'relu'. Valid: identity, elu_plus_one"),
     ("steps", "is not key=value"),
 ])
 def test_bad_settings_say_what_is_valid(override, message):
