@@ -47,6 +47,15 @@ def make_optimizer(config: RunConfig, model: torch.nn.Module):
     return optimizer, scheduler
 
 
+def sampler_state(config: RunConfig, next_batch: int) -> dict:
+    """Where the training episode stream stands: batch j is episodes ``j B .. (j + 1) B - 1`` of the
+    sampler seeded with ``train.seed``, so the seed, the episode shape and the next batch fix it."""
+    data = config.data
+    return {"dataset": data.dataset, "split": data.train_split, "n_way": data.n_way, "k_shot": data.k_shot,
+            "n_query": data.n_query, "feedback": data.feedback, "seed": config.train.seed,
+            "batch_size": config.train.batch_size, "next_batch": next_batch}
+
+
 class Tally:
     """Sums of the training metrics since the last log line, added over ranks when read."""
 
@@ -106,6 +115,11 @@ def _train(config: RunConfig, ranks: Distributed) -> Path:
     optimizer, scheduler = make_optimizer(config, model) if trainable else (None, None)
     if config.train.resume and checkpoint_path.exists():
         state = load_checkpoint(checkpoint_path)
+        expected = sampler_state(config, state["step"])
+        if state["sampler"] != expected:
+            raise ConfigError(f"{checkpoint_path} continues the episode stream {state['sampler']}, but this config "
+                              f"asks for {expected}; resume with the run's data, seed and batch size (its "
+                              f"config.yaml)")
         if len(state["rng"]) != ranks.world_size:
             raise ConfigError(f"{checkpoint_path} was written by {len(state['rng'])} ranks; resume it with as many "
                               f"(each rank's random state is restored, so the run continues exactly)")
@@ -127,7 +141,7 @@ def _train(config: RunConfig, ranks: Distributed) -> Path:
             save_checkpoint(checkpoint_path, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "step": step, "history": history, "seconds": seconds,
-                "rng": rng_states, "config": config_to_yaml(config)})
+                "rng": rng_states, "sampler": sampler_state(config, step), "config": config_to_yaml(config)})
 
     stream = EpisodeStream(sampler, config.train.batch_size // ranks.world_size, start=step,
                            num_batches=steps - step, rank=ranks.rank, world_size=ranks.world_size)

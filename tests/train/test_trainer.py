@@ -54,6 +54,9 @@ def test_resume_is_bit_exact(tmp_path, mixer):
     for key, value in straight["optimizer"]["state"].items():
         assert all(torch.equal(resumed["optimizer"]["state"][key][k], v) for k, v in value.items())
     assert [r["loss"] for r in resumed["history"]] == [r["loss"] for r in straight["history"]]
+    assert resumed["sampler"]["next_batch"] == 4
+    with pytest.raises(ConfigError, match="resume with the run's data, seed and batch size"):
+        train(tiny(tmp_path, *options, "train.resume=true", "train.seed=1", name="halves"))
 
 
 def test_a_diverging_run_stops_and_keeps_the_last_good_checkpoint(tmp_path):
