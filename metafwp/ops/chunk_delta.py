@@ -67,34 +67,53 @@ class DeltaChunkScan(torch.autograd.Function):
 
     U [B, H, N, C, V], W and K [B, H, N, C, K], d [B, H, N, 1, 1] or None, S0 [B, H, K, V]
     -> states [B, H, N, K, V], u [B, H, N, C, V], final S [B, H, K, V]
+
+    Inside, the chunks are laid out first ([N, B*H, ., .]): each chunk's block is then contiguous
+    for bmm and the per-chunk results are written in place, with no stacking afterwards.
     """
 
     @staticmethod
     def forward(ctx, U, W, K, decay, S0):
-        states, corrected = [], []
-        S = S0
-        for n in range(U.shape[2]):
-            states.append(S)
-            corrected.append(U[:, :, n] - W[:, :, n] @ S)
-            S = (S if decay is None else S * decay[:, :, n]) + K[:, :, n].transpose(-1, -2) @ corrected[-1]
-        states, corrected = torch.stack(states, dim=2), torch.stack(corrected, dim=2)
+        B, H, N = U.shape[:3]
+        U, W, K = (chunk_major(x) for x in (U, W, K))
+        decay = None if decay is None else chunk_major(decay)
+        states = U.new_empty(N, B * H, *S0.shape[2:])
+        corrected = torch.empty_like(U)
+        S = S0.reshape(B * H, *S0.shape[2:])
+        for n in range(N):
+            states[n] = S
+            torch.baddbmm(U[n], W[n], S, alpha=-1, out=corrected[n])
+            S = torch.baddbmm(S if decay is None else S * decay[n], K[n].transpose(1, 2), corrected[n])
         ctx.save_for_backward(W, K, decay, states, corrected)
-        return states, corrected, S
+        ctx.heads = H
+        return batch_major(states, H), batch_major(corrected, H), S.view(S0.shape)
 
     @staticmethod
     def backward(ctx, d_states, d_corrected, d_final):
         W, K, decay, states, corrected = ctx.saved_tensors
-        d_u, d_next = [], []  # total gradient of each u; gradient of the state leaving each chunk
-        dS = d_final
-        for n in reversed(range(W.shape[2])):
-            d_next.append(dS)
-            d_u.append(d_corrected[:, :, n] + K[:, :, n] @ dS)
-            dS = (dS if decay is None else dS * decay[:, :, n]) + d_states[:, :, n] - W[:, :, n].transpose(-1, -2) @ d_u[-1]
-        d_u, d_next = torch.stack(d_u[::-1], dim=2), torch.stack(d_next[::-1], dim=2)
+        H = ctx.heads
+        d_states, d_corrected = chunk_major(d_states), chunk_major(d_corrected)
+        d_u, d_next = torch.empty_like(d_corrected), torch.empty_like(states)  # gradient of each u; of each state leaving a chunk
+        dS = d_final.reshape(states.shape[1:])
+        for n in reversed(range(W.shape[0])):
+            d_next[n] = dS
+            torch.baddbmm(d_corrected[n], K[n], dS, out=d_u[n])
+            carried = (dS if decay is None else dS * decay[n]) + d_states[n]
+            dS = torch.baddbmm(carried, W[n].transpose(1, 2), d_u[n], alpha=-1)
         dW = -(d_u @ states.transpose(-1, -2))
         dK = corrected @ d_next.transpose(-1, -2)
-        d_decay = None if decay is None else (states * d_next).sum((-1, -2), keepdim=True)
-        return d_u, dW, dK, d_decay, dS
+        d_decay = None if decay is None else batch_major((states * d_next).sum((-1, -2), keepdim=True), H)
+        return batch_major(d_u, H), batch_major(dW, H), batch_major(dK, H), d_decay, dS.view(d_final.shape)
+
+
+def chunk_major(x: torch.Tensor) -> torch.Tensor:
+    """[B, H, N, ...] -> contiguous [N, B*H, ...]."""
+    return x.movedim(2, 0).reshape(x.shape[2], -1, *x.shape[3:])
+
+
+def batch_major(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """[N, B*H, ...] -> [B, H, N, ...] (a view)."""
+    return x.view(x.shape[0], -1, heads, *x.shape[2:]).movedim(0, 2)
 
 
 def chunk_oja(q, k, v, beta, *, scale, initial_state=None, output_final_state=False, chunk_size=64):
