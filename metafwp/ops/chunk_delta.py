@@ -4,7 +4,7 @@ Per chunk of C steps (REFERENCE.md 1, with Gamma the within-chunk decay, all one
 ``A = tril(diag(b) (K K^T * Gamma), -1)``, ``T = (I + A)^-1 diag(b)`` (one unit-triangular solve),
 ``U = T V``, ``W = T (K * exp(G))``, then sequentially over chunks ``U' = U - W S``,
 ``O = (Q * exp(G)) S + (tril(Q K^T) * Gamma) U'``, ``S = exp(G_C) S + (K * exp(G_C - G))^T U'``.
-Training stores the per-chunk states ([B, H, T/C, K, V]) and C x C matrices per chunk, never T
+Training stores the per-chunk states ([T/C, B, H, K, V]) and C x C matrices per chunk, never T
 copies of the state.
 
 Oja's rule ``S += b (k - S v) v^T`` is the delta rule on ``S^T`` with keys and values swapped, so it
@@ -35,7 +35,7 @@ def chunk_delta(q, k, v, beta, g, *, scale, initial_state=None, output_final_sta
     in_dtype = q.dtype
     B, T, H, K = q.shape
     V = v.shape[-1]
-    C, causal, q, k, v, b = chunked_inputs(q, k, v, beta, scale, chunk_size)  # [B, H, N, C, .]
+    C, causal, q, k, v, b = chunked_inputs(q, k, v, beta, scale, chunk_size)  # [N, B, H, C, .]
     dtype = q.dtype
 
     if g is None:
@@ -44,14 +44,14 @@ def chunk_delta(q, k, v, beta, g, *, scale, initial_state=None, output_final_sta
         U, W = T_ @ v, T_ @ k
         q_read, k_write = q, k
     else:
-        gc = to_chunks(g, C, dtype).cumsum(-1)  # [B, H, N, C]
+        gc = to_chunks(g, C, dtype).cumsum(-1)  # [N, B, H, C]
         gamma = decay_within_chunk(gc)
         qk = (q @ k.transpose(-1, -2)) * gamma
         T_ = wy_inverse(k, b, gamma)
         U, W = T_ @ v, T_ @ (k * gc.exp().unsqueeze(-1))
         q_read = q * gc.exp().unsqueeze(-1)
         k_write = k * (gc[..., -1:] - gc).exp().unsqueeze(-1)
-    decay = None if g is None else gc[..., -1].exp()[..., None, None]  # [B, H, N, 1, 1]
+    decay = None if g is None else gc[..., -1].exp()[..., None, None]  # [N, B, H, 1, 1]
     S0 = q.new_zeros(B, H, K, V) if initial_state is None else initial_state.to(dtype)
     states, corrected, S = DeltaChunkScan.apply(U, W, k_write, decay, S0)
     o = read_out(qk, corrected, q_read, states)
@@ -65,35 +65,32 @@ class DeltaChunkScan(torch.autograd.Function):
     Backward runs the same recurrence in reverse for dS (two small matmuls per chunk); every other
     gradient is one batched matmul afterwards. Saves W, K, d, the per-chunk states and u.
 
-    U [B, H, N, C, V], W and K [B, H, N, C, K], d [B, H, N, 1, 1] or None, S0 [B, H, K, V]
-    -> states [B, H, N, K, V], u [B, H, N, C, V], final S [B, H, K, V]
-
-    Inside, the chunks are laid out first ([N, B*H, ., .]): each chunk's block is then contiguous
-    for bmm and the per-chunk results are written in place, with no stacking afterwards.
+    U [N, B, H, C, V], W and K [N, B, H, C, K] (contiguous), d [N, B, H, 1, 1] or None,
+    S0 [B, H, K, V] -> states [N, B, H, K, V], u [N, B, H, C, V], final S [B, H, K, V].
+    Each chunk's block is contiguous, so the per-chunk results are written in place.
     """
 
     @staticmethod
     def forward(ctx, U, W, K, decay, S0):
-        B, H, N = U.shape[:3]
-        U, W, K = (chunk_major(x) for x in (U, W, K))
-        decay = None if decay is None else chunk_major(decay)
-        states = U.new_empty(N, B * H, *S0.shape[2:])
+        U, W, K = (x.flatten(1, 2) for x in (U, W, K))  # [N, B*H, C, .]
+        decay = None if decay is None else decay.flatten(1, 2)
+        states = U.new_empty(U.shape[0], U.shape[1], *S0.shape[2:])
         corrected = torch.empty_like(U)
-        S = S0.reshape(B * H, *S0.shape[2:])
-        for n in range(N):
+        S = S0.reshape(states.shape[1:])
+        for n in range(U.shape[0]):
             states[n] = S
             torch.baddbmm(U[n], W[n], S, alpha=-1, out=corrected[n])
             S = torch.baddbmm(S if decay is None else S * decay[n], K[n].transpose(1, 2), corrected[n])
         ctx.save_for_backward(W, K, decay, states, corrected)
-        ctx.heads = H
-        return batch_major(states, H), batch_major(corrected, H), S.view(S0.shape)
+        return states.unflatten(1, S0.shape[:2]), corrected.unflatten(1, S0.shape[:2]), S.view(S0.shape)
 
     @staticmethod
     def backward(ctx, d_states, d_corrected, d_final):
         W, K, decay, states, corrected = ctx.saved_tensors
-        H = ctx.heads
-        d_states, d_corrected = chunk_major(d_states), chunk_major(d_corrected)
-        d_u, d_next = torch.empty_like(d_corrected), torch.empty_like(states)  # gradient of each u; of each state leaving a chunk
+        heads = d_final.shape[:2]
+        d_states, d_corrected = d_states.flatten(1, 2), d_corrected.flatten(1, 2)
+        d_u = torch.empty_like(corrected)   # total gradient of each u
+        d_next = torch.empty_like(states)   # gradient of the state leaving each chunk
         dS = d_final.reshape(states.shape[1:])
         for n in reversed(range(W.shape[0])):
             d_next[n] = dS
@@ -102,18 +99,9 @@ class DeltaChunkScan(torch.autograd.Function):
             dS = torch.baddbmm(carried, W[n].transpose(1, 2), d_u[n], alpha=-1)
         dW = -(d_u @ states.transpose(-1, -2))
         dK = corrected @ d_next.transpose(-1, -2)
-        d_decay = None if decay is None else batch_major((states * d_next).sum((-1, -2), keepdim=True), H)
-        return batch_major(d_u, H), batch_major(dW, H), batch_major(dK, H), d_decay, dS.view(d_final.shape)
-
-
-def chunk_major(x: torch.Tensor) -> torch.Tensor:
-    """[B, H, N, ...] -> contiguous [N, B*H, ...]."""
-    return x.movedim(2, 0).reshape(x.shape[2], -1, *x.shape[3:])
-
-
-def batch_major(x: torch.Tensor, heads: int) -> torch.Tensor:
-    """[N, B*H, ...] -> [B, H, N, ...] (a view)."""
-    return x.view(x.shape[0], -1, heads, *x.shape[2:]).movedim(0, 2)
+        d_decay = None if decay is None else (states * d_next).sum((-1, -2), keepdim=True).unflatten(1, heads)
+        return (d_u.unflatten(1, heads), dW.unflatten(1, heads), dK.unflatten(1, heads), d_decay,
+                dS.view(d_final.shape))
 
 
 def chunk_oja(q, k, v, beta, *, scale, initial_state=None, output_final_state=False, chunk_size=64):
@@ -128,7 +116,7 @@ def chunk_oja(q, k, v, beta, *, scale, initial_state=None, output_final_state=Fa
     C, causal, q, k, v, b = chunked_inputs(q, k, v, beta, scale, chunk_size)
     dtype = q.dtype
     T_ = wy_inverse(v, b)
-    U, W = T_ @ k, T_ @ v  # [B, H, N, C, K], [B, H, N, C, V]
+    U, W = T_ @ k, T_ @ v  # [N, B, H, C, K], [N, B, H, C, V]
     # With P = S^T [V, K]: u = U - W P, P += V^T u, the delta scan with v in the role of the keys
     P0 = q.new_zeros(B, H, V, K) if initial_state is None else initial_state.to(dtype).transpose(-1, -2)
     P_states, corrected, P = DeltaChunkScan.apply(U, W, v, None, P0)

@@ -4,7 +4,7 @@ Inside a chunk of C steps the output is masked attention; across chunks the stat
 ``O_n = (Q_n * exp(G)) S_n + (tril(Q_n K_n^T) * Gamma) (beta V_n)``,
 ``S_{n+1} = exp(G_C) S_n + (K_n * exp(G_C - G))^T (beta V_n)``, with G the within-chunk cumulative
 log-decay and Gamma_ts = exp(G_t - G_s) for s <= t (computed from the difference, so it never
-overflows). Autograd stores the per-chunk states S_n ([B, H, T/C, K, V]) and per-chunk C x C
+overflows). Autograd stores the per-chunk states S_n ([T/C, B, H, K, V]) and per-chunk C x C
 (gla: C x C x K) decay/attention tensors, never T copies of the state.
 """
 from __future__ import annotations
@@ -15,21 +15,23 @@ from metafwp.ops.common import compute_dtype, pad_time
 
 
 def to_chunks(x: torch.Tensor, chunk: int, dtype: torch.dtype) -> torch.Tensor:
-    """[B, T, H, ...] -> contiguous [B, H, N, C, ...] with T zero-padded to N * C."""
+    """[B, T, H, ...] -> contiguous [N, B, H, C, ...] with T zero-padded to N * C.
+
+    Chunks lead, so every chunk's block is contiguous for the sequential scans."""
     x = pad_time(x.to(dtype), chunk)
-    x = x.reshape(x.shape[0], -1, chunk, *x.shape[2:])
-    return x.movedim(3, 1).contiguous()
+    x = x.reshape(x.shape[0], -1, chunk, *x.shape[2:])  # [B, N, C, H, ...]
+    return x.permute(1, 0, 3, 2, *range(4, x.ndim)).contiguous()
 
 
 def from_chunks(x: torch.Tensor, length: int) -> torch.Tensor:
-    """[B, H, N, C, V] -> [B, T, H, V], dropping the padding."""
-    x = x.movedim(1, 3)
+    """[N, B, H, C, V] -> [B, T, H, V], dropping the padding."""
+    x = x.permute(1, 0, 3, 2, 4)  # [B, N, C, H, V]
     return x.reshape(x.shape[0], -1, *x.shape[3:])[:, :length]
 
 
 def chunked_inputs(q, k, v, beta, scale: float, chunk_size: int):
-    """Cast to the compute dtype and cut into chunks: q (scaled), k [B, H, N, C, K], v [B, H, N, C, V],
-    beta [B, H, N, C], plus the chunk length C and the causal mask [C, C] (diagonal included)."""
+    """Cast to the compute dtype and cut into chunks: q (scaled), k [N, B, H, C, K], v [N, B, H, C, V],
+    beta [N, B, H, C], plus the chunk length C and the causal mask [C, C] (diagonal included)."""
     dtype = compute_dtype(q.dtype)
     C = min(chunk_size, q.shape[1])
     causal = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
@@ -37,7 +39,7 @@ def chunked_inputs(q, k, v, beta, scale: float, chunk_size: int):
 
 
 def read_out(intra: torch.Tensor, values: torch.Tensor, queries: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
-    """``intra @ values + queries @ states`` as one fused batched matmul-add, all [B, H, N, ., .]."""
+    """``intra @ values + queries @ states`` as one fused batched matmul-add, all [N, B, H, ., .]."""
     out = torch.baddbmm(intra.flatten(0, 2) @ values.flatten(0, 2), queries.flatten(0, 2), states.flatten(0, 2))
     return out.view(*intra.shape[:3], *out.shape[1:])
 
@@ -63,27 +65,27 @@ def chunk_linear(q, k, v, beta, g, *, scale, initial_state=None, output_final_st
         attn = (q @ k.transpose(-1, -2)).masked_fill(~causal, 0)
         q_read, k_write, chunk_decay = q, k, None
     elif g.ndim == 3:
-        gc = to_chunks(g, C, dtype).cumsum(-1)  # [B, H, N, C]
+        gc = to_chunks(g, C, dtype).cumsum(-1)  # [N, B, H, C]
         attn = (q @ k.transpose(-1, -2)) * decay_within_chunk(gc)
         q_read = q * gc.exp().unsqueeze(-1)
         k_write = k * (gc[..., -1:] - gc).exp().unsqueeze(-1)
-        chunk_decay = gc[..., -1].exp()[..., None, None]  # [B, H, N, 1, 1]
+        chunk_decay = gc[..., -1].exp()[..., None, None]  # [N, B, H, 1, 1]
     else:
-        gc = to_chunks(g, C, dtype).cumsum(-2)  # [B, H, N, C, K]
-        diff = gc.unsqueeze(-2) - gc.unsqueeze(-3)  # [B, H, N, C_t, C_s, K]
+        gc = to_chunks(g, C, dtype).cumsum(-2)  # [N, B, H, C, K]
+        diff = gc.unsqueeze(-2) - gc.unsqueeze(-3)  # [N, B, H, C_t, C_s, K]
         gamma = torch.where(causal[..., None], diff, float("-inf")).exp()
         # attn_ts = sum_k q_tk k_sk exp(gc_tk - gc_sk)
         attn = (q.unsqueeze(-2) @ (gamma * k.unsqueeze(-3)).transpose(-1, -2)).squeeze(-2)
         q_read = q * gc.exp()
         k_write = k * (gc[..., -1:, :] - gc).exp()
-        chunk_decay = gc[..., -1, :].exp().unsqueeze(-1)  # [B, H, N, K, 1]
+        chunk_decay = gc[..., -1, :].exp().unsqueeze(-1)  # [N, B, H, K, 1]
 
-    increments = (k_write.transpose(-1, -2) @ v).unbind(2)  # N x [B, H, K, V]
-    decays = None if chunk_decay is None else chunk_decay.unbind(2)
+    increments = (k_write.transpose(-1, -2) @ v).unbind(0)  # N x [B, H, K, V]
+    decays = None if chunk_decay is None else chunk_decay.unbind(0)
     S = q.new_zeros(B, H, K, V) if initial_state is None else initial_state.to(dtype)
     states = []
     for i, increment in enumerate(increments):
         states.append(S)
         S = (S if decays is None else S * decays[i]) + increment
-    o = read_out(attn, v, q_read, torch.stack(states, dim=2))
+    o = read_out(attn, v, q_read, torch.stack(states))
     return from_chunks(o, T).to(in_dtype), (S if output_final_state else None)
