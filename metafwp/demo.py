@@ -22,6 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from episodes import FewShotSampler, Glyphs  # noqa: E402
 from episodes.plot import plot_episode  # noqa: E402
 from metafwp.train import load_config, train  # noqa: E402
+from metafwp.train.plots import save_figure  # noqa: E402
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 LEARNERS = {"SRWM": "glyphs_5way1shot_srwm", "DeltaNet": "glyphs_5way1shot_delta",
@@ -38,10 +39,7 @@ def plot_summary(rows: list[dict], path: Path) -> Path:
     axis.set(ylabel="test accuracy (%)", ylim=(max(0, low - 10), 100),
              title="Glyphs 5-way 1-shot, held-out classes, same test episodes")
     axis.grid(alpha=0.3, axis="y")
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
 
 
 def main(argv=None):

@@ -9,6 +9,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
+def save_figure(figure, path: Path) -> Path:
+    """Lay out, write as PNG and free ``figure``."""
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
 def plot_learning_curves(history: list[dict], path: Path, title: str = "") -> Path:
     """Training loss and accuracy against the step, from the logged ``history`` records."""
     steps = [record["step"] for record in history]
@@ -20,10 +28,7 @@ def plot_learning_curves(history: list[dict], path: Path, title: str = "") -> Pa
     for axis in (loss_axis, accuracy_axis):
         axis.grid(alpha=0.3)
     figure.suptitle(title)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
 
 
 def plot_accuracy_by_shot(results: dict[str, dict], path: Path, title: str = "") -> Path:
@@ -45,7 +50,4 @@ def plot_accuracy_by_shot(results: dict[str, dict], path: Path, title: str = "")
         axis.legend()
     axis.grid(alpha=0.3)
     axis.set_title(title)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
