@@ -58,6 +58,9 @@ class SequenceLearner(nn.Module):
         regression feedback as given."""
         if batch.num_classes is None:
             return batch.feedback.float()
+        if batch.num_classes + 1 != self.feedback_dim:
+            raise ValueError(f"this learner reads {self.feedback_dim - 1}-way episodes (feedback_dim "
+                             f"{self.feedback_dim}), got a {batch.num_classes}-way batch")
         return F.one_hot(batch.feedback, self.feedback_dim).float()
 
     def forward(self, batch: EpisodeBatch, state: list | None = None):

@@ -168,3 +168,10 @@ def test_regression_learner_reads_target_vectors_and_learns_linear_tasks():
     # w is drawn per episode, so without the feedback the best guess is 0, scoring E[y^2] = dim = 2;
     # going well below that needs the targets shown in earlier steps
     assert sum(losses[:10]) / 10 > 1.6 and sum(losses[-10:]) / 10 < 1.5
+
+
+def test_a_batch_of_another_way_is_refused():
+    model = learner("delta", episodes())
+    batch = FewShotSampler(toy_classes(), 4, 1, 1, seed=0).sample(range(2))
+    with pytest.raises(ValueError, match="reads 3-way episodes .* got a 4-way batch"):
+        model(batch)
