@@ -46,8 +46,9 @@ def bare_loop(config, steps: int, warmup: int) -> float:
 
 
 def trainer(config, warmup: int) -> float:
-    """Episodes per second of metafwp.train over the same steps, from its own logged intervals,
-    checkpoints included (log_every = warmup, so the first interval is the warm-up)."""
+    """Episodes per second of metafwp.train over the same steps, from its own logged intervals
+    (log_every = warmup, so the first interval is the warm-up; checkpoints at every
+    train.checkpoint_every steps fall inside the intervals)."""
     run_dir = train(config)
     history = json.loads((run_dir / "metrics.json").read_text())["history"]
     timed = [record for record in history if record["step"] > warmup]

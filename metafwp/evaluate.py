@@ -23,11 +23,11 @@ def evaluate_run(run_dir: Path, overrides: list[str] = (), split: str | None = N
                                 f"python -m metafwp.train printed)")
     config = load_config(config_file, overrides)
     device = resolve_device(config.train.device)
-    train_set = load_split(config.data, config.data.train_split, progress=progress)
-    model = build_model(config, frame_shape(config.data, train_set))
+    test_set = load_split(config.data, split or config.data.test_split, progress=progress)
+    model = build_model(config, frame_shape(config.data, test_set))  # every split has the run's frame shape
     if config.model.kind != "pixel_nn":
         model.load_state_dict(load_checkpoint(run_dir / "checkpoint.pt")["model"])
-    return evaluate_on_test_split(config, model.to(device), device, progress, split)
+    return evaluate_on_test_split(config, model.to(device), test_set, device, progress)
 
 
 def main(argv=None) -> int:

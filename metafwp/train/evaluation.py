@@ -13,7 +13,7 @@ from episodes import EpisodeStream
 from metafwp.losses import episode_loss
 from metafwp.train.build import build_model
 from metafwp.train.config import RunConfig
-from metafwp.train.data import build_sampler, frame_shape, load_split, num_shots
+from metafwp.train.data import build_sampler, frame_shape, num_shots
 
 
 def autocast(device: torch.device, bf16: bool):
@@ -67,11 +67,10 @@ def learner_name(config: RunConfig) -> str:
     return config.model.mixer if config.model.kind == "sequence" else config.model.kind
 
 
-def evaluate_on_test_split(config: RunConfig, model: nn.Module, device: torch.device, progress: bool = False,
-                           split: str | None = None) -> dict[str, dict]:
+def evaluate_on_test_split(config: RunConfig, model: nn.Module, test_set, device: torch.device,
+                           progress: bool = False) -> dict[str, dict]:
     """``{name: evaluate(...)}`` for the learner and each of ``config.eval.baselines``, all on the same
-    ``config.eval.episodes`` episodes of ``split`` (Default: ``config.data.test_split``)."""
-    test_set = load_split(config.data, split or config.data.test_split, progress=progress)
+    ``config.eval.episodes`` seeded episodes of ``test_set`` (an ImageClasses of held-out classes)."""
     sampler = build_sampler(config.data, test_set, seed=config.eval.seed)
     options = dict(num_episodes=config.eval.episodes, batch_size=config.eval.batch_size,
                    num_shots=num_shots(config.data), device=device, bf16=config.train.bf16, progress=progress)

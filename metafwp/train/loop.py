@@ -199,7 +199,8 @@ def _train(config: RunConfig, ranks: Distributed) -> Path:
 
 def finish(config: RunConfig, model, run_dir: Path, history: list, seconds: float, device, writer, show: bool):
     """Test the learner and the baselines on the same held-out episodes; write metrics.json and plots."""
-    results = evaluate_on_test_split(config, model, device, show)
+    test_set = load_split(config.data, config.data.test_split, progress=show)
+    results = evaluate_on_test_split(config, model, test_set, device, show)
     for name, result in results.items():
         writer.add_scalar(f"test/accuracy_{name}", result["accuracy"], config.train.steps)
     writer.close()
