@@ -1,6 +1,13 @@
+import os
+
 import pytest
 import torch
 import torch.utils.deterministic
+
+# Without a GPU the Triton kernels run in Triton's interpreter, which is read when a kernel is
+# defined: set it before anything imports metafwp's Triton modules.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-BACKENDS = ("auto", "reference", "chunk")
+BACKENDS = ("auto", "reference", "chunk", "triton")
 
 
 def check_tensor(name: str, x, ndim: int, layout: str) -> None:

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import torch
 
+from metafwp.ops.backends import fast_weight_backend
 from metafwp.ops.chunk_delta import chunk_delta, chunk_oja
 from metafwp.ops.chunk_linear import chunk_linear
 from metafwp.ops.common import (
-    check_backend,
     check_chunk_size,
     check_same_dtype_device,
     check_shape,
@@ -22,21 +22,6 @@ DECAY_SHAPE = {"decay": "[B, T, H]", "gated_delta": "[B, T, H]", "gla": "[B, T, 
 # Steps per chunk when chunk_size is None; gla's intra-chunk decay is C x C x K, so it prefers small chunks.
 DEFAULT_CHUNK_SIZE = 64
 GLA_CHUNK_SIZE = 16
-
-# Where the chunk form overtakes the loop on CPU (fwd+bwd, measured at B*H = 2048, K = 16 and
-# B*H = 128, K = 64): from about 16 steps for small heads, from 4 steps for heads of 32 or more.
-CHUNK_MIN_STEPS = 16
-CHUNK_MIN_STEPS_WIDE_HEADS = 4
-WIDE_HEAD = 32
-
-
-def choose_backend(backend: str, num_steps: int, key_dim: int) -> str:
-    """Resolve ``"auto"`` to the faster of the chunk form and the loop for this length and head size."""
-    if backend != "auto":
-        return backend
-    min_steps = CHUNK_MIN_STEPS_WIDE_HEADS if key_dim >= WIDE_HEAD else CHUNK_MIN_STEPS
-    return "chunk" if num_steps >= min_steps else "reference"
-
 
 def fast_weight(
     q: torch.Tensor,
@@ -70,8 +55,11 @@ def fast_weight(
         scale: multiplies q. Default: ``K ** -0.5``.
         initial_state: [B, H, K, V]. Default: zeros.
         output_final_state: return the final state too.
-        backend: ``reference`` (time loop, any float dtype), ``chunk`` (chunk-parallel torch) or
-            ``auto`` (the chunk form from 16 steps, or from 4 when K >= 32). Default: ``auto``.
+        backend: ``reference`` (time loop, any float dtype), ``chunk`` (chunk-parallel torch),
+            ``triton`` (fused recurrent kernel: CUDA, or CPU under TRITON_INTERPRET=1; not gla;
+            K, V <= 128) or ``auto``: triton on CUDA where it has a kernel, else the chunk form
+            from 16 steps (from 4 when K >= 32), else the loop. ``explain_backend`` says which
+            and why. Default: ``auto``.
         chunk_size: steps per chunk for the chunk backend. Default: 64 (16 for ``gla``).
 
     Returns:
@@ -80,7 +68,6 @@ def fast_weight(
     """
     if rule not in RULES:
         raise ValueError(f"Unknown rule {rule!r}. Valid: {', '.join(RULES)}")
-    check_backend(backend)
     if chunk_size is None:
         chunk_size = GLA_CHUNK_SIZE if rule == "gla" else DEFAULT_CHUNK_SIZE
     check_chunk_size(chunk_size)
@@ -101,7 +88,12 @@ def fast_weight(
     if beta is None:
         beta = q.new_ones(B, T, H)
 
-    backend = choose_backend(backend, T, K)
+    backend = fast_weight_backend(backend, rule, T, K, V, q.dtype, q.device).backend
+    if backend == "triton":
+        from metafwp.ops.fused_recurrent import fused_recurrent
+
+        return fused_recurrent(q, k, v, beta, g, rule=rule, scale=scale, initial_state=initial_state,
+                               output_final_state=output_final_state)
     if backend == "reference":
         return fast_weight_reference(
             q, k.unsqueeze(3), v.unsqueeze(3), beta.unsqueeze(3), g, rule=rule, scale=scale,
@@ -164,7 +156,6 @@ def delta_product(
     Returns:
         o [B, T, H, V], final state [B, H, K, V] or None.
     """
-    check_backend(backend)
     chunk_size = DEFAULT_CHUNK_SIZE if chunk_size is None else chunk_size
     check_chunk_size(chunk_size)
     check_tensor("q", q, 4, "[B, T, H, K]")
@@ -185,7 +176,7 @@ def delta_product(
     scale = resolve_scale(scale, K)
     rule = "delta" if g is None else "gated_delta"
 
-    backend = choose_backend(backend, T * n, K)
+    backend = fast_weight_backend(backend, rule, T * n, K, V, q.dtype, q.device).backend
     if backend == "reference":
         return fast_weight_reference(q, k, v, beta, g, rule=rule, scale=scale, initial_state=initial_state,
                                      output_final_state=output_final_state)
@@ -193,11 +184,16 @@ def delta_product(
     # the last of them and the decay on the first.
     q_steps = torch.cat([q.new_zeros(B, T, n - 1, H, K), q.unsqueeze(2)], dim=2).flatten(1, 2)
     g_steps = None if g is None else torch.cat([g.unsqueeze(2), g.new_zeros(B, T, n - 1, H)], 2).flatten(1, 2)
-    o, S = chunk_delta(
-        q_steps, k.transpose(2, 3).flatten(1, 2), v.transpose(2, 3).flatten(1, 2),
-        beta.transpose(2, 3).flatten(1, 2), g_steps, scale=scale, initial_state=initial_state,
-        output_final_state=output_final_state, chunk_size=chunk_size,
-    )
+    steps = (q_steps, k.transpose(2, 3).flatten(1, 2), v.transpose(2, 3).flatten(1, 2),
+             beta.transpose(2, 3).flatten(1, 2), g_steps)
+    if backend == "triton":
+        from metafwp.ops.fused_recurrent import fused_recurrent
+
+        o, S = fused_recurrent(*steps, rule=rule, scale=scale, initial_state=initial_state,
+                               output_final_state=output_final_state)
+    else:
+        o, S = chunk_delta(*steps, scale=scale, initial_state=initial_state,
+                           output_final_state=output_final_state, chunk_size=chunk_size)
     return o.unflatten(1, (T, n))[:, :, -1], S
 
 

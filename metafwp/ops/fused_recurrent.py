@@ -20,11 +20,9 @@ import torch
 import triton
 import triton.language as tl
 
-# Rules with a fused kernel, and how each updates the state after its decay.
-TRITON_RULES = ("hebbian", "decay", "delta", "gated_delta", "oja")
+# How each rule (backends.TRITON_RULES) updates the state after its decay.
 HEBBIAN, DELTA, OJA = 0, 1, 2
 UPDATE_KIND = {"hebbian": HEBBIAN, "decay": HEBBIAN, "delta": DELTA, "gated_delta": DELTA, "oja": OJA}
-MAX_HEAD_DIM = 128  # K and V up to this; larger heads use the chunk backend
 VALUE_BLOCK = 32  # columns of S per program (oja needs every column in one program)
 
 
@@ -289,7 +287,7 @@ def fused_recurrent(q, k, v, beta, g, *, rule: str, scale: float, initial_state=
 
     Args:
         q, k: [B, T, H, K]; v: [B, T, H, V]; beta: [B, T, H]; g: [B, T, H] log-decay or None.
-        rule: one of TRITON_RULES. scale: multiplies q. initial_state: [B, H, K, V] or None.
+        rule: one of backends.TRITON_RULES. scale: multiplies q. initial_state: [B, H, K, V] or None.
 
     Returns:
         o [B, T, H, V] in q's dtype, final state [B, H, K, V] float32 or None.

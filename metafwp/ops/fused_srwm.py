@@ -9,7 +9,8 @@ then steps back through it. Memory beyond inputs and outputs: ``ceil(T / C) + C`
 gradients carry no drift.
 
 Launched through ``torch.library`` custom ops (``metafwp::srwm_fwd`` / ``metafwp::srwm_bwd``).
-Heads up to ``MAX_HEAD_DIM`` fit in registers; ``srwm`` sends larger heads to the reference loop.
+Heads up to D = 64 (``backends.SRWM_TRITON_MAX_HEAD_DIM``) fit in registers; ``srwm`` sends larger
+heads to the reference loop.
 """
 from typing import Optional
 
@@ -17,7 +18,6 @@ import torch
 import triton
 import triton.language as tl
 
-MAX_HEAD_DIM = 64
 CHECKPOINT_EVERY = 16  # C: steps between checkpoints of W
 
 
@@ -240,7 +240,7 @@ def fused_srwm(x: torch.Tensor, W0: torch.Tensor, *, output_final_state: bool = 
     """The Triton backend of ``srwm`` (arguments already checked there).
 
     Args:
-        x: [B, T, H, D] with D <= MAX_HEAD_DIM. W0: [H, D, 3D+4] or [B, H, D, 3D+4].
+        x: [B, T, H, D] with D <= 64. W0: [H, D, 3D+4] or [B, H, D, 3D+4].
 
     Returns:
         y [B, T, H, D] in x's dtype, and W [B, H, D, 3D+4] float32 or None.

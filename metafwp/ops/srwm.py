@@ -7,15 +7,15 @@ One matrix per head, row-vector convention, ``W [D, 3D+4]`` with column blocks `
     W_t = W_{t-1} + k_t^T ((q_t - k_t) W_{t-1})       # column block i scaled by b_t[i]
 
 The recurrence is sequential: its loop is the CPU backend, batched over B and H with no Python
-work per element. Autograd through it stores one W per step ([T, B, H, D, 3D+4]).
+work per element; autograd through it stores one W per step ([T, B, H, D, 3D+4]). On CUDA the
+Triton kernel (fused_srwm.py) keeps W on chip and recomputes it for backward.
 """
 from __future__ import annotations
 
 import torch
 
-from metafwp.ops.common import check_backend, check_same_dtype_device, check_tensor, compute_dtype
-
-SRWM_BACKENDS = ("auto", "reference")
+from metafwp.ops.backends import srwm_backend
+from metafwp.ops.common import check_same_dtype_device, check_tensor, compute_dtype
 
 
 def srwm_columns(head_dim: int) -> int:
@@ -31,12 +31,12 @@ def srwm(x: torch.Tensor, W0: torch.Tensor, *, output_final_state: bool = False,
         W0: [H, D, 3D+4] initial matrix shared by the batch, or [B, H, D, 3D+4] one per sequence
             (e.g. the state returned by an earlier call).
         output_final_state: also return the final matrices.
-        backend: ``reference`` (the time loop) or ``auto``. Default: ``auto``.
+        backend: ``reference`` (the time loop), ``triton`` (CUDA, or CPU under TRITON_INTERPRET=1;
+            D <= 64) or ``auto`` (triton on CUDA for D <= 64, else the loop). Default: ``auto``.
 
     Returns:
         y [B, T, H, D] in x's dtype, and W [B, H, D, 3D+4] (float32 for half inputs) or None.
     """
-    check_backend(backend, SRWM_BACKENDS)
     check_tensor("x", x, 4, "[B, T, H, D]")
     B, T, H, D = x.shape
     if not isinstance(W0, torch.Tensor) or W0.ndim not in (3, 4):
@@ -47,6 +47,10 @@ def srwm(x: torch.Tensor, W0: torch.Tensor, *, output_final_state: bool = False,
         layout = "[H, D, 3D+4]" if W0.ndim == 3 else "[B, H, D, 3D+4]"
         raise ValueError(f"W0 must have shape {layout} = {expected} for x of shape {tuple(x.shape)}, got {tuple(W0.shape)}")
     check_same_dtype_device("x", x, W0=W0)
+    if srwm_backend(backend, D, x.dtype, x.device).backend == "triton":
+        from metafwp.ops.fused_srwm import fused_srwm
+
+        return fused_srwm(x, W0, output_final_state=output_final_state)
     return srwm_reference(x, W0, output_final_state=output_final_state)
 
 

@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from metafwp.ops import RULES, delta_product, delta_rule, fast_weight
-from metafwp.ops.fast_weight import CHUNK_MIN_STEPS, choose_backend
+from metafwp.ops import explain_backend
+from metafwp.ops.backends import CHUNK_MIN_STEPS
 from tests.helpers import assert_close, gradients
 
 # (B, T, H, K, V): T = 1, 7, 63, 100 (not multiples of the chunk of 16), K != V, head dims 8, 16, 64
@@ -123,7 +124,7 @@ def test_auto_picks_a_backend_that_agrees(T, K, expected):
     q, k, v, beta, _, h0 = detached(make_inputs("delta", 1, T, 2, K, 8))
     o_auto, S_auto = delta_rule(q, k, v, beta, initial_state=h0, output_final_state=True)
     o_ref, S_ref = delta_rule(q, k, v, beta, initial_state=h0, output_final_state=True, backend="reference")
-    assert choose_backend("auto", T, K) == expected
+    assert explain_backend("delta_rule", q).backend == expected
     assert_close("o", o_auto, o_ref, 1e-12)
     assert_close("final state", S_auto, S_ref, 1e-12)
 
