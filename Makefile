@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench bench-gpu clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,9 @@ bench: $(STAMP)
 	$(PY) benchmarks/ops_cpu.py
 	$(PY) benchmarks/sampling.py
 	$(PY) benchmarks/train_cpu.py
+
+bench-gpu: $(STAMP)
+	$(PY) benchmarks/ops_gpu.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
