@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from metafwp.ops.backends import srwm_backend
-from metafwp.ops.common import check_same_dtype_device, check_tensor, compute_dtype
+from metafwp.ops.common import check_state, check_tensor, compute_dtype
 
 
 def srwm_columns(head_dim: int) -> int:
@@ -29,7 +29,7 @@ def srwm(x: torch.Tensor, W0: torch.Tensor, *, output_final_state: bool = False,
     Args:
         x: [B, T, H, D] head slices of the input.
         W0: [H, D, 3D+4] initial matrix shared by the batch, or [B, H, D, 3D+4] one per sequence
-            (e.g. the state returned by an earlier call).
+            (e.g. the float32 state returned by an earlier call on half inputs); any float dtype.
         output_final_state: also return the final matrices.
         backend: ``reference`` (the time loop), ``triton`` (CUDA, or CPU under TRITON_INTERPRET=1;
             D <= 64) or ``auto`` (triton on CUDA for D <= 64, else the loop). Default: ``auto``.
@@ -46,7 +46,7 @@ def srwm(x: torch.Tensor, W0: torch.Tensor, *, output_final_state: bool = False,
     if tuple(W0.shape) != expected:
         layout = "[H, D, 3D+4]" if W0.ndim == 3 else "[B, H, D, 3D+4]"
         raise ValueError(f"W0 must have shape {layout} = {expected} for x of shape {tuple(x.shape)}, got {tuple(W0.shape)}")
-    check_same_dtype_device("x", x, W0=W0)
+    check_state("W0", W0, expected, "[H, D, 3D+4] or [B, H, D, 3D+4]", x)  # any float dtype, x's device
     if srwm_backend(backend, D, x.dtype, x.device).backend == "triton":
         from metafwp.ops.fused_srwm import fused_srwm
 

@@ -72,3 +72,19 @@ def test_srwm_half_precision_keeps_float32_state():
     y_ref, _ = srwm(x.bfloat16().float(), W0.bfloat16().float(), output_final_state=True)
     assert y.dtype == torch.bfloat16 and W.dtype == torch.float32
     assert_close("y", y, y_ref, 1e-2)
+
+
+def test_srwm_takes_a_float32_state_with_half_inputs():
+    """Under bf16 autocast x arrives in bf16 while W0 (a parameter) and the carried state are float32."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 6, 2, 4, generator=gen)
+    W0 = torch.randn(2, 4, srwm_columns(4), generator=gen, requires_grad=True)
+    y, W = srwm(x.bfloat16(), W0, output_final_state=True)
+    y_ref, W_ref = srwm(x.bfloat16().float(), W0, output_final_state=True)
+    assert y.dtype == torch.bfloat16 and W.dtype == torch.float32
+    assert_close("y", y, y_ref, 1e-2)
+    assert_close("W", W, W_ref, 1e-6)
+    (grad,) = torch.autograd.grad(y.float().sum(), W0)
+    assert grad.dtype == torch.float32
+    y_next, _ = srwm(x.bfloat16(), W, output_final_state=True)
+    assert y_next.dtype == torch.bfloat16

@@ -50,7 +50,7 @@ def test_bad_input_names_the_argument(call, message):
     (lambda x: srwm(x, torch.zeros(1, 3, 4, 16)), r"W0 must have shape \[B, H, D, 3D\+4\] = \(2, 3, 4, 16\)"),
     (lambda x: srwm(x, torch.zeros(16)), r"W0 must have shape \[H, D, 3D\+4\] or \[B, H, D, 3D\+4\]"),
     (lambda x: srwm(x[0], torch.zeros(3, 4, 16)), r"x must have shape \[B, T, H, D\]"),
-    (lambda x: srwm(x, torch.zeros(3, 4, 16).double()), r"W0 has dtype torch.float64 but x has torch.float32"),
+    (lambda x: srwm(x, torch.zeros(3, 4, 16, dtype=torch.long)), r"W0 must be a floating tensor"),
     (lambda x: srwm(x, torch.zeros(3, 4, 16), backend="chunk"), r"Unknown backend 'chunk'. Valid: auto, reference, triton"),
 ])
 def test_srwm_bad_input_names_the_argument(call, message):
