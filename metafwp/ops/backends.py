@@ -17,6 +17,9 @@ from metafwp.ops.common import check_backend
 # Rules with a fused recurrent kernel, and the head sizes it keeps in registers (fused_recurrent.py).
 TRITON_RULES = ("hebbian", "decay", "delta", "gated_delta", "oja")
 TRITON_MAX_HEAD_DIM = 128
+# Oja's update couples every column, so one program holds all of S [K, V]: above this many entries
+# it spills registers and auto prefers the chunk form (explicit backend="triton" still runs).
+OJA_MAX_STATE = 64 * 128
 SRWM_TRITON_MAX_HEAD_DIM = 64
 TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
@@ -60,7 +63,9 @@ def fast_weight_backend(backend: str, rule: str, num_steps: int, key_dim: int, v
                         dtype: torch.dtype, device: torch.device) -> BackendChoice:
     """Resolve ``backend`` for a Table-1 rule; raise ValueError if ``"triton"`` was asked for and cannot run."""
     check_backend(backend)
-    kernel_fits = rule in TRITON_RULES and max(key_dim, value_dim) <= TRITON_MAX_HEAD_DIM and dtype in TRITON_DTYPES
+    oja_fits = rule != "oja" or key_dim * value_dim <= OJA_MAX_STATE
+    kernel_fits = (rule in TRITON_RULES and max(key_dim, value_dim) <= TRITON_MAX_HEAD_DIM and oja_fits
+                   and dtype in TRITON_DTYPES)
     if backend == "triton":
         problem = triton_unavailable(device)
         if rule not in TRITON_RULES:
@@ -84,6 +89,8 @@ def fast_weight_backend(backend: str, rule: str, num_steps: int, key_dim: int, v
         why = f"no Triton kernel for {rule!r}"
     elif dtype not in TRITON_DTYPES:
         why = f"no Triton kernel for {dtype}"
+    elif not oja_fits:
+        why = f"oja's state K*V = {key_dim * value_dim} > {OJA_MAX_STATE} does not fit one program's registers"
     else:
         why = f"heads of K={key_dim}, V={value_dim} exceed the Triton kernel's {TRITON_MAX_HEAD_DIM}"
     return _steps_choice(num_steps, key_dim, why)

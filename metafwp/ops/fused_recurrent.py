@@ -21,8 +21,9 @@ import triton
 import triton.language as tl
 
 # How each rule (backends.TRITON_RULES) updates the state after its decay.
-HEBBIAN, DELTA, OJA = 0, 1, 2
-UPDATE_KIND = {"hebbian": HEBBIAN, "decay": HEBBIAN, "delta": DELTA, "gated_delta": DELTA, "oja": OJA}
+HEBBIAN, DELTA, OJA = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)
+UPDATE_KIND = {"hebbian": HEBBIAN.value, "decay": HEBBIAN.value, "delta": DELTA.value, "gated_delta": DELTA.value,
+               "oja": OJA.value}
 VALUE_BLOCK = 32  # columns of S per program (oja needs every column in one program)
 
 
@@ -34,7 +35,7 @@ def _load_step(q, k, v, beta, g, step, i_k, i_v, mask_k, mask_v, scale,
     b_k = tl.load(k + step * K + i_k, mask=mask_k, other=0).to(tl.float32)
     b_v = tl.load(v + step * V + i_v, mask=mask_v, other=0).to(tl.float32)
     b_beta = tl.load(beta + step).to(tl.float32)
-    b_decay = 1.0
+    b_decay = tl.full([], 1.0, tl.float32)
     if HAS_DECAY:
         b_decay = tl.exp(tl.load(g + step).to(tl.float32))
     return b_q, b_k, b_v, b_beta, b_decay
@@ -172,19 +173,20 @@ def fused_recurrent_bwd_replay_kernel(
         tl.store(r + i_vb * NB * T * H + step, tl.sum(b_Sdo * b_q))  # o . do = (scale q) . S do
 
 
-def _launch_shape(rule: str, K: int, V: int):
+def launch_shape(rule: str, K: int, V: int):
     """Block sizes, number of value blocks and warps for heads of K x V."""
     BK = triton.next_power_of_2(K)
     BV = triton.next_power_of_2(V) if rule == "oja" else min(triton.next_power_of_2(V), VALUE_BLOCK)
     num_value_blocks = triton.cdiv(V, BV)
-    num_warps = 1 if BK * BV <= 1024 else 4
+    # the fewest warps whose registers hold the state tiles without spilling (ptxas, sm_90)
+    num_warps = 1 if BK * BV <= 1024 else 4 if BK * BV <= 4096 else 8 if BK * BV <= 8192 else 16
     return BK, BV, num_value_blocks, num_warps
 
 
 def _step_vector_shape(rule: str, qk_shape, V: int) -> tuple:
     """Shape of the per-step vector w: [B, T, H, V] (delta), [B, T, H, K] (oja), empty (additive rules)."""
     B, T, H, K = qk_shape
-    return {DELTA: (B, T, H, V), OJA: (B, T, H, K), HEBBIAN: (0,)}[UPDATE_KIND[rule]]
+    return {DELTA.value: (B, T, H, V), OJA.value: (B, T, H, K), HEBBIAN.value: (0,)}[UPDATE_KIND[rule]]
 
 
 @torch.library.custom_op("metafwp::fused_recurrent_fwd", mutates_args=())
@@ -195,7 +197,7 @@ def fused_recurrent_fwd(
     """o [B, T, H, V] in q's dtype, final state [B, H, K, V] float32, and the per-step vector w."""
     B, T, H, K = q.shape
     V = v.shape[-1]
-    BK, BV, NV, num_warps = _launch_shape(rule, K, V)
+    BK, BV, NV, num_warps = launch_shape(rule, K, V)
     o = torch.empty_like(v)
     w = q.new_empty(_step_vector_shape(rule, q.shape, V), dtype=torch.float32)
     ht = q.new_empty(B, H, K, V, dtype=torch.float32)
@@ -223,7 +225,7 @@ def fused_recurrent_bwd(
     """Gradients (dq, dk, dv, dbeta, dg, dh0) in float32; dg is empty without a decay."""
     B, T, H, K = q.shape
     V = v.shape[-1]
-    BK, BV, NV, num_warps = _launch_shape(rule, K, V)
+    BK, BV, NV, num_warps = launch_shape(rule, K, V)
     update, has_decay = UPDATE_KIND[rule], g is not None
     f32 = dict(dtype=torch.float32)
     dk_state = q.new_empty(NV, B, T, H, K, **f32)

@@ -174,16 +174,18 @@ def srwm_bwd_kernel(x, checkpoints, scratch, dy, dWt, dx, dW0, T, NUM_CHECKPOINT
     _store_tiles(dW0 + i_bh * size, dWy, dWq, dWk, dWb, i_r, i_c, i_4, mask_r, mask_rc, D)
 
 
-def _launch_shape(D: int):
+def launch_shape(D: int):
+    """Block size BD and warps for heads of D."""
     BD = triton.next_power_of_2(D)
-    return BD, (1 if BD <= 16 else 4)
+    # the fewest warps whose registers hold W and dW without spilling (ptxas, sm_90)
+    return BD, (1 if BD <= 16 else 4 if BD <= 32 else 8)
 
 
 @torch.library.custom_op("metafwp::srwm_fwd", mutates_args=())
 def srwm_fwd(x: torch.Tensor, W0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """y [B, T, H, D] in x's dtype, final W [B, H, D, 3D+4] float32, checkpoints float32."""
     B, T, H, D = x.shape
-    BD, num_warps = _launch_shape(D)
+    BD, num_warps = launch_shape(D)
     num_checkpoints = triton.cdiv(T, CHECKPOINT_EVERY)
     y = torch.empty_like(x)
     Wt = x.new_empty(W0.shape, dtype=torch.float32)
@@ -206,7 +208,7 @@ def srwm_bwd(x: torch.Tensor, checkpoints: torch.Tensor, dy: torch.Tensor,
              dWt: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """dx [B, T, H, D] and dW0 [B, H, D, 3D+4], both float32."""
     B, T, H, D = x.shape
-    BD, num_warps = _launch_shape(D)
+    BD, num_warps = launch_shape(D)
     scratch = x.new_empty(B, H, CHECKPOINT_EVERY, D, 3 * D + 4, dtype=torch.float32)
     dx = x.new_empty(B, T, H, D, dtype=torch.float32)
     dW0 = x.new_empty(B, H, D, 3 * D + 4, dtype=torch.float32)
