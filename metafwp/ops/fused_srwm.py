@@ -63,6 +63,18 @@ def _read(x, Wy, Wq, Wk, Wb, i_4, mask_c):
 
 
 @triton.jit
+def _step(x, Wy, Wq, Wk, Wb, i_4, mask_c):
+    """One SRWM step: the output y read from W_{t-1}, and W_t (all four blocks change by the old W)."""
+    y, q, k, b, rate_y, rate_q, rate_k, rate_b = _read(x, Wy, Wq, Wk, Wb, i_4, mask_c)
+    d = (q - k)[:, None]
+    Wy += k[:, None] * (tl.sum(d * Wy, 0) * rate_y)[None, :]
+    Wq += k[:, None] * (tl.sum(d * Wq, 0) * rate_q)[None, :]
+    Wk += k[:, None] * (tl.sum(d * Wk, 0) * rate_k)[None, :]
+    Wb += k[:, None] * (tl.sum(d * Wb, 0) * rate_b)[None, :]
+    return y, Wy, Wq, Wk, Wb
+
+
+@triton.jit
 def srwm_fwd_kernel(x, W0, y, Wt, checkpoints, T, NUM_CHECKPOINTS,
                     H: tl.constexpr, D: tl.constexpr, BD: tl.constexpr, C: tl.constexpr):
     """Grid (B * H). x, y [B, T, H, D]; W0, Wt [B, H, D, 3D+4]; checkpoints [B, H, ceil(T/C), D, 3D+4]."""
@@ -79,17 +91,8 @@ def srwm_fwd_kernel(x, W0, y, Wt, checkpoints, T, NUM_CHECKPOINTS,
             _store_tiles(checkpoint, Wy, Wq, Wk, Wb, i_r, i_c, i_4, mask_r, mask_rc, D)
         step = ((i_b * T + t) * H + i_h) * D
         b_x = tl.load(x + step + i_r, mask=mask_r, other=0).to(tl.float32)
-        b_y, q, k, b, rate_y, rate_q, rate_k, rate_b = _read(b_x, Wy, Wq, Wk, Wb, i_4, mask_c)
+        b_y, Wy, Wq, Wk, Wb = _step(b_x, Wy, Wq, Wk, Wb, i_4, mask_c)
         tl.store(y + step + i_c, b_y.to(y.dtype.element_ty), mask=mask_c)
-        d = (q - k)[:, None]  # all four changes read the old W
-        change_y = tl.sum(d * Wy, 0) * rate_y
-        change_q = tl.sum(d * Wq, 0) * rate_q
-        change_k = tl.sum(d * Wk, 0) * rate_k
-        change_b = tl.sum(d * Wb, 0) * rate_b
-        Wy += k[:, None] * change_y[None, :]
-        Wq += k[:, None] * change_q[None, :]
-        Wk += k[:, None] * change_k[None, :]
-        Wb += k[:, None] * change_b[None, :]
     _store_tiles(Wt + i_bh * size, Wy, Wq, Wk, Wb, i_r, i_c, i_4, mask_r, mask_rc, D)
 
 
@@ -121,16 +124,7 @@ def srwm_bwd_kernel(x, checkpoints, scratch, dy, dWt, dx, dW0, T, NUM_CHECKPOINT
         for s in range(steps):
             _store_tiles(scratch + (i_bh * C + s) * size, Wy, Wq, Wk, Wb, i_r, i_c, i_4, mask_r, mask_rc, D)
             b_x = tl.load(x + ((i_b * T + start + s) * H + i_h) * D + i_r, mask=mask_r, other=0).to(tl.float32)
-            _, q, k, b, rate_y, rate_q, rate_k, rate_b = _read(b_x, Wy, Wq, Wk, Wb, i_4, mask_c)
-            d = (q - k)[:, None]
-            change_y = tl.sum(d * Wy, 0) * rate_y
-            change_q = tl.sum(d * Wq, 0) * rate_q
-            change_k = tl.sum(d * Wk, 0) * rate_k
-            change_b = tl.sum(d * Wb, 0) * rate_b
-            Wy += k[:, None] * change_y[None, :]
-            Wq += k[:, None] * change_q[None, :]
-            Wk += k[:, None] * change_k[None, :]
-            Wb += k[:, None] * change_b[None, :]
+            _, Wy, Wq, Wk, Wb = _step(b_x, Wy, Wq, Wk, Wb, i_4, mask_c)
         tl.debug_barrier()
         # step back through it: dW holds the gradient w.r.t. W_t
         for s_back in range(steps):
