@@ -39,14 +39,23 @@ def _known(targets: torch.Tensor, num_classes: int | None) -> torch.Tensor:
     return torch.cat([targets, targets.new_zeros(*targets.shape[:-1], 1)], dim=-1)
 
 
-def _prior_labelled(targets: torch.Tensor, labelled: torch.Tensor, num_classes: int | None) -> torch.Tensor:
-    """For each step, how many labelled steps of its class came strictly before it: ``[B, T]``."""
-    weights = labelled.to(torch.int64)
+def _shots(targets: torch.Tensor, num_labelled: int, num_classes: int | None) -> torch.Tensor:
+    """The shot of every step when the first ``num_labelled`` steps are the labelled ones:
+    1 + the labelled steps of its class strictly before it, int64 ``[B, T]``."""
+    batch, steps = targets.shape[:2]
     if num_classes is None:  # one regression function per episode: every step is its 'class'
-        return weights.cumsum(1) - weights
-    one_hot = torch.nn.functional.one_hot(targets, num_classes) * weights[..., None]
-    before = one_hot.cumsum(1) - one_hot
-    return before.gather(2, targets[..., None]).squeeze(2)
+        time = torch.arange(steps, device=targets.device)
+        return (time.clamp_max(num_labelled) + 1).expand(batch, steps).clone()
+    if num_labelled == 0:
+        return torch.ones_like(targets)
+    labelled = targets[:, :num_labelled, None].transpose(1, 2)  # [B, 1, L]
+    # running count of each class over the labelled steps, time last: [B, classes, L]
+    counts = targets.new_zeros(batch, num_classes, num_labelled).scatter_(1, labelled, 1).cumsum(2)
+    shot = counts.gather(1, labelled).squeeze(1)  # a labelled step counts itself: prior + 1
+    if num_labelled == steps:
+        return shot
+    after = counts[:, :, -1].gather(1, targets[:, num_labelled:]) + 1
+    return torch.cat([shot, after], dim=1)
 
 
 def synchronous(targets: torch.Tensor, num_support: int, num_classes: int | None = None):
@@ -64,8 +73,7 @@ def synchronous(targets: torch.Tensor, num_support: int, num_classes: int | None
     unknown = _unknown(targets, steps - num_support, num_classes)
     feedback = torch.cat([_known(targets[:, :num_support], num_classes), unknown], dim=1)
     loss_mask = (~is_support).expand(targets.shape[0], steps).clone()
-    shot = _prior_labelled(targets, is_support.expand(targets.shape[0], steps), num_classes) + 1
-    return feedback, loss_mask, shot
+    return feedback, loss_mask, _shots(targets, num_support, num_classes)
 
 
 def delayed(targets: torch.Tensor, num_classes: int | None = None):
@@ -80,5 +88,4 @@ def delayed(targets: torch.Tensor, num_classes: int | None = None):
     batch, steps = targets.shape[:2]
     feedback = torch.cat([_unknown(targets, 1, num_classes), _known(targets[:, :-1], num_classes)], dim=1)
     loss_mask = torch.ones(batch, steps, dtype=torch.bool, device=targets.device)
-    shot = _prior_labelled(targets, loss_mask, num_classes) + 1
-    return feedback, loss_mask, shot
+    return feedback, loss_mask, _shots(targets, steps, num_classes)

@@ -11,6 +11,7 @@ below 2**31 and values stay below 2**32, so every product fits in int64 without 
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -42,6 +43,14 @@ def _fold64(value: int) -> int:
     return mix32_int(mix32_int(value & MASK32) ^ (value >> 32))
 
 
+@functools.lru_cache(maxsize=256)
+def _weyl_offsets(stream: int, count: int, device: torch.device) -> torch.Tensor:
+    """Counters ``stream * 2**24 + j`` spread by the golden-ratio step: int64 ``[count]`` (cached,
+    as a sampler asks for the same few streams and sizes on every call; never written to)."""
+    counter = (stream << 24) + torch.arange(count, dtype=torch.int64, device=device)
+    return counter * _GOLDEN & MASK32
+
+
 class EpisodeRNG:
     """Random numbers addressed by ``(episode id, stream, counter)``.
 
@@ -58,6 +67,7 @@ class EpisodeRNG:
             raise ValueError(f"seed must be a non-negative int, got {seed!r}")
         self.seed = seed
         self._seed_key = _fold64(seed)
+        self._last_keys = None  # (ids, ids._version, keys) of the latest episode_keys call
 
     @classmethod
     def from_generator(cls, generator: torch.Generator) -> "EpisodeRNG":
@@ -74,11 +84,23 @@ class EpisodeRNG:
         count = math.prod(shape)
         if not 0 <= stream < 256 or count >= 1 << 24:
             raise ValueError(f"stream must be in [0, 256) and shape hold < 2**24 numbers, got {stream}, {shape}")
+        base = self.episode_keys(episode_ids)
+        x = (base[:, None] + _weyl_offsets(stream, count, base.device)) & MASK32
+        return mix32(x).reshape(base.shape[0], *shape)
+
+    def episode_keys(self, episode_ids: torch.Tensor) -> torch.Tensor:
+        """The 32-bit key of each episode, a hash of ``(seed, id)``: int64 ``[B]``.
+
+        One sampling call asks for several streams of the same episodes, so the keys of the latest
+        ``episode_ids`` tensor are kept until it changes (a new tensor, or an in-place write).
+        """
+        last = self._last_keys
+        if last is not None and last[0] is episode_ids and last[1] == episode_ids._version:
+            return last[2]
         ids = episode_ids.to(torch.int64)
-        base = mix32(mix32((ids & MASK32) ^ self._seed_key) ^ (ids >> 32))  # [B]
-        counter = (stream << 24) + torch.arange(count, dtype=torch.int64, device=ids.device)
-        x = (base[:, None] + (counter * _GOLDEN & MASK32)) & MASK32
-        return mix32(x).reshape(ids.shape[0], *shape)
+        keys = mix32(mix32((ids & MASK32) ^ self._seed_key) ^ (ids >> 32))
+        self._last_keys = (episode_ids, episode_ids._version, keys)
+        return keys
 
     def uniform(self, episode_ids: torch.Tensor, stream: int, shape: tuple[int, ...]) -> torch.Tensor:
         """Uniforms in [0, 1), float64 ``[B, *shape]``."""

@@ -50,34 +50,41 @@ def make_rng(seed: int | None, generator: torch.Generator | None) -> EpisodeRNG:
 SORT_FACTOR = 4  # choosing over a quarter of a population: one sort beats Floyd's `count` sequential steps
 
 
-def choose_distinct(rng: EpisodeRNG, ids: torch.Tensor, stream: int, population: torch.Tensor,
-                    count: int, max_population: int) -> torch.Tensor:
+def choose_distinct(rng: EpisodeRNG, ids: torch.Tensor, stream: int, population, count: int, *,
+                    shape: tuple = (), max_population: int | None = None) -> torch.Tensor:
     """``count`` distinct integers from ``[0, population)`` per element, in uniform random order.
 
     Args:
         ids: ``[B]`` episode ids.
-        population: int64 ``[B, *shape]`` sizes, each ``>= count``.
-        max_population: an upper bound of ``population``; it picks the algorithm: up to
-            ``SORT_FACTOR * count`` the first ``count`` of a random permutation, above it Floyd's.
+        population: an int, the same size for every element of ``[B, *shape]``; or int64
+            ``[B, *shape]`` sizes, each ``>= count``, with ``max_population`` an upper bound of them.
+        shape: the element shape when ``population`` is an int. Default: ``()``.
+        max_population: picks the algorithm: up to ``SORT_FACTOR * count`` the first ``count`` of a
+            random permutation, above it Floyd's. Default: ``population`` when it is an int.
     Returns:
         int64 ``[B, *shape, count]``.
     """
-    shape = tuple(population.shape[1:])
+    same_size = isinstance(population, int)
+    if same_size:
+        max_population = population
+    else:
+        shape = tuple(population.shape[1:])
     if max_population <= SORT_FACTOR * count:
         # random sort keys (32 random bits above the value, as in EpisodeRNG.permutation); values
         # beyond an element's population get a top bit so they sort last
         values = torch.arange(max_population, device=ids.device)
         keys = (rng.bits(ids, 2 * stream, (*shape, max_population)) << 20) | values
-        keys = torch.where(values < population[..., None], keys, keys | (1 << 52))
+        if not same_size:
+            keys = torch.where(values < population[..., None], keys, keys | (1 << 52))
         return keys.argsort(dim=-1)[..., :count]
+    # Floyd: step s draws t uniform in [0, j] with j = population - count + s, and takes j if t is taken
     u = rng.uniform(ids, 2 * stream, (*shape, count))
-    chosen = population.new_empty(*population.shape, count)
-    for step in range(count):  # Floyd: j runs over the last `count` values of the population
-        j = population - count + step
-        t = torch.minimum((u[..., step] * (j + 1)).to(torch.int64), j)
-        if step:
-            t = torch.where((chosen[..., :step] == t[..., None]).any(-1), j, t)
-        chosen[..., step] = t
+    first = population - count if same_size else population[..., None] - count
+    j = torch.arange(count, device=ids.device) + first  # [count] or [B, *shape, count]
+    chosen = torch.minimum((u * (j + 1)).to(torch.int64), j)  # every step's draw, [B, *shape, count]
+    for step in range(1, count):  # collisions resolve in order
+        taken = (chosen[..., :step] == chosen[..., step, None]).any(-1)
+        chosen[..., step] = torch.where(taken, j[..., step], chosen[..., step])
     order = rng.permutation(ids, 2 * stream + 1, (*shape, count))  # Floyd's order is not uniform
     return chosen.gather(-1, order)
 
@@ -134,6 +141,7 @@ class FewShotSampler:
         self.rng = make_rng(seed, generator)
         self.class_ids = class_ids
         self.largest_class = int(counts.max())
+        self.equal_classes = self.largest_class == int(counts[smallest])
         # label -> indices table: example j of class c is dataset index by_class[offsets[c] + j]
         self.by_class = dataset.labels.argsort(stable=True)
         self.offsets = dataset.class_counts.cumsum(0) - dataset.class_counts
@@ -152,13 +160,14 @@ class FewShotSampler:
                 ``k_shot`` of each class are its support.
         """
         ids = as_episode_ids(episode_ids, self.class_ids.device)
-        batch = ids.shape[0]
-        available = torch.full((batch,), self.class_ids.numel(), dtype=torch.int64, device=ids.device)
-        classes = self.class_ids[choose_distinct(self.rng, ids, STREAM_CLASSES, available, self.n_way,
-                                                 self.class_ids.numel())]
-        counts = self.dataset.class_counts[classes]
-        within = choose_distinct(self.rng, ids, STREAM_EXAMPLES, counts, self.k_shot + self.n_query,
-                                 self.largest_class)
+        classes = self.class_ids[choose_distinct(self.rng, ids, STREAM_CLASSES, self.class_ids.numel(), self.n_way)]
+        per_class = self.k_shot + self.n_query
+        if self.equal_classes:
+            within = choose_distinct(self.rng, ids, STREAM_EXAMPLES, self.largest_class, per_class,
+                                     shape=(self.n_way,))
+        else:
+            within = choose_distinct(self.rng, ids, STREAM_EXAMPLES, self.dataset.class_counts[classes], per_class,
+                                     max_population=self.largest_class)
         examples = self.by_class[self.offsets[classes][..., None] + within]
         return classes, examples
 

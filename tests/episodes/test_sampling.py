@@ -120,13 +120,23 @@ def test_choose_distinct_gives_uniform_ordered_subsets(max_population):
     and a population of 4 in the same call never yields the value 4."""
     rng, ids = EpisodeRNG(3), torch.arange(30_000)
     population = torch.tensor([5, 4]).expand(30_000, 2)
-    chosen = choose_distinct(rng, ids, 7, population, 3, max_population)
+    chosen = choose_distinct(rng, ids, 7, population, 3, max_population=max_population)
     assert chosen.shape == (30_000, 2, 3) and int(chosen[:, 1].max()) == 3
     assert all(len(set(row)) == 3 for row in chosen.reshape(-1, 3).tolist()[:2000])
     codes = chosen[:, 0, 0] * 25 + chosen[:, 0, 1] * 5 + chosen[:, 0, 2]
     cells = [a * 25 + b * 5 + c for a, b, c in itertools.permutations(range(5), 3)]
     observed = torch.bincount(codes, minlength=125)[cells].double()
     assert observed.sum() == 30_000 and chi_square_p_ok(observed, torch.full((60,), 500.0))
+
+
+@pytest.mark.parametrize("population", [5, 3 * SORT_FACTOR + 1], ids=["sort", "floyd"])
+def test_choose_distinct_with_one_population_size_equals_the_tensor_form(population):
+    """An int population (every element alike) draws exactly what the same sizes as a tensor draw."""
+    rng, ids = EpisodeRNG(3), torch.arange(500)
+    as_int = choose_distinct(rng, ids, 7, population, 3, shape=(2,))
+    as_tensor = choose_distinct(rng, ids, 7, torch.full((500, 2), population), 3, max_population=population)
+    assert as_int.shape == (500, 2, 3) and torch.equal(as_int, as_tensor)
+    assert int(as_int.max()) < population and all(len(set(row)) == 3 for row in as_int.reshape(-1, 3).tolist())
 
 
 def test_synchronous_encoding_step_by_step():
