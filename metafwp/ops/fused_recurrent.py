@@ -94,6 +94,7 @@ def fused_recurrent_bwd_reverse_kernel(
     mask_s = mask_k[:, None] & mask_v[None, :]
     state = i_bh * K * V + i_k[:, None] * V + i_v[None, :]
     partial = i_vb * NB * T * H  # offset of this value block in the [NV, B, T, H] partial sums
+    block_k = i_vb.to(tl.int64) * NB * T * H * K  # and in the [NV, B, T, H, K] ones (past 2**31 at large shapes)
     b_dS = tl.zeros([BK, BV], dtype=tl.float32)
     if HAS_DHT:
         b_dS += tl.load(dht + state, mask=mask_s, other=0).to(tl.float32)
@@ -124,7 +125,7 @@ def fused_recurrent_bwd_reverse_kernel(
             b_dv = b_beta * b_dSk
             b_db = tl.sum(b_dSv * b_k)
         b_dS = b_dS * b_decay
-        tl.store(dk_state + i_vb * NB * T * H * K + step * K + i_k, b_dk, mask=mask_k)
+        tl.store(dk_state + block_k + step * K + i_k, b_dk, mask=mask_k)
         tl.store(dv + step * V + i_v, b_dv, mask=mask_v)
         tl.store(dbeta + partial + step, b_db)
         tl.store(dloss_L + partial + step, b_L)
@@ -146,7 +147,7 @@ def fused_recurrent_bwd_replay_kernel(
     mask_k, mask_v = i_k < K, i_v < V
     mask_s = mask_k[:, None] & mask_v[None, :]
     state = i_bh * K * V + i_k[:, None] * V + i_v[None, :]
-    block_k = i_vb * NB * T * H * K  # offset of this value block in the [NV, B, T, H, K] partials
+    block_k = i_vb.to(tl.int64) * NB * T * H * K  # offset of this value block in the [NV, B, T, H, K] partials
     b_S = tl.zeros([BK, BV], dtype=tl.float32)
     if HAS_H0:
         b_S += tl.load(h0 + state, mask=mask_s, other=0).to(tl.float32)

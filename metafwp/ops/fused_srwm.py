@@ -78,7 +78,7 @@ def _step(x, Wy, Wq, Wk, Wb, i_4, mask_c):
 def srwm_fwd_kernel(x, W0, y, Wt, checkpoints, T, NUM_CHECKPOINTS,
                     H: tl.constexpr, D: tl.constexpr, BD: tl.constexpr, C: tl.constexpr):
     """Grid (B * H). x, y [B, T, H, D]; W0, Wt [B, H, D, 3D+4]; checkpoints [B, H, ceil(T/C), D, 3D+4]."""
-    i_bh = tl.program_id(0)
+    i_bh = tl.program_id(0).to(tl.int64)  # checkpoint offsets pass 2**31 at large B, H, T
     i_b, i_h = i_bh // H, i_bh % H
     i_r, i_c, i_4 = tl.arange(0, BD), tl.arange(0, BD), tl.arange(0, 4)
     mask_r, mask_c = i_r < D, i_c < D
@@ -102,7 +102,7 @@ def srwm_bwd_kernel(x, checkpoints, scratch, dy, dWt, dx, dW0, T, NUM_CHECKPOINT
                     HAS_DWT: tl.constexpr):
     """Grid (B * H). scratch [B, H, C, D, 3D+4] holds the replayed W_{t-1} of one chunk; dx [B, T, H, D]
     float32; dW0 [B, H, D, 3D+4] float32."""
-    i_bh = tl.program_id(0)
+    i_bh = tl.program_id(0).to(tl.int64)  # checkpoint offsets pass 2**31 at large B, H, T
     i_b, i_h = i_bh // H, i_bh % H
     i_r, i_c, i_4 = tl.arange(0, BD), tl.arange(0, BD), tl.arange(0, 4)
     mask_r, mask_c = i_r < D, i_c < D
