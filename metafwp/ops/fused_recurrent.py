@@ -43,7 +43,7 @@ def _load_step(q, k, v, beta, g, step, i_k, i_v, mask_k, mask_v, scale,
 
 @triton.jit
 def fused_recurrent_fwd_kernel(
-    q, k, v, beta, g, h0, o, w, ht, scale, T, NB,
+    q, k, v, beta, g, h0, o, w, ht, scale, T,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     UPDATE: tl.constexpr, HAS_DECAY: tl.constexpr, HAS_H0: tl.constexpr,
 ):
@@ -203,7 +203,7 @@ def fused_recurrent_fwd(
     w = q.new_empty(_step_vector_shape(rule, q.shape, V), dtype=torch.float32)
     ht = q.new_empty(B, H, K, V, dtype=torch.float32)
     fused_recurrent_fwd_kernel[(NV, B * H)](
-        q, k, v, beta, g, h0, o, w, ht, scale, T, B, H=H, K=K, V=V, BK=BK, BV=BV,
+        q, k, v, beta, g, h0, o, w, ht, scale, T, H=H, K=K, V=V, BK=BK, BV=BV,
         UPDATE=UPDATE_KIND[rule], HAS_DECAY=g is not None, HAS_H0=h0 is not None, num_warps=num_warps,
     )
     return o, ht, w
