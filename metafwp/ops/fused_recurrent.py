@@ -28,6 +28,31 @@ VALUE_BLOCK = 32  # columns of S per program (oja needs every column in one prog
 
 
 @triton.jit
+def _block(i_vb, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr):
+    """Key offsets [BK] and this program's value offsets [BV], with their masks."""
+    i_k = tl.arange(0, BK)
+    i_v = i_vb * BV + tl.arange(0, BV)
+    return i_k, i_v, i_k < K, i_v < V
+
+
+@triton.jit
+def _load_state(S, i_bh, i_k, i_v, mask_k, mask_v, K: tl.constexpr, V: tl.constexpr,
+                BK: tl.constexpr, BV: tl.constexpr, PRESENT: tl.constexpr):
+    """This program's block [BK, BV] of a state [B, H, K, V] in float32 (zeros when not PRESENT)."""
+    block = tl.zeros([BK, BV], dtype=tl.float32)
+    if PRESENT:
+        offsets = i_bh * K * V + i_k[:, None] * V + i_v[None, :]
+        block += tl.load(S + offsets, mask=mask_k[:, None] & mask_v[None, :], other=0).to(tl.float32)
+    return block
+
+
+@triton.jit
+def _store_state(S, block, i_bh, i_k, i_v, mask_k, mask_v, K: tl.constexpr, V: tl.constexpr):
+    offsets = i_bh * K * V + i_k[:, None] * V + i_v[None, :]
+    tl.store(S + offsets, block, mask=mask_k[:, None] & mask_v[None, :])
+
+
+@triton.jit
 def _load_step(q, k, v, beta, g, step, i_k, i_v, mask_k, mask_v, scale,
                K: tl.constexpr, V: tl.constexpr, HAS_DECAY: tl.constexpr):
     """One step's inputs in float32: q * scale [BK], k [BK], v [BV], beta and the decay factor exp(g)."""
@@ -50,14 +75,8 @@ def fused_recurrent_fwd_kernel(
     """Grid (V blocks, B * H). o [B, T, H, V]; w [B, T, H, V] (delta) or [B, T, H, K] (oja); ht [B, H, K, V]."""
     i_vb, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
-    i_k = tl.arange(0, BK)
-    i_v = i_vb * BV + tl.arange(0, BV)
-    mask_k, mask_v = i_k < K, i_v < V
-    mask_s = mask_k[:, None] & mask_v[None, :]
-    state = i_bh * K * V + i_k[:, None] * V + i_v[None, :]
-    b_S = tl.zeros([BK, BV], dtype=tl.float32)
-    if HAS_H0:
-        b_S += tl.load(h0 + state, mask=mask_s, other=0).to(tl.float32)
+    i_k, i_v, mask_k, mask_v = _block(i_vb, K, V, BK, BV)
+    b_S = _load_state(h0, i_bh, i_k, i_v, mask_k, mask_v, K, V, BK, BV, HAS_H0)
     for t in range(T):
         step = (i_b * T + t) * H + i_h
         b_q, b_k, b_v, b_beta, b_decay = _load_step(q, k, v, beta, g, step, i_k, i_v, mask_k, mask_v,
@@ -75,7 +94,7 @@ def fused_recurrent_fwd_kernel(
             b_S += (b_beta * b_k)[:, None] * b_v[None, :]
         b_o = tl.sum(b_S * b_q[:, None], 0)  # [BV]
         tl.store(o + step * V + i_v, b_o.to(o.dtype.element_ty), mask=mask_v)
-    tl.store(ht + state, b_S, mask=mask_s)
+    _store_state(ht, b_S, i_bh, i_k, i_v, mask_k, mask_v, K, V)
 
 
 @triton.jit
@@ -88,16 +107,10 @@ def fused_recurrent_bwd_reverse_kernel(
     dbeta and L [NV, B, T, H] (partial sums over this program's value block), dh0 [B, H, K, V]."""
     i_vb, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
-    i_k = tl.arange(0, BK)
-    i_v = i_vb * BV + tl.arange(0, BV)
-    mask_k, mask_v = i_k < K, i_v < V
-    mask_s = mask_k[:, None] & mask_v[None, :]
-    state = i_bh * K * V + i_k[:, None] * V + i_v[None, :]
+    i_k, i_v, mask_k, mask_v = _block(i_vb, K, V, BK, BV)
     partial = i_vb * NB * T * H  # offset of this value block in the [NV, B, T, H] partial sums
     block_k = i_vb.to(tl.int64) * NB * T * H * K  # and in the [NV, B, T, H, K] ones (past 2**31 at large shapes)
-    b_dS = tl.zeros([BK, BV], dtype=tl.float32)
-    if HAS_DHT:
-        b_dS += tl.load(dht + state, mask=mask_s, other=0).to(tl.float32)
+    b_dS = _load_state(dht, i_bh, i_k, i_v, mask_k, mask_v, K, V, BK, BV, HAS_DHT)
     for t_back in range(T):
         t = T - 1 - t_back
         step = (i_b * T + t) * H + i_h
@@ -129,7 +142,7 @@ def fused_recurrent_bwd_reverse_kernel(
         tl.store(dv + step * V + i_v, b_dv, mask=mask_v)
         tl.store(dbeta + partial + step, b_db)
         tl.store(dloss_L + partial + step, b_L)
-    tl.store(dh0 + state, b_dS, mask=mask_s)
+    _store_state(dh0, b_dS, i_bh, i_k, i_v, mask_k, mask_v, K, V)
 
 
 @triton.jit
@@ -142,15 +155,9 @@ def fused_recurrent_bwd_replay_kernel(
     r [NV, B, T, H] (partial q . dq)."""
     i_vb, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
-    i_k = tl.arange(0, BK)
-    i_v = i_vb * BV + tl.arange(0, BV)
-    mask_k, mask_v = i_k < K, i_v < V
-    mask_s = mask_k[:, None] & mask_v[None, :]
-    state = i_bh * K * V + i_k[:, None] * V + i_v[None, :]
+    i_k, i_v, mask_k, mask_v = _block(i_vb, K, V, BK, BV)
     block_k = i_vb.to(tl.int64) * NB * T * H * K  # offset of this value block in the [NV, B, T, H, K] partials
-    b_S = tl.zeros([BK, BV], dtype=tl.float32)
-    if HAS_H0:
-        b_S += tl.load(h0 + state, mask=mask_s, other=0).to(tl.float32)
+    b_S = _load_state(h0, i_bh, i_k, i_v, mask_k, mask_v, K, V, BK, BV, HAS_H0)
     for t in range(T):
         step = (i_b * T + t) * H + i_h
         b_q, b_k, b_v, b_beta, b_decay = _load_step(q, k, v, beta, g, step, i_k, i_v, mask_k, mask_v,

@@ -22,23 +22,25 @@ CHECKPOINT_EVERY = 16  # C: steps between checkpoints of W
 
 
 @triton.jit
-def _load_tiles(W, i_r, i_c, i_4, mask_r, mask_rc, D: tl.constexpr):
+def _load_tiles(W, i_d, i_4, mask_d, D: tl.constexpr):
     """The four column blocks of W [D, 3D+4] (row-major at W) as fp32 tiles [BD, BD] x 3 and [BD, 4]."""
-    rows = W + i_r[:, None] * (3 * D + 4)
-    Wy = tl.load(rows + i_c[None, :], mask=mask_rc, other=0).to(tl.float32)
-    Wq = tl.load(rows + D + i_c[None, :], mask=mask_rc, other=0).to(tl.float32)
-    Wk = tl.load(rows + 2 * D + i_c[None, :], mask=mask_rc, other=0).to(tl.float32)
-    Wb = tl.load(rows + 3 * D + i_4[None, :], mask=mask_r[:, None], other=0).to(tl.float32)
+    rows = W + i_d[:, None] * (3 * D + 4)
+    mask = mask_d[:, None] & mask_d[None, :]
+    Wy = tl.load(rows + i_d[None, :], mask=mask, other=0).to(tl.float32)
+    Wq = tl.load(rows + D + i_d[None, :], mask=mask, other=0).to(tl.float32)
+    Wk = tl.load(rows + 2 * D + i_d[None, :], mask=mask, other=0).to(tl.float32)
+    Wb = tl.load(rows + 3 * D + i_4[None, :], mask=mask_d[:, None], other=0).to(tl.float32)
     return Wy, Wq, Wk, Wb
 
 
 @triton.jit
-def _store_tiles(W, Wy, Wq, Wk, Wb, i_r, i_c, i_4, mask_r, mask_rc, D: tl.constexpr):
-    rows = W + i_r[:, None] * (3 * D + 4)
-    tl.store(rows + i_c[None, :], Wy, mask=mask_rc)
-    tl.store(rows + D + i_c[None, :], Wq, mask=mask_rc)
-    tl.store(rows + 2 * D + i_c[None, :], Wk, mask=mask_rc)
-    tl.store(rows + 3 * D + i_4[None, :], Wb, mask=mask_r[:, None])
+def _store_tiles(W, Wy, Wq, Wk, Wb, i_d, i_4, mask_d, D: tl.constexpr):
+    rows = W + i_d[:, None] * (3 * D + 4)
+    mask = mask_d[:, None] & mask_d[None, :]
+    tl.store(rows + i_d[None, :], Wy, mask=mask)
+    tl.store(rows + D + i_d[None, :], Wq, mask=mask)
+    tl.store(rows + 2 * D + i_d[None, :], Wk, mask=mask)
+    tl.store(rows + 3 * D + i_4[None, :], Wb, mask=mask_d[:, None])
 
 
 @triton.jit
@@ -49,11 +51,11 @@ def _softmax(a, mask):
 
 
 @triton.jit
-def _read(x, Wy, Wq, Wk, Wb, i_4, mask_c):
+def _read(x, Wy, Wq, Wk, Wb, i_4, mask_d):
     """y, q = softmax(qa), k = softmax(ka), the 4 rates sigmoid(ba), and each rate picked out."""
     y = tl.sum(x[:, None] * Wy, 0)
-    q = _softmax(tl.sum(x[:, None] * Wq, 0), mask_c)
-    k = _softmax(tl.sum(x[:, None] * Wk, 0), mask_c)
+    q = _softmax(tl.sum(x[:, None] * Wq, 0), mask_d)
+    k = _softmax(tl.sum(x[:, None] * Wk, 0), mask_d)
     b = tl.sigmoid(tl.sum(x[:, None] * Wb, 0))  # [4]
     b_y = tl.sum(tl.where(i_4 == 0, b, 0.0), 0)
     b_q = tl.sum(tl.where(i_4 == 1, b, 0.0), 0)
@@ -63,9 +65,9 @@ def _read(x, Wy, Wq, Wk, Wb, i_4, mask_c):
 
 
 @triton.jit
-def _step(x, Wy, Wq, Wk, Wb, i_4, mask_c):
+def _step(x, Wy, Wq, Wk, Wb, i_4, mask_d):
     """One SRWM step: the output y read from W_{t-1}, and W_t (all four blocks change by the old W)."""
-    y, q, k, b, rate_y, rate_q, rate_k, rate_b = _read(x, Wy, Wq, Wk, Wb, i_4, mask_c)
+    y, q, k, b, rate_y, rate_q, rate_k, rate_b = _read(x, Wy, Wq, Wk, Wb, i_4, mask_d)
     d = (q - k)[:, None]
     Wy += k[:, None] * (tl.sum(d * Wy, 0) * rate_y)[None, :]
     Wq += k[:, None] * (tl.sum(d * Wq, 0) * rate_q)[None, :]
@@ -80,20 +82,19 @@ def srwm_fwd_kernel(x, W0, y, Wt, checkpoints, T, NUM_CHECKPOINTS,
     """Grid (B * H). x, y [B, T, H, D]; W0, Wt [B, H, D, 3D+4]; checkpoints [B, H, ceil(T/C), D, 3D+4]."""
     i_bh = tl.program_id(0).to(tl.int64)  # checkpoint offsets pass 2**31 at large B, H, T
     i_b, i_h = i_bh // H, i_bh % H
-    i_r, i_c, i_4 = tl.arange(0, BD), tl.arange(0, BD), tl.arange(0, 4)
-    mask_r, mask_c = i_r < D, i_c < D
-    mask_rc = mask_r[:, None] & mask_c[None, :]
+    i_d, i_4 = tl.arange(0, BD), tl.arange(0, 4)  # rows and columns of a D block; the 4 rates
+    mask_d = i_d < D
     size = D * (3 * D + 4)
-    Wy, Wq, Wk, Wb = _load_tiles(W0 + i_bh * size, i_r, i_c, i_4, mask_r, mask_rc, D)
+    Wy, Wq, Wk, Wb = _load_tiles(W0 + i_bh * size, i_d, i_4, mask_d, D)
     for t in range(T):
         if t % C == 0:
             checkpoint = checkpoints + (i_bh * NUM_CHECKPOINTS + t // C) * size
-            _store_tiles(checkpoint, Wy, Wq, Wk, Wb, i_r, i_c, i_4, mask_r, mask_rc, D)
+            _store_tiles(checkpoint, Wy, Wq, Wk, Wb, i_d, i_4, mask_d, D)
         step = ((i_b * T + t) * H + i_h) * D
-        b_x = tl.load(x + step + i_r, mask=mask_r, other=0).to(tl.float32)
-        b_y, Wy, Wq, Wk, Wb = _step(b_x, Wy, Wq, Wk, Wb, i_4, mask_c)
-        tl.store(y + step + i_c, b_y.to(y.dtype.element_ty), mask=mask_c)
-    _store_tiles(Wt + i_bh * size, Wy, Wq, Wk, Wb, i_r, i_c, i_4, mask_r, mask_rc, D)
+        b_x = tl.load(x + step + i_d, mask=mask_d, other=0).to(tl.float32)
+        b_y, Wy, Wq, Wk, Wb = _step(b_x, Wy, Wq, Wk, Wb, i_4, mask_d)
+        tl.store(y + step + i_d, b_y.to(y.dtype.element_ty), mask=mask_d)
+    _store_tiles(Wt + i_bh * size, Wy, Wq, Wk, Wb, i_d, i_4, mask_d, D)
 
 
 @triton.jit
@@ -104,36 +105,35 @@ def srwm_bwd_kernel(x, checkpoints, scratch, dy, dWt, dx, dW0, T, NUM_CHECKPOINT
     float32; dW0 [B, H, D, 3D+4] float32."""
     i_bh = tl.program_id(0).to(tl.int64)  # checkpoint offsets pass 2**31 at large B, H, T
     i_b, i_h = i_bh // H, i_bh % H
-    i_r, i_c, i_4 = tl.arange(0, BD), tl.arange(0, BD), tl.arange(0, 4)
-    mask_r, mask_c = i_r < D, i_c < D
-    mask_rc = mask_r[:, None] & mask_c[None, :]
+    i_d, i_4 = tl.arange(0, BD), tl.arange(0, 4)  # rows and columns of a D block; the 4 rates
+    mask_d = i_d < D
     size = D * (3 * D + 4)
     dWy = tl.zeros([BD, BD], dtype=tl.float32)
     dWq = tl.zeros([BD, BD], dtype=tl.float32)
     dWk = tl.zeros([BD, BD], dtype=tl.float32)
     dWb = tl.zeros([BD, 4], dtype=tl.float32)
     if HAS_DWT:
-        dWy, dWq, dWk, dWb = _load_tiles(dWt + i_bh * size, i_r, i_c, i_4, mask_r, mask_rc, D)
+        dWy, dWq, dWk, dWb = _load_tiles(dWt + i_bh * size, i_d, i_4, mask_d, D)
     for chunk_back in range(NUM_CHECKPOINTS):
         chunk = NUM_CHECKPOINTS - 1 - chunk_back
         start = chunk * C
         steps = tl.minimum(C, T - start)
         # replay the chunk, keeping W_{t-1} of every step
         Wy, Wq, Wk, Wb = _load_tiles(checkpoints + (i_bh * NUM_CHECKPOINTS + chunk) * size,
-                                     i_r, i_c, i_4, mask_r, mask_rc, D)
+                                     i_d, i_4, mask_d, D)
         for s in range(steps):
-            _store_tiles(scratch + (i_bh * C + s) * size, Wy, Wq, Wk, Wb, i_r, i_c, i_4, mask_r, mask_rc, D)
-            b_x = tl.load(x + ((i_b * T + start + s) * H + i_h) * D + i_r, mask=mask_r, other=0).to(tl.float32)
-            _, Wy, Wq, Wk, Wb = _step(b_x, Wy, Wq, Wk, Wb, i_4, mask_c)
+            _store_tiles(scratch + (i_bh * C + s) * size, Wy, Wq, Wk, Wb, i_d, i_4, mask_d, D)
+            b_x = tl.load(x + ((i_b * T + start + s) * H + i_h) * D + i_d, mask=mask_d, other=0).to(tl.float32)
+            _, Wy, Wq, Wk, Wb = _step(b_x, Wy, Wq, Wk, Wb, i_4, mask_d)
         tl.debug_barrier()
         # step back through it: dW holds the gradient w.r.t. W_t
         for s_back in range(steps):
             s = steps - 1 - s_back
             step = ((i_b * T + start + s) * H + i_h) * D
-            Wy, Wq, Wk, Wb = _load_tiles(scratch + (i_bh * C + s) * size, i_r, i_c, i_4, mask_r, mask_rc, D)
-            b_x = tl.load(x + step + i_r, mask=mask_r, other=0).to(tl.float32)
-            b_dy = tl.load(dy + step + i_c, mask=mask_c, other=0).to(tl.float32)
-            _, q, k, b, rate_y, rate_q, rate_k, rate_b = _read(b_x, Wy, Wq, Wk, Wb, i_4, mask_c)
+            Wy, Wq, Wk, Wb = _load_tiles(scratch + (i_bh * C + s) * size, i_d, i_4, mask_d, D)
+            b_x = tl.load(x + step + i_d, mask=mask_d, other=0).to(tl.float32)
+            b_dy = tl.load(dy + step + i_d, mask=mask_d, other=0).to(tl.float32)
+            _, q, k, b, rate_y, rate_q, rate_k, rate_b = _read(b_x, Wy, Wq, Wk, Wb, i_4, mask_d)
             d = (q - k)[:, None]
             # W_t = W + k^T (rate * ((q - k) W)), block by block
             c_y = tl.sum(d * Wy, 0)
@@ -154,8 +154,8 @@ def srwm_bwd_kernel(x, checkpoints, scratch, dy, dWt, dx, dW0, T, NUM_CHECKPOINT
             dd = (tl.sum(Wy * dc_y[None, :], 1) + tl.sum(Wq * dc_q[None, :], 1)
                   + tl.sum(Wk * dc_k[None, :], 1) + tl.sum(Wb * dc_b[None, :], 1))  # d(q - k) = W dc
             dk -= dd
-            dqa = tl.where(mask_c, q * (dd - tl.sum(q * dd, 0)), 0.0)
-            dka = tl.where(mask_c, k * (dk - tl.sum(k * dk, 0)), 0.0)
+            dqa = tl.where(mask_d, q * (dd - tl.sum(q * dd, 0)), 0.0)
+            dka = tl.where(mask_d, k * (dk - tl.sum(k * dk, 0)), 0.0)
             dba = drate * b * (1 - b)
             dWy += d * dc_y[None, :] + b_x[:, None] * b_dy[None, :]
             dWq += d * dc_q[None, :] + b_x[:, None] * dqa[None, :]
@@ -163,9 +163,9 @@ def srwm_bwd_kernel(x, checkpoints, scratch, dy, dWt, dx, dW0, T, NUM_CHECKPOINT
             dWb += d * dc_b[None, :] + b_x[:, None] * dba[None, :]
             b_dx = (tl.sum(Wy * b_dy[None, :], 1) + tl.sum(Wq * dqa[None, :], 1)
                     + tl.sum(Wk * dka[None, :], 1) + tl.sum(Wb * dba[None, :], 1))
-            tl.store(dx + step + i_r, b_dx, mask=mask_r)
+            tl.store(dx + step + i_d, b_dx, mask=mask_d)
         tl.debug_barrier()
-    _store_tiles(dW0 + i_bh * size, dWy, dWq, dWk, dWb, i_r, i_c, i_4, mask_r, mask_rc, D)
+    _store_tiles(dW0 + i_bh * size, dWy, dWq, dWk, dWb, i_d, i_4, mask_d, D)
 
 
 def launch_shape(D: int):
