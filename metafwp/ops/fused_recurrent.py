@@ -6,8 +6,8 @@ stored per step (derivation in README.md, "Fused recurrent kernels"):
 
 1. a reverse pass carries ``dS`` from the final-state cotangent back to ``dS_0`` and gives dv,
    dbeta, the ``dS``-side of dk and the per-step term ``L_t = b_t k_t^T dS_t v_t``;
-2. a forward pass replays ``S`` from the initial state and gives dq, the ``S``-side of dk (delta)
-   or dv (oja) and ``r_t = q_t . dq_t``;
+2. a forward pass replays ``S`` from the initial state (recomputing each step's update) and gives
+   dq, the ``S``-side of dk (delta) or dv (oja) and ``r_t = q_t . dq_t``;
 3. the log-decay gradient is a reverse cumulative sum, ``dg_t = <dS_T, S_T> + sum_{s >= t} (r_s - L_s)``.
 
 Each step also keeps one vector beside the inputs (``w = v - S'^T k`` for delta, ``k - S' v`` for oja).
@@ -67,6 +67,22 @@ def _load_step(q, k, v, beta, g, step, i_k, i_v, mask_k, mask_v, scale,
 
 
 @triton.jit
+def _update(b_S, b_k, b_v, b_beta, UPDATE: tl.constexpr):
+    """The rank-one update of the decayed state S' [BK, BV]: S_t, and w (v - S'^T k [BV] for delta,
+    k - S' v [BK] for oja; unused for the additive rules)."""
+    if UPDATE == DELTA:
+        b_w = b_v - tl.sum(b_S * b_k[:, None], 0)
+        b_S += b_k[:, None] * (b_beta * b_w)[None, :]
+    elif UPDATE == OJA:
+        b_w = b_k - tl.sum(b_S * b_v[None, :], 1)
+        b_S += (b_beta * b_w)[:, None] * b_v[None, :]
+    else:
+        b_w = b_v
+        b_S += (b_beta * b_k)[:, None] * b_v[None, :]
+    return b_S, b_w
+
+
+@triton.jit
 def fused_recurrent_fwd_kernel(
     q, k, v, beta, g, h0, o, w, ht, scale, T,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
@@ -81,17 +97,11 @@ def fused_recurrent_fwd_kernel(
         step = (i_b * T + t) * H + i_h
         b_q, b_k, b_v, b_beta, b_decay = _load_step(q, k, v, beta, g, step, i_k, i_v, mask_k, mask_v,
                                                     scale, K, V, HAS_DECAY)
-        b_S = b_S * b_decay
+        b_S, b_w = _update(b_S * b_decay, b_k, b_v, b_beta, UPDATE)
         if UPDATE == DELTA:
-            b_w = b_v - tl.sum(b_S * b_k[:, None], 0)  # [BV] v - S'^T k
             tl.store(w + step * V + i_v, b_w, mask=mask_v)
-            b_S += b_k[:, None] * (b_beta * b_w)[None, :]
         elif UPDATE == OJA:
-            b_w = b_k - tl.sum(b_S * b_v[None, :], 1)  # [BK] k - S' v
             tl.store(w + step * K + i_k, b_w, mask=mask_k)
-            b_S += (b_beta * b_w)[:, None] * b_v[None, :]
-        else:
-            b_S += (b_beta * b_k)[:, None] * b_v[None, :]
         b_o = tl.sum(b_S * b_q[:, None], 0)  # [BV]
         tl.store(o + step * V + i_v, b_o.to(o.dtype.element_ty), mask=mask_v)
     _store_state(ht, b_S, i_bh, i_k, i_v, mask_k, mask_v, K, V)
@@ -147,7 +157,7 @@ def fused_recurrent_bwd_reverse_kernel(
 
 @triton.jit
 def fused_recurrent_bwd_replay_kernel(
-    q, k, v, beta, g, h0, w, do, dk_state, dv, dq, dk_replay, dv_replay, r, scale, T, NB,
+    q, k, v, beta, g, h0, do, dk_state, dv, dq, dk_replay, dv_replay, r, scale, T, NB,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     UPDATE: tl.constexpr, HAS_DECAY: tl.constexpr, HAS_H0: tl.constexpr,
 ):
@@ -163,18 +173,13 @@ def fused_recurrent_bwd_replay_kernel(
         b_q, b_k, b_v, b_beta, b_decay = _load_step(q, k, v, beta, g, step, i_k, i_v, mask_k, mask_v,
                                                     scale, K, V, HAS_DECAY)
         b_S = b_S * b_decay
-        if UPDATE == DELTA:
+        if UPDATE == DELTA:  # the terms that meet S' = the decayed state before the update
             b_bdu = tl.load(dv + step * V + i_v, mask=mask_v, other=0)
             tl.store(dk_replay + block_k + step * K + i_k, -tl.sum(b_S * b_bdu[None, :], 1), mask=mask_k)
-            b_w = tl.load(w + step * V + i_v, mask=mask_v, other=0)
-            b_S += b_k[:, None] * (b_beta * b_w)[None, :]
         elif UPDATE == OJA:
             b_bde = tl.load(dk_state + step * K + i_k, mask=mask_k, other=0)
             tl.store(dv_replay + step * V + i_v, -tl.sum(b_S * b_bde[:, None], 0), mask=mask_v)
-            b_w = tl.load(w + step * K + i_k, mask=mask_k, other=0)
-            b_S += (b_beta * b_w)[:, None] * b_v[None, :]
-        else:
-            b_S += (b_beta * b_k)[:, None] * b_v[None, :]
+        b_S, _ = _update(b_S, b_k, b_v, b_beta, UPDATE)
         b_do = tl.load(do + step * V + i_v, mask=mask_v, other=0).to(tl.float32)
         b_Sdo = tl.sum(b_S * b_do[None, :], 1)  # [BK]
         tl.store(dq + block_k + step * K + i_k, b_Sdo * scale, mask=mask_k)
@@ -251,7 +256,7 @@ def fused_recurrent_bwd(
     dv_replay = q.new_zeros(B, T, H, V, **f32)
     r = q.new_empty(NV, B, T, H, **f32)
     fused_recurrent_bwd_replay_kernel[(NV, B * H)](
-        q, k, v, beta, g, h0, w, do, dk_state, dv, dq, dk_replay, dv_replay, r, scale, T, B,
+        q, k, v, beta, g, h0, do, dk_state, dv, dq, dk_replay, dv_replay, r, scale, T, B,
         HAS_H0=h0 is not None, **shapes,
     )
     dk = dk_state.sum(0) + dk_replay.sum(0)
