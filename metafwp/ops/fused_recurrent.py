@@ -161,8 +161,8 @@ def fused_recurrent_bwd_replay_kernel(
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     UPDATE: tl.constexpr, HAS_DECAY: tl.constexpr, HAS_H0: tl.constexpr,
 ):
-    """Forward replay. dq and dk_replay [NV, B, T, H, K], dv_replay [B, T, H, V] (oja),
-    r [NV, B, T, H] (partial q . dq)."""
+    """Forward replay. dq [NV, B, T, H, K], dk_replay [NV, B, T, H, K] (delta only), dv_replay
+    [B, T, H, V] (oja only), r [NV, B, T, H] (partial q . dq)."""
     i_vb, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
     i_k, i_v, mask_k, mask_v = _block(i_vb, K, V, BK, BV)
@@ -252,20 +252,21 @@ def fused_recurrent_bwd(
         HAS_DHT=dht is not None, **shapes,
     )
     dq = q.new_empty(NV, B, T, H, K, **f32)
-    dk_replay = q.new_zeros(NV, B, T, H, K, **f32)
-    dv_replay = q.new_zeros(B, T, H, V, **f32)
+    dk_replay = q.new_empty(NV, B, T, H, K, **f32) if update == DELTA.value else None
+    dv_replay = q.new_empty(B, T, H, V, **f32) if update == OJA.value else None
     r = q.new_empty(NV, B, T, H, **f32)
     fused_recurrent_bwd_replay_kernel[(NV, B * H)](
         q, k, v, beta, g, h0, do, dk_state, dv, dq, dk_replay, dv_replay, r, scale, T, B,
         HAS_H0=h0 is not None, **shapes,
     )
-    dk = dk_state.sum(0) + dk_replay.sum(0)
+    dk = dk_state.sum(0) if dk_replay is None else dk_state.sum(0) + dk_replay.sum(0)
+    dv = dv if dv_replay is None else dv + dv_replay
     dg = q.new_empty(0, **f32)
     if has_decay:
         # dg_t = <dS_T, S_T> + sum over s >= t of (r_s - L_s)
         final = 0.0 if dht is None else (dht.float() * ht).sum((-2, -1)).unsqueeze(1)  # [B, 1, H]
         dg = (r.sum(0) - dloss_L.sum(0)).flip(1).cumsum(1).flip(1) + final
-    return dq.sum(0), dk, dv + dv_replay, dbeta.sum(0), dg, dh0
+    return dq.sum(0), dk, dv, dbeta.sum(0), dg, dh0
 
 
 @fused_recurrent_bwd.register_fake
