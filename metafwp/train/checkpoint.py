@@ -20,8 +20,9 @@ def save_checkpoint(path: Path, state: dict) -> None:
         temporary.unlink(missing_ok=True)
 
 
-def load_checkpoint(path: Path) -> dict:
+def load_checkpoint(path: str | Path) -> dict:
     """A checkpoint's dict; tensors, numbers, strings and containers only (no code runs)."""
+    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}; train first, or check the run folder")
     try:

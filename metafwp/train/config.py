@@ -16,7 +16,7 @@ from metafwp.nn import BETA_ACTIVATIONS, FEATURE_MAPS, MIXERS
 
 DATASETS = ("glyphs", "omniglot", "mini_imagenet", "folder")
 MODEL_KINDS = ("sequence", "prototypical", "pixel_nn")
-SCHEDULES = ("constant", "noam")
+SCHEDULES = ("constant", "noam", "cosine")
 BASELINES = ("pixel_nn",)
 
 
@@ -58,8 +58,9 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
-    """Adam with the reference betas and eps; ``schedule=noam`` warms up over ``warmup_steps``:
-    ``lr * d_model^-0.5 * min(step^-0.5, step * warmup^-1.5)``, otherwise a constant ``lr``."""
+    """Adam with the reference betas and eps. ``schedule``: ``constant`` keeps ``lr``; ``noam`` warms up
+    over ``warmup_steps``: ``lr * d_model^-0.5 * min(step^-0.5, step * warmup^-1.5)``; ``cosine``
+    decays ``lr`` to 0 over ``train.steps``: ``lr * (1 + cos(pi * step / steps)) / 2``."""
     lr: float = 1e-3
     betas: List[float] = field(default_factory=lambda: [0.9, 0.995])
     eps: float = 1e-9

@@ -29,9 +29,11 @@ class TrainingDiverged(RuntimeError):
 
 
 def learning_rate_factor(config: RunConfig, step: int) -> float:
-    """Multiplier of ``optim.lr`` at ``step`` (0-based): 1, or the Noam warm-up."""
+    """Multiplier of ``optim.lr`` at ``step`` (0-based): 1, the Noam warm-up or the cosine decay."""
     if config.optim.schedule == "constant":
         return 1.0
+    if config.optim.schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * step / config.train.steps))
     step, warmup = step + 1, config.optim.warmup_steps
     return config.model.d_model ** -0.5 * min(step ** -0.5, step * warmup ** -1.5)
 

@@ -141,6 +141,16 @@ def test_noam_warm_up_follows_the_reference_formula():
     assert learning_rate_factor(load_config(None), 123) == 1.0
 
 
+def test_cosine_schedule_decays_the_learning_rate_to_zero_over_the_run():
+    from metafwp.train.loop import learning_rate_factor
+
+    config = load_config(None, ["optim.schedule=cosine", "train.steps=400"])
+    factors = [learning_rate_factor(config, step) for step in range(401)]
+    assert factors[0] == 1.0 and factors[100] == pytest.approx(0.5 + 0.5 ** 0.5 / 2)
+    assert factors[200] == pytest.approx(0.5) and factors[400] == pytest.approx(0.0, abs=1e-12)
+    assert all(a > b for a, b in zip(factors, factors[1:]))
+
+
 def test_the_command_line_reports_bad_settings(capsys):
     from metafwp.train.__main__ import main
 
