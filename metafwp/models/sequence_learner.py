@@ -30,6 +30,8 @@ class SequenceLearner(nn.Module):
         matched_init: start every mixer that has keys with keys matched to queries
             (``match_keys_to_queries``): shortens the plateau at chance before in-context learning
             starts. Default: False (the reference initialisation).
+        srwm_input_norm: the SRWM mixers read the LayerNorm'd stream (``SRWMLayer(input_norm=True)``).
+            Default: False (the reference wrapping: the raw stream).
         fast_weight_options: passed to FastWeightLayer (feature_map, beta_activation, backend).
 
     ``forward(batch, state=None) -> (outputs [B, T, num_outputs], state)``: ``state`` is the list of
@@ -39,13 +41,14 @@ class SequenceLearner(nn.Module):
 
     def __init__(self, backbone: nn.Module | None, feature_dim: int, num_outputs: int, feedback_dim: int, *,
                  mixer: str = "srwm", d_model: int = 256, num_layers: int = 2, num_heads: int = 16,
-                 ff_multiplier: int = 4, dropout: float = 0.0, matched_init: bool = False, **fast_weight_options):
+                 ff_multiplier: int = 4, dropout: float = 0.0, matched_init: bool = False,
+                 srwm_input_norm: bool = False, **fast_weight_options):
         super().__init__()
         self.backbone, self.feedback_dim = backbone, feedback_dim
         self.input_proj = nn.Linear(feature_dim + feedback_dim, d_model)
         self.blocks = nn.ModuleList(
-            MixerBlock(build_mixer(mixer, d_model, num_heads, dropout, **fast_weight_options), d_model,
-                       ff_multiplier, dropout) for _ in range(num_layers))
+            MixerBlock(build_mixer(mixer, d_model, num_heads, dropout, srwm_input_norm, **fast_weight_options),
+                       d_model, ff_multiplier, dropout) for _ in range(num_layers))
         if matched_init:
             for block in self.blocks:
                 if hasattr(block.mixer, "match_keys_to_queries"):

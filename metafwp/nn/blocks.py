@@ -13,11 +13,13 @@ from metafwp.ops import RULES
 MIXERS = ("srwm", "lstm", "attention") + RULES
 
 
-def build_mixer(mixer: str, d_model: int, num_heads: int, dropout: float = 0.0, **fast_weight_options) -> nn.Module:
-    """A mixer by name: ``srwm``, ``lstm``, ``attention`` or a Table-1 rule (a FastWeightLayer;
-    ``fast_weight_options`` such as feature_map, beta_activation, backend go to it)."""
+def build_mixer(mixer: str, d_model: int, num_heads: int, dropout: float = 0.0, srwm_input_norm: bool = False,
+                **fast_weight_options) -> nn.Module:
+    """A mixer by name: ``srwm`` (an SRWMLayer with ``input_norm=srwm_input_norm``), ``lstm``,
+    ``attention`` or a Table-1 rule (a FastWeightLayer; ``fast_weight_options`` such as feature_map,
+    beta_activation, backend go to it)."""
     if mixer == "srwm":
-        return SRWMLayer(d_model, num_heads, dropout=dropout)
+        return SRWMLayer(d_model, num_heads, dropout=dropout, input_norm=srwm_input_norm)
     if mixer == "lstm":
         return LSTMLayer(d_model)
     if mixer == "attention":

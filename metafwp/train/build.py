@@ -22,4 +22,4 @@ def build_model(config: RunConfig, frame_shape: tuple[int, int, int]) -> nn.Modu
     return SequenceLearner(backbone, feature_size(backbone, frame_shape), n_way, n_way + 1, mixer=m.mixer,
                            d_model=m.d_model, num_layers=m.num_layers, num_heads=m.num_heads,
                            ff_multiplier=m.ff_multiplier, dropout=m.dropout,
-                           matched_init=m.matched_init, **fast_weight_options)
+                           matched_init=m.matched_init, srwm_input_norm=m.srwm_input_norm, **fast_weight_options)

@@ -54,6 +54,7 @@ class ModelConfig:
     feature_map: Optional[str] = None
     beta_activation: str = "sigmoid"
     matched_init: bool = False        # keys start matched to queries: a shorter plateau at chance
+    srwm_input_norm: bool = False     # the SRWM reads LayerNorm(h) instead of the raw stream h
 
 
 @dataclass

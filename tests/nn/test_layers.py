@@ -54,9 +54,10 @@ def test_fast_weight_layer_backends_agree(rule):
     assert_close("state", S_chunk, S_ref, 1e-12)
 
 
-def test_srwm_layer_state_carry_is_exact():
+@pytest.mark.parametrize("input_norm", [False, True])
+def test_srwm_layer_state_carry_is_exact(input_norm):
     torch.manual_seed(0)
-    layer = SRWMLayer(32, 4).double()
+    layer = SRWMLayer(32, 4, input_norm=input_norm).double()
     x = torch.randn(2, 13, 32, dtype=torch.float64, requires_grad=True)
     y_full, W_full = layer(x)
     y_pieces, W_pieces = run_in_pieces(layer, x, [1, 6])
@@ -80,6 +81,23 @@ def test_srwm_layer_wrapping_and_init():
     torch.testing.assert_close(out, expected)
     big = SRWMLayer(256, 4)  # 4 x 64 x 196 entries: the std is pinned to about 1%
     assert abs(big.W0.std().item() - 64 ** -0.5) < 0.01 and abs(big.W0.mean().item()) < 0.01
+
+
+def test_srwm_layer_input_norm_reads_the_normalised_stream():
+    """input_norm=True: n = LayerNorm(x), out = n + W_o SRWM(n); the output no longer depends on x's scale."""
+    torch.manual_seed(0)
+    layer = SRWMLayer(64, 4, input_norm=True).eval()
+    with torch.no_grad():
+        layer.norm.weight.uniform_(0.5, 1.5), layer.norm.bias.normal_()
+    x = torch.randn(3, 5, 64)
+    out, W = layer(x)
+    from metafwp.ops import srwm
+    normalised = torch.nn.functional.layer_norm(x, (64,), layer.norm.weight, layer.norm.bias)
+    y, W_expected = srwm(normalised.view(3, 5, 4, 16), layer.W0, output_final_state=True)
+    torch.testing.assert_close(out, normalised + layer.out_proj(y.reshape(3, 5, 64)))
+    torch.testing.assert_close(W, W_expected)
+    scaled, _ = layer(10 * x - 3)  # LayerNorm removes a scale and a shift of every step
+    torch.testing.assert_close(scaled, out, rtol=1e-4, atol=1e-4)
 
 
 def test_feature_maps():
