@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from tqdm import tqdm
 
 from metafwp.evaluate import evaluate_run
 from metafwp.train import ConfigError, TrainingDiverged, confidence_interval, load_config, train
+from metafwp.train import loop
 from metafwp.train.checkpoint import load_checkpoint, save_checkpoint
 
 ROOT = Path(__file__).parents[2]
@@ -42,11 +44,29 @@ def test_a_run_writes_its_artefacts_and_reports_test_accuracy(tmp_path):
         train(tiny(tmp_path, "train.steps=3"))
 
 
+class BarKilledAtStep3(tqdm):
+    """The training progress bar of a run killed during its third step (after the step-2 checkpoint)."""
+    updates = 0
+
+    def update(self, n=1):
+        self.updates += 1
+        if self.updates == 3:
+            raise KeyboardInterrupt
+        return super().update(n)
+
+
 @pytest.mark.parametrize("mixer", ["srwm", "delta"])
-def test_resume_is_bit_exact(tmp_path, mixer):
+def test_resume_is_bit_exact(tmp_path, monkeypatch, mixer):
+    """A run killed after its step-2 checkpoint and resumed equals the straight run, with the recipe's
+    cosine learning-rate schedule (which depends on train.steps) and dropout."""
     options = ["train.steps=4", f"model.mixer={mixer}", "model.dropout=0.2", "model.backbone_dropout=0.2"]
+    assert tiny(tmp_path).optim.schedule == "cosine"
     straight = load_checkpoint(train(tiny(tmp_path, *options, name="straight")) / "checkpoint.pt")
-    train(tiny(tmp_path, *options, "train.steps=2", name="halves"))
+    monkeypatch.setattr(loop, "tqdm", BarKilledAtStep3)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny(tmp_path, *options, name="halves"))
+    monkeypatch.undo()
+    assert load_checkpoint(tmp_path / "halves" / "checkpoint.pt")["step"] == 2
     resumed = load_checkpoint(train(tiny(tmp_path, *options, "train.resume=true", name="halves")) / "checkpoint.pt")
     assert resumed["step"] == straight["step"] == 4
     for key, value in straight["model"].items():
