@@ -45,7 +45,8 @@ class MixerBlock(nn.Module):
     """``h = h + Dropout(mixer(LN(h)))`` then ``h = h + FF(LN(h))``.
 
     The SRWM keeps the reference wrapping instead (it reads the raw stream and carries its own
-    LayerNorm on the skip path: ``h = LN(h) + Dropout(W_o SRWM(h))``), then the same feed-forward.
+    LayerNorm on the skip path: ``h = LN(h) + Dropout(W_o SRWM(h))``; with ``input_norm`` it reads
+    ``LN(h)``), then the same feed-forward.
 
     ``forward(h [B, T, d_model], state or None) -> (h, state)`` with the mixer's state.
     """
