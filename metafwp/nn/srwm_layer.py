@@ -29,7 +29,8 @@ class SRWMLayer(nn.Module):
         super().__init__()
         if d_model % num_heads:
             raise ValueError(f"d_model={d_model} is not divisible by num_heads={num_heads}")
-        self.num_heads, self.head_dim, self.input_norm, self.backend = num_heads, d_model // num_heads, input_norm, backend
+        self.num_heads, self.head_dim = num_heads, d_model // num_heads
+        self.input_norm, self.backend = input_norm, backend
         D = self.head_dim
         self.W0 = nn.Parameter(torch.randn(num_heads, D, srwm_columns(D)) / D ** 0.5)
         self.out_proj = nn.Linear(d_model, d_model, bias=False)
