@@ -11,8 +11,7 @@ import torch
 from tqdm import tqdm
 
 from metafwp.evaluate import evaluate_run
-from metafwp.train import ConfigError, TrainingDiverged, confidence_interval, load_config, train
-from metafwp.train import loop
+from metafwp.train import ConfigError, TrainingDiverged, confidence_interval, load_config, loop, train
 from metafwp.train.checkpoint import load_checkpoint, save_checkpoint
 
 ROOT = Path(__file__).parents[2]
