@@ -36,6 +36,25 @@ def test_resnet12_pools_to_its_last_width(norm):
     assert backbone(torch.rand(2, 3, 32, 32)).shape == (2, 256)
 
 
+@pytest.mark.parametrize("make,shape", [(lambda: Conv4(1, 8), (4, 1, 28, 28)), (lambda: Conv4(3, 4), (2, 3, 84, 84)),
+                                        (lambda: ResNet12(3, (4, 6, 8, 8)), (2, 3, 32, 32))])
+def test_backbones_run_channels_last_and_equal_the_standard_layout(make, shape):
+    torch.manual_seed(0)
+    backbone, images = make(), torch.rand(shape, requires_grad=True)
+    first_outputs = []
+    backbone.blocks[0].register_forward_hook(lambda module, inputs, output: first_outputs.append(output))
+    features = backbone(images)
+    assert first_outputs[0].is_contiguous(memory_format=torch.channels_last) and not first_outputs[0].is_contiguous()
+    pooled = backbone.blocks(images)  # a contiguous batch runs in the standard layout, (C, H, W) order
+    assert pooled.is_contiguous()
+    expected = pooled.flatten(1) if isinstance(backbone, Conv4) else pooled.mean((2, 3))
+    assert_close("features", features, expected, 1e-4)
+    inputs = [images, *backbone.parameters()]
+    for actual_grad, expected_grad in zip(torch.autograd.grad(features.square().sum(), inputs),
+                                          torch.autograd.grad(expected.square().sum(), inputs)):
+        assert_close("gradient", actual_grad, expected_grad, 1e-4)
+
+
 def test_backbone_choices_are_checked():
     with pytest.raises(ValueError, match="Unknown backbone 'conv5'. Valid: conv4, resnet12"):
         build_backbone("conv5", 1)
