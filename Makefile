@@ -19,6 +19,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
+	$(PY) benchmarks/backbones_cpu.py
 	$(PY) benchmarks/ops_cpu.py
 	$(PY) benchmarks/sampling.py
 	$(PY) benchmarks/train_cpu.py
