@@ -4,7 +4,8 @@ measured in the same run.
 The peer is the same module run the way a torchvision-style model runs it: the batch as loaded
 (contiguous, NCHW), so every conv, norm and pool works in that layout. Ours is ``backbone(images)``,
 which moves the batch to channels-last order first. Both compute the same features and gradients
-(tests/models/test_learners.py checks it). Batches are the recipes' frames per step.
+(tests/models/test_learners.py checks it). Batches are a recipe's frames per step, or a part of
+them where a whole step takes long on CPU.
 
     python benchmarks/backbones_cpu.py               # 1 thread, medians of 5 interleaved repeats
     python benchmarks/backbones_cpu.py --threads 2 --repeats 3
