@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from metafwp.nn import BETA_ACTIVATIONS, FEATURE_MAPS, FastWeightLayer, SRWMLayer
-from metafwp.ops import RULES
+from metafwp.ops import RULES, srwm
 from tests.helpers import assert_close
 
 LAYERS = [(rule, backend, 1) for rule in RULES for backend in ("reference", "chunk")]
@@ -75,7 +75,6 @@ def test_srwm_layer_wrapping_and_init():
     layer = SRWMLayer(64, 4).eval()
     x = torch.randn(3, 5, 64)
     out, _ = layer(x)
-    from metafwp.ops import srwm
     y, _ = srwm(x.view(3, 5, 4, 16), layer.W0)
     expected = torch.nn.functional.layer_norm(x, (64,), layer.norm.weight, layer.norm.bias) + layer.out_proj(y.reshape(3, 5, 64))
     torch.testing.assert_close(out, expected)
@@ -91,7 +90,6 @@ def test_srwm_layer_input_norm_reads_the_normalised_stream():
         layer.norm.weight.uniform_(0.5, 1.5), layer.norm.bias.normal_()
     x = torch.randn(3, 5, 64)
     out, W = layer(x)
-    from metafwp.ops import srwm
     normalised = torch.nn.functional.layer_norm(x, (64,), layer.norm.weight, layer.norm.bias)
     y, W_expected = srwm(normalised.view(3, 5, 4, 16), layer.W0, output_final_state=True)
     torch.testing.assert_close(out, normalised + layer.out_proj(y.reshape(3, 5, 64)))
