@@ -151,20 +151,16 @@ def test_ddp_on_two_processes_equals_one_process_with_the_same_global_batch(tmp_
 
 
 def test_noam_warm_up_follows_the_reference_formula():
-    from metafwp.train.loop import learning_rate_factor
-
     config = load_config(ROOT / "recipes/mini_imagenet_5way1shot_srwm_conv4.yaml")
     for step in (1, 100, 5000, 20000):
         expected = 256 ** -0.5 * min(step ** -0.5, step * 5000 ** -1.5)
-        assert learning_rate_factor(config, step - 1) == pytest.approx(expected)
-    assert learning_rate_factor(load_config(None), 123) == 1.0
+        assert loop.learning_rate_factor(config, step - 1) == pytest.approx(expected)
+    assert loop.learning_rate_factor(load_config(None), 123) == 1.0
 
 
 def test_cosine_schedule_decays_the_learning_rate_to_zero_over_the_run():
-    from metafwp.train.loop import learning_rate_factor
-
     config = load_config(None, ["optim.schedule=cosine", "train.steps=400"])
-    factors = [learning_rate_factor(config, step) for step in range(401)]
+    factors = [loop.learning_rate_factor(config, step) for step in range(401)]
     assert factors[0] == 1.0 and factors[100] == pytest.approx(0.5 + 0.5 ** 0.5 / 2)
     assert factors[200] == pytest.approx(0.5) and factors[400] == pytest.approx(0.0, abs=1e-12)
     assert all(a > b for a, b in zip(factors, factors[1:]))
