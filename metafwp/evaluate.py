@@ -1,5 +1,8 @@
-"""``python -m metafwp.evaluate <run dir> [--episodes N] [--split S]``: test a trained run again on
-the fixed, seeded held-out episodes of its config, beside its baselines; writes ``evaluation.json``."""
+"""``python -m metafwp.evaluate <run dir> [--episodes N] [--split S] [--prototypes]``: test a trained
+run again on the fixed, seeded held-out episodes of its config, beside its baselines; writes
+``evaluation.json``. ``--prototypes`` also tests nearest prototypes on the run's trained backbone
+(a Prototypical Network's classifier on the learner's features): how much of its accuracy the
+features alone carry, and how much its in-context matching adds or loses."""
 from __future__ import annotations
 
 import argparse
@@ -7,6 +10,7 @@ import json
 import sys
 from pathlib import Path
 
+from metafwp.models import PrototypicalNetwork
 from metafwp.train.build import build_model
 from metafwp.train.checkpoint import load_checkpoint
 from metafwp.train.config import ConfigError, load_config
@@ -15,8 +19,10 @@ from metafwp.train.distributed import resolve_device
 from metafwp.train.evaluation import evaluate_on_test_split
 
 
-def evaluate_run(run_dir: Path, overrides: list[str] = (), split: str | None = None, progress: bool = True) -> dict:
-    """The test results of the run in ``run_dir`` (its config.yaml and checkpoint.pt)."""
+def evaluate_run(run_dir: Path, overrides: list[str] = (), split: str | None = None, progress: bool = True,
+                 prototypes: bool = False) -> dict:
+    """The test results of the run in ``run_dir`` (its config.yaml and checkpoint.pt); with
+    ``prototypes``, also ``prototypes_on_backbone``: nearest prototypes on the run's trained backbone."""
     config_file = run_dir / "config.yaml"
     if not config_file.is_file():
         raise FileNotFoundError(f"{run_dir} is not a run folder: no config.yaml (give the folder "
@@ -27,7 +33,13 @@ def evaluate_run(run_dir: Path, overrides: list[str] = (), split: str | None = N
     model = build_model(config, frame_shape(config.data, test_set))  # every split has the run's frame shape
     if config.model.kind != "pixel_nn":
         model.load_state_dict(load_checkpoint(run_dir / "checkpoint.pt")["model"])
-    return evaluate_on_test_split(config, model.to(device), test_set, device, progress)
+    others = {}
+    if prototypes:
+        if getattr(model, "backbone", None) is None:
+            raise ValueError(f"--prototypes needs a run with an image backbone; {run_dir} is a "
+                             f"{config.model.kind} run without one")
+        others["prototypes_on_backbone"] = PrototypicalNetwork(model.backbone)
+    return evaluate_on_test_split(config, model.to(device), test_set, device, progress, others)
 
 
 def main(argv=None) -> int:
@@ -35,15 +47,17 @@ def main(argv=None) -> int:
     parser.add_argument("run_dir", type=Path, help="the run folder printed by python -m metafwp.train")
     parser.add_argument("--episodes", type=int, help="number of test episodes (Default: the run's eval.episodes)")
     parser.add_argument("--split", help="the split to test on (Default: the run's data.test_split)")
+    parser.add_argument("--prototypes", action="store_true",
+                        help="also test nearest prototypes on the run's trained backbone")
     args = parser.parse_args(argv)
     overrides = [f"eval.episodes={args.episodes}"] if args.episodes else []
     try:
-        results = evaluate_run(args.run_dir, overrides, args.split)
+        results = evaluate_run(args.run_dir, overrides, args.split, prototypes=args.prototypes)
     except (ConfigError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     for name, result in results.items():
-        print(f"{name:>14}: {result['accuracy']:.2f} +/- {result['ci95']:.2f} % ({result['episodes']} episodes)")
+        print(f"{name:>22}: {result['accuracy']:.2f} +/- {result['ci95']:.2f} % ({result['episodes']} episodes)")
     (args.run_dir / "evaluation.json").write_text(json.dumps(results, indent=2))
     print(f"Written to {(args.run_dir / 'evaluation.json').resolve()}")
     return 0

@@ -68,9 +68,10 @@ def learner_name(config: RunConfig) -> str:
 
 
 def evaluate_on_test_split(config: RunConfig, model: nn.Module, test_set, device: torch.device,
-                           progress: bool = False) -> dict[str, dict]:
-    """``{name: evaluate(...)}`` for the learner and each of ``config.eval.baselines``, all on the same
-    ``config.eval.episodes`` seeded episodes of ``test_set`` (an ImageClasses of held-out classes)."""
+                           progress: bool = False, others: dict[str, nn.Module] | None = None) -> dict[str, dict]:
+    """``{name: evaluate(...)}`` for the learner, each of ``config.eval.baselines`` and each of
+    ``others`` (``{name: model}``), all on the same ``config.eval.episodes`` seeded episodes of
+    ``test_set`` (an ImageClasses of held-out classes)."""
     sampler = build_sampler(config.data, test_set, seed=config.eval.seed)
     options = dict(num_episodes=config.eval.episodes, batch_size=config.eval.batch_size,
                    num_shots=num_shots(config.data), device=device, bf16=config.train.bf16, progress=progress)
@@ -81,4 +82,6 @@ def evaluate_on_test_split(config: RunConfig, model: nn.Module, test_set, device
             other = build_model(replace(config, model=replace(config.model, kind=baseline)),
                                 frame_shape(config.data, test_set))
             results[baseline] = evaluate(other.to(device), sampler, desc=f"testing {baseline}", **options)
+    for other_name, other in (others or {}).items():
+        results[other_name] = evaluate(other.to(device), sampler, desc=f"testing {other_name}", **options)
     return results

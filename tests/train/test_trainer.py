@@ -190,3 +190,45 @@ def test_training_learns_held_out_classes(tmp_path):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["history"][-1]["loss"] < 0.7 * metrics["history"][0]["loss"]
     assert metrics["test"]["prototypical"]["accuracy"] > 50
+
+
+def nearest_prototype_accuracy(backbone, batch) -> float:
+    """Percent of query steps classified by the nearest support-class mean, averaged over episodes:
+    a plain loop, independent of PrototypicalNetwork."""
+    per_episode = []
+    for episode in range(batch.batch_size):
+        features = backbone(batch.inputs[episode].float() / 255)
+        query = batch.loss_mask[episode]
+        labels = batch.targets[episode]
+        means = torch.stack([features[~query & (labels == n)].mean(0) for n in range(batch.num_classes)])
+        guesses = [min(range(batch.num_classes), key=lambda n: (f - means[n]).square().sum().item())
+                   for f in features[query]]
+        per_episode.append(sum(g == y for g, y in zip(guesses, labels[query].tolist())) / len(guesses))
+    return 100 * sum(per_episode) / len(per_episode)
+
+
+def test_evaluate_tests_nearest_prototypes_on_a_learners_backbone(tmp_path, capsys):
+    from metafwp.evaluate import main
+    from metafwp.train.build import build_model
+    from metafwp.train.data import build_sampler, frame_shape, load_split
+
+    run_dir = train(tiny(tmp_path, "train.steps=2", "eval.baselines=[]"))
+    assert main([str(run_dir), "--prototypes"]) == 0
+    assert "prototypes_on_backbone:" in capsys.readouterr().out
+    results = json.loads((run_dir / "evaluation.json").read_text())
+    config = load_config(run_dir / "config.yaml")
+    test_set = load_split(config.data, config.data.test_split, progress=False)
+    model = build_model(config, frame_shape(config.data, test_set)).eval()
+    model.load_state_dict(load_checkpoint(run_dir / "checkpoint.pt")["model"])
+    batch = build_sampler(config.data, test_set, seed=config.eval.seed).sample(range(config.eval.episodes))
+    with torch.no_grad():
+        expected = nearest_prototype_accuracy(model.backbone, batch)
+    assert results["prototypes_on_backbone"]["accuracy"] == pytest.approx(expected)
+    assert results["srwm"]["accuracy"] == pytest.approx(evaluate_run(run_dir, progress=False)["srwm"]["accuracy"])
+
+    protonet_dir = train(tiny(tmp_path, "train.steps=2", "model.kind=prototypical", name="protonet"))
+    both = evaluate_run(protonet_dir, progress=False, prototypes=True)  # the same classifier on the same episodes
+    assert both["prototypes_on_backbone"]["accuracy"] == both["prototypical"]["accuracy"]
+    pixel_dir = train(tiny(tmp_path, "model.kind=pixel_nn", name="pixels"))
+    with pytest.raises(ValueError, match="--prototypes needs a run with an image backbone"):
+        evaluate_run(pixel_dir, progress=False, prototypes=True)
