@@ -12,7 +12,9 @@ from tqdm import tqdm
 
 from metafwp.evaluate import evaluate_run
 from metafwp.train import ConfigError, TrainingDiverged, confidence_interval, load_config, loop, train
+from metafwp.train.build import build_model
 from metafwp.train.checkpoint import load_checkpoint, save_checkpoint
+from metafwp.train.data import build_sampler, frame_shape, load_split
 
 ROOT = Path(__file__).parents[2]
 TINY = ["model.filters=8", "model.d_model=16", "model.num_heads=2", "model.num_layers=1", "train.batch_size=4",
@@ -209,8 +211,6 @@ def nearest_prototype_accuracy(backbone, batch) -> float:
 
 def test_evaluate_tests_nearest_prototypes_on_a_learners_backbone(tmp_path, capsys):
     from metafwp.evaluate import main
-    from metafwp.train.build import build_model
-    from metafwp.train.data import build_sampler, frame_shape, load_split
 
     run_dir = train(tiny(tmp_path, "train.steps=2", "eval.baselines=[]"))
     assert main([str(run_dir), "--prototypes"]) == 0
