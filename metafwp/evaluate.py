@@ -56,8 +56,9 @@ def main(argv=None) -> int:
     except (ConfigError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    width = max(map(len, results))
     for name, result in results.items():
-        print(f"{name:>22}: {result['accuracy']:.2f} +/- {result['ci95']:.2f} % ({result['episodes']} episodes)")
+        print(f"{name:>{width}}: {result['accuracy']:.2f} +/- {result['ci95']:.2f} % ({result['episodes']} episodes)")
     (args.run_dir / "evaluation.json").write_text(json.dumps(results, indent=2))
     print(f"Written to {(args.run_dir / 'evaluation.json').resolve()}")
     return 0
