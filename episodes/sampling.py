@@ -8,6 +8,8 @@ uniform random permutation per episode. Pixels are gathered last, once per step.
 """
 from __future__ import annotations
 
+import hashlib
+
 import torch
 
 from episodes.batch import EpisodeBatch
@@ -137,7 +139,8 @@ class FewShotSampler:
             raise ValueError(f"k_shot + n_query = {per_class} is larger than the {int(counts[smallest])} examples "
                              f"of class {dataset.class_names[int(class_ids[smallest])]!r}; lower k_shot or n_query")
         self.dataset, self.n_way, self.k_shot, self.n_query = dataset, n_way, k_shot, n_query
-        self.frame_shape = frame_shape
+        self.convert_to = None if frame_shape is None or tuple(frame_shape) == dataset.frame_shape \
+            else tuple(frame_shape)
         self.rng = make_rng(seed, generator)
         self.class_ids = class_ids
         self.largest_class = int(counts.max())
@@ -150,6 +153,32 @@ class FewShotSampler:
     def num_steps(self) -> int:
         """T, the length of one episode."""
         return self.n_way * (self.k_shot + self.n_query)
+
+    @property
+    def frame_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of the frames in the batches (after any conversion)."""
+        return self.convert_to or self.dataset.frame_shape
+
+    @property
+    def num_classes(self) -> int:
+        """Size of the episodes' label space: ``n_way`` (the feedback adds the unknown label)."""
+        return self.n_way
+
+    @property
+    def num_shots(self) -> int:
+        """Slots of a by-shot tally: shot indices run to ``k_shot + 1`` (a synchronous query;
+        ``k_shot`` under delayed feedback), 0 being padding."""
+        return self.k_shot + (2 if self.feedback == "synchronous" else 1)
+
+    def state_dict(self) -> dict:
+        """What fixes episode ``i``: the dataset (its split, classes and size), the episode shape,
+        the feedback and the seed. Two samplers with equal state dicts give equal episodes."""
+        names = hashlib.sha256("\n".join(self.dataset.class_names).encode()).hexdigest()[:16]
+        return {"sampler": type(self).__name__, "dataset": type(self.dataset).__name__,
+                "dataset_split": getattr(self.dataset, "split", None), "dataset_classes": names,
+                "dataset_images": len(self.dataset), "classes": self.class_ids.tolist(), "n_way": self.n_way,
+                "k_shot": self.k_shot, "n_query": self.n_query, "feedback": self.feedback,
+                "frame_shape": list(self.frame_shape), "seed": self.rng.seed}
 
     def indices(self, episode_ids) -> tuple[torch.Tensor, torch.Tensor]:
         """The draw behind the episodes, before any ordering into a sequence.
@@ -184,7 +213,7 @@ class FewShotSampler:
     def frames(self, steps: torch.Tensor) -> torch.Tensor:
         """uint8 frames ``[B, T, C, H, W]`` of the dataset indices ``steps [B, T]``."""
         frames = gather_frames(self.dataset.images, steps)
-        return frames if self.frame_shape is None else convert_frames(frames, self.frame_shape)
+        return frames if self.convert_to is None else convert_frames(frames, self.convert_to)
 
     def sample(self, episode_ids) -> EpisodeBatch:
         """The EpisodeBatch of ``episode_ids`` (a range or 1-D int tensor)."""

@@ -24,7 +24,7 @@ def _source_ids(ids: torch.Tensor, source: int, num_sources: int) -> torch.Tenso
 
 
 def _check_same_frames(samplers: list[FewShotSampler]) -> None:
-    shapes = {s.frame_shape or s.dataset.frame_shape for s in samplers}
+    shapes = {s.frame_shape for s in samplers}
     if len(shapes) > 1:
         raise ValueError(f"the samplers give frames of different shapes {sorted(shapes)}; give each the same "
                          "frame_shape, e.g. frame_shape=(3, 84, 84)")

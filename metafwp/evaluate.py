@@ -1,8 +1,15 @@
-"""``python -m metafwp.evaluate <run dir> [--episodes N] [--split S] [--prototypes]``: test a trained
-run again on the fixed, seeded held-out episodes of its config, beside its baselines; writes
-``evaluation.json``. ``--prototypes`` also tests nearest prototypes on the run's trained backbone
-(a Prototypical Network's classifier on the learner's features): how much of its accuracy the
-features alone carry, and how much its in-context matching adds or loses."""
+"""``python -m metafwp.evaluate <run dir> [key=value ...]``: test a trained run again on the fixed,
+seeded held-out episodes of its config, beside its baselines, with the run's ``best.pt`` when it
+has one (else ``checkpoint.pt``). Overrides, in the style of ``python -m metafwp.train``:
+``data.test_split``, ``eval.episodes``, ``eval.batch_size``, ``eval.seed``, ``eval.baselines``,
+``train.device``, ``train.progress``. ``eval.baselines=[pixel_nn,prototypes_on_backbone]`` adds
+nearest prototypes on the run's trained backbone (a Prototypical Network's classifier on the
+learner's features): how much of its accuracy the features alone carry, and how much its
+in-context matching adds or loses.
+
+Each split and setting gets its own file, ``evaluation_<split>_<episodes>ep_seed<seed>.json``,
+recording the split, episodes, seed and weights; results for other baselines are added to it.
+"""
 from __future__ import annotations
 
 import argparse
@@ -10,57 +17,68 @@ import json
 import sys
 from pathlib import Path
 
-from metafwp.models import PrototypicalNetwork
-from metafwp.train.build import build_model
+from metafwp.errors import USER_ERRORS, ConfigError
+from metafwp.tasks import TASKS
 from metafwp.train.checkpoint import load_checkpoint
-from metafwp.train.config import ConfigError, load_config
-from metafwp.train.data import frame_shape, load_split
+from metafwp.train.config import load_config
 from metafwp.train.distributed import resolve_device
-from metafwp.train.evaluation import evaluate_on_test_split
+
+EVALUATE_KEYS = ("data.test_split", "eval.episodes", "eval.batch_size", "eval.seed", "eval.baselines",
+                 "train.device", "train.progress")
 
 
-def evaluate_run(run_dir: Path, overrides: list[str] = (), split: str | None = None, progress: bool = True,
-                 prototypes: bool = False) -> dict:
-    """The test results of the run in ``run_dir`` (its config.yaml and checkpoint.pt); with
-    ``prototypes``, also ``prototypes_on_backbone``: nearest prototypes on the run's trained backbone."""
+def evaluate_run(run_dir: Path, overrides: list[str] = (), progress: bool = True) -> dict:
+    """``{"split", "episodes", "seed", "weights", "results": {name: result}}`` of the run in
+    ``run_dir`` (its config.yaml and best.pt or checkpoint.pt) on its test episodes."""
+    run_dir = Path(run_dir)
     config_file = run_dir / "config.yaml"
     if not config_file.is_file():
         raise FileNotFoundError(f"{run_dir} is not a run folder: no config.yaml (give the folder "
                                 f"python -m metafwp.train printed)")
-    config = load_config(config_file, overrides)
+    for item in overrides:
+        if item.split("=", 1)[0] not in EVALUATE_KEYS:
+            raise ConfigError(f"evaluate takes {', '.join(EVALUATE_KEYS)}; {item!r} would change the trained run")
+    config = load_config(config_file, [*overrides, *([] if progress else ["train.progress=none"])])
     device = resolve_device(config.train.device)
-    test_set = load_split(config.data, split or config.data.test_split, progress=progress)
-    model = build_model(config, frame_shape(config.data, test_set))  # every split has the run's frame shape
-    if config.model.kind != "pixel_nn":
-        model.load_state_dict(load_checkpoint(run_dir / "checkpoint.pt")["model"])
-    others = {}
-    if prototypes:
-        if getattr(model, "backbone", None) is None:
-            raise ValueError(f"--prototypes needs a run with an image backbone; {run_dir} is a "
-                             f"{config.model.kind} run without one")
-        others["prototypes_on_backbone"] = PrototypicalNetwork(model.backbone)
-    return evaluate_on_test_split(config, model.to(device), test_set, device, progress, others)
+    task = TASKS[config.task](config, progress=config.train.progress in ("auto", "bar"))
+    model = task.build_learner(config.model)
+    weights = next((name for name in ("best.pt", "checkpoint.pt") if (run_dir / name).is_file()), None)
+    if any(p.requires_grad for p in model.parameters()):
+        if weights is None:
+            raise FileNotFoundError(f"{run_dir} has no best.pt or checkpoint.pt: train it first")
+        model.load_state_dict(load_checkpoint(run_dir / weights)["model"])
+    else:
+        weights = "none (nothing to train)"
+    results = task.test(model.to(device), device)
+    return {"split": config.data.test_split, "episodes": config.eval.episodes, "seed": config.eval.seed,
+            "weights": weights, "results": results}
+
+
+def result_file(run_dir: Path, evaluation: dict) -> Path:
+    return run_dir / f"evaluation_{evaluation['split']}_{evaluation['episodes']}ep_seed{evaluation['seed']}.json"
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m metafwp.evaluate", description=__doc__.split(":")[0])
     parser.add_argument("run_dir", type=Path, help="the run folder printed by python -m metafwp.train")
-    parser.add_argument("--episodes", type=int, help="number of test episodes (Default: the run's eval.episodes)")
-    parser.add_argument("--split", help="the split to test on (Default: the run's data.test_split)")
-    parser.add_argument("--prototypes", action="store_true",
-                        help="also test nearest prototypes on the run's trained backbone")
+    parser.add_argument("overrides", nargs="*", help=f"key=value settings of {', '.join(EVALUATE_KEYS)}")
     args = parser.parse_args(argv)
-    overrides = [f"eval.episodes={args.episodes}"] if args.episodes else []
     try:
-        results = evaluate_run(args.run_dir, overrides, args.split, prototypes=args.prototypes)
-    except (ConfigError, FileNotFoundError, ValueError) as error:
+        evaluation = evaluate_run(args.run_dir, args.overrides)
+    except USER_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    width = max(map(len, results))
-    for name, result in results.items():
-        print(f"{name:>{width}}: {result['accuracy']:.2f} +/- {result['ci95']:.2f} % ({result['episodes']} episodes)")
-    (args.run_dir / "evaluation.json").write_text(json.dumps(results, indent=2))
-    print(f"Written to {(args.run_dir / 'evaluation.json').resolve()}")
+    path = result_file(args.run_dir, evaluation)
+    if path.is_file():  # the same episodes: keep what other baselines scored on them
+        evaluation["results"] = {**json.loads(path.read_text())["results"], **evaluation["results"]}
+    metric = TASKS[load_config(args.run_dir / "config.yaml").task].metric
+    width = max(map(len, evaluation["results"]))
+    print(f"{evaluation['split']} split, {evaluation['episodes']} episodes (seed {evaluation['seed']}), "
+          f"weights {evaluation['weights']}:")
+    for name, result in evaluation["results"].items():
+        print(f"  {name:>{width}}: {metric} {result[metric]:.2f} +/- {result['ci95']:.2f}")
+    path.write_text(json.dumps(evaluation, indent=2))
+    print(f"Written to {path.resolve()}")
     return 0
 
 

@@ -1,5 +1,19 @@
-"""Comparison helpers shared by the tests."""
+"""Helpers shared by the tests: comparisons, a tiny trainer config, a run's learner and its
+accuracy by a plain loop."""
+import math
+from pathlib import Path
+
 import torch
+
+from metafwp.tasks import TASKS
+from metafwp.train import load_config
+from metafwp.train.checkpoint import load_checkpoint
+
+ROOT = Path(__file__).parents[1]
+RECIPE = ROOT / "recipes/glyphs_5way1shot_srwm.yaml"
+TINY = ["model.filters=8", "train.batch_size=4", "train.log_every=1", "train.checkpoint_every=2",
+        "train.progress=none", "eval.episodes=12", "eval.batch_size=5", "train.threads=1"]
+TINY_SEQUENCE = ["model.d_model=16", "model.num_heads=2", "model.num_layers=1"]  # for sequence learners
 
 
 def assert_close(name: str, actual: torch.Tensor, expected: torch.Tensor, rtol: float) -> None:
@@ -19,3 +33,31 @@ def gradients(outputs_and_cotangents, inputs):
     present = [x for x in inputs if x is not None]
     grads = iter(torch.autograd.grad(loss, present))
     return [None if x is None else next(grads) for x in inputs]
+
+
+def tiny(tmp_path, *overrides, name="run", recipe=RECIPE):
+    """A tiny run of ``recipe`` (Default: the glyph SRWM recipe) under ``tmp_path/name``."""
+    learner = TINY_SEQUENCE if "protonet" not in Path(recipe).stem else []
+    return load_config(recipe, TINY + learner + [f"train.out_dir={tmp_path}", f"train.name={name}", *overrides])
+
+
+def learner_of(run_dir: Path, weights: str = "checkpoint.pt"):
+    config = load_config(run_dir / "config.yaml")
+    model = TASKS[config.task](config, progress=False).build_learner(config.model).eval()
+    model.load_state_dict(load_checkpoint(run_dir / weights)["model"])
+    return config, model
+
+
+def accuracy_by_hand(model, batch) -> tuple[float, float]:
+    """Mean and 95% CI over episodes of the percent of loss-mask steps whose argmax logit is the
+    target: a plain loop over episodes, independent of the task's tallies."""
+    per_episode = []
+    with torch.no_grad():
+        for episode in range(batch.batch_size):
+            logits, _ = model(batch[episode])
+            scored = batch.loss_mask[episode]
+            hits = logits[0].argmax(-1)[scored] == batch.targets[episode][scored]
+            per_episode.append(hits.double().mean().item())
+    n, mean = len(per_episode), sum(per_episode) / len(per_episode)
+    std = math.sqrt(sum((a - mean) ** 2 for a in per_episode) / (n - 1))
+    return 100 * mean, 100 * 1.96 * std / math.sqrt(n)

@@ -26,7 +26,7 @@ import torch
 
 from episodes.datasets.base import ImageClasses, check_choice, expand_root, load_cached, save_cached
 
-GLYPH_SPLITS = ("background", "evaluation", "all")
+GLYPH_SPLITS = ("background", "evaluation", "train", "val", "all")
 FACES = tuple([f"DejaVuSans{s}.ttf" for s in ("", "-Bold", "-Oblique", "-BoldOblique")]
               + [f"DejaVuSansMono{s}.ttf" for s in ("", "-Bold", "-Oblique", "-BoldOblique")]
               + [f"DejaVuSerif{s}.ttf" for s in ("", "-Bold", "-Italic", "-BoldItalic")]
@@ -42,6 +42,8 @@ INVISIBLE_CATEGORIES = ("Zs", "Zl", "Zp", "Cc", "Cf", "Cs", "Co", "Cn", "Mn", "M
 MISSING_CODEPOINT = 0x10FFFD  # a private-use code point no face draws: renders the missing-glyph box
 EVALUATION_BLOCKS = ("Cyrillic", "Arrows", "Box Drawing", "Miscellaneous Symbols", "Latin Extended-B",
                      "Spacing Modifier Letters", "Supplemental Mathematical Operators", "Dingbats")
+# background blocks held out for validation (model selection): ``train`` is background without them
+VALIDATION_BLOCKS = ("Greek and Coptic", "Latin Extended-A", "Letterlike Symbols")
 UNICODE_BLOCKS = (
     (0x0000, 0x007F, "Basic Latin"), (0x0080, 0x00FF, "Latin-1 Supplement"), (0x0100, 0x017F, "Latin Extended-A"),
     (0x0180, 0x024F, "Latin Extended-B"), (0x0250, 0x02AF, "IPA Extensions"),
@@ -155,8 +157,16 @@ class GlyphRenderer:
 
 
 def class_list() -> dict:
-    """The shipped class list: ``{"version", "classes": [[codepoint, block, split, [faces]], ...]}``."""
+    """The shipped class list: ``{"version", "validation_blocks": [block, ...], "classes": [[codepoint,
+    block, split, [faces]], ...]}``."""
     return json.loads(resources.files("episodes.datasets").joinpath("splits/glyphs.json").read_text())
+
+
+def in_split(entry: list, split: str, validation_blocks: list[str]) -> bool:
+    """Whether the class-list entry ``[codepoint, block, background/evaluation, faces]`` is in ``split``."""
+    if split in ("train", "val"):
+        return entry[2] == "background" and (entry[1] in validation_blocks) == (split == "val")
+    return split in ("all", entry[2])
 
 
 def default_cache_root() -> Path:
@@ -169,7 +179,9 @@ class Glyphs(ImageClasses):
     """The embedded glyph set: ~900 character classes x 20 drawers, uint8 ``[1, 28, 28]``.
 
     Args:
-        split: ``background``, ``evaluation`` (a fixed split by Unicode block) or ``all``.
+        split: ``background`` or ``evaluation`` (a fixed split by Unicode block), ``val`` (the
+            background blocks named in the split file's ``validation_blocks``: Greek and Coptic,
+            Latin Extended-A, Letterlike Symbols), ``train`` (background without ``val``) or ``all``.
         root: where the rendered tensor is cached. Default: ``$XDG_CACHE_HOME/metafwp`` or
             ``~/.cache/metafwp``.
         progress: show a progress bar while rendering (first use only, a few seconds).
@@ -195,7 +207,7 @@ class Glyphs(ImageClasses):
             save_cached(cache_file, key, {"images": images})
         else:
             images = cached["images"]
-        keep = [i for i, entry in enumerate(entries) if split in ("all", entry[2])]
+        keep = [i for i, entry in enumerate(entries) if in_split(entry, split, listing["validation_blocks"])]
         per_class = images.view(len(entries), DRAWERS, 1, IMAGE_SIZE, IMAGE_SIZE)[keep]
         self.split = split
         self.alphabets = [entries[i][1] for i in keep]
@@ -268,8 +280,9 @@ def build_class_list() -> tuple[dict, dict]:
               "dropped": len(dropped), "classes": len(classes),
               "background": sum(c[2] == "background" for c in classes),
               "evaluation": sum(c[2] == "evaluation" for c in classes),
+              "val": sum(c[2] == "background" and c[1] in VALIDATION_BLOCKS for c in classes),
               "examples": [chr(drawn[i][0]) + chr(drawn[k][0]) for i, k in list(dropped.items())[:40]]}
-    return {"version": CLASS_LIST_VERSION, "classes": classes}, report
+    return {"version": CLASS_LIST_VERSION, "validation_blocks": list(VALIDATION_BLOCKS), "classes": classes}, report
 
 
 def save_example_grid(path: Path, data: Glyphs, per_split: int = 12,

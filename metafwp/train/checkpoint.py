@@ -6,6 +6,8 @@ from pathlib import Path
 
 import torch
 
+from metafwp.errors import CheckpointError
+
 
 def save_checkpoint(path: Path, state: dict) -> None:
     """Write ``state`` to ``path`` so that a crash leaves either the old file or the new one, never half."""
@@ -27,6 +29,9 @@ def load_checkpoint(path: str | Path) -> dict:
         raise FileNotFoundError(f"no checkpoint at {path}; train first, or check the run folder")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # a truncated or foreign file: say which and what to do
-        raise ValueError(f"{path} is not a readable metafwp checkpoint ({type(error).__name__}: {error}); "
-                         "delete it to start over") from None
+    except Exception as error:  # a truncated or foreign file: say which, and keep it
+        problem = " ".join(str(error).split())[:300]
+        raise CheckpointError(f"{path} is not a readable metafwp checkpoint ({type(error).__name__}: {problem}). "
+                              f"Keep the file: a copy still in progress or a full disk can truncate it, and a "
+                              f"complete copy (from a backup or the machine that wrote it) may still be read; "
+                              f"to train meanwhile, choose another train.name") from None

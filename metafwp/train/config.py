@@ -1,45 +1,36 @@
 """The run configuration: typed dataclasses filled from a YAML recipe plus ``key=value`` overrides,
-validated before any work (an unknown key is an error listing the valid ones)."""
+validated before any work. An unknown key is an error listing the valid ones; the ``data`` section
+is the chosen task's own dataclass; a key the chosen kind of learner or task does not read is an
+error when the recipe layer or override that sets it also chose the kind (or came later), and is
+left out when it comes from an earlier layer (a ``base`` recipe, quietly; the recipe under an
+override that changes ``model.kind`` / ``model.mixer``, with a note). ``config.yaml`` holds only
+the keys read."""
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, field, fields, is_dataclass
+import os
+import sys
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import List, Optional, get_type_hints
+from typing import Any, ClassVar, List, Optional
 
+import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from episodes.feedback import FEEDBACK_MODES
+from metafwp.errors import ConfigError
 from metafwp.models.backbones import BACKBONES, NORMS
 from metafwp.nn import BETA_ACTIVATIONS, FEATURE_MAPS, MIXERS
+from metafwp.ops import RULES
+from metafwp.tasks import TASKS, FewShotTask
 
-DATASETS = ("glyphs", "omniglot", "mini_imagenet", "folder")
-MODEL_KINDS = ("sequence", "prototypical", "pixel_nn")
 SCHEDULES = ("constant", "noam", "cosine")
-BASELINES = ("pixel_nn",)
-
-
-@dataclass
-class DataConfig:
-    """Where episodes come from. ``root`` is the user's data folder (not needed for glyphs)."""
-    dataset: str = "glyphs"
-    root: Optional[str] = None
-    train_split: str = "background"
-    test_split: str = "evaluation"
-    n_way: int = 5
-    k_shot: int = 1
-    n_query: int = 1
-    feedback: str = "synchronous"
-    rotations: bool = False          # Omniglot: rotated characters as new classes
-    image_size: Optional[int] = None  # frames resized to this (Default: as stored)
-    channels: Optional[int] = None    # frames converted to this many channels (Default: as stored)
-    num_workers: int = 0
+PROGRESS = ("auto", "bar", "lines", "none")
 
 
 @dataclass
 class ModelConfig:
-    """``kind``: sequence (an in-context learner), prototypical or pixel_nn."""
+    """``kind``: sequence (an in-context learner), prototypical or pixel_nn (the tasks say which they train)."""
     kind: str = "sequence"
     backbone: str = "conv4"
     filters: Optional[int] = None     # Conv-4 width (Default: 64 up to 28x28, 32 above)
@@ -56,6 +47,29 @@ class ModelConfig:
     matched_init: bool = False        # keys start matched to queries: a shorter plateau at chance
     srwm_input_norm: bool = False     # the SRWM reads LayerNorm(h) instead of the raw stream h
 
+    DECIDING_KEYS: ClassVar[tuple[str, ...]] = ("kind", "mixer", "backbone")
+
+    def unread_keys(self) -> set[str]:
+        names = {f.name for f in fields(self)}
+        if self.kind == "pixel_nn":
+            return names - {"kind"}
+        read = {"kind", "backbone", "norm", "backbone_dropout"} | ({"filters"} if self.backbone == "conv4" else set())
+        if self.kind == "sequence":
+            read |= {"mixer", "d_model", "num_layers", "ff_multiplier", "dropout"}
+            read |= {"num_heads", "matched_init"} if self.mixer != "lstm" else set()
+            read |= {"srwm_input_norm"} if self.mixer == "srwm" else set()
+            read |= {"feature_map", "beta_activation"} if self.mixer in RULES else set()
+        return names - read
+
+    def check(self) -> None:
+        choices = [("backbone", self.backbone, BACKBONES), ("norm", self.norm, NORMS), ("mixer", self.mixer, MIXERS),
+                   ("beta_activation", self.beta_activation, tuple(BETA_ACTIVATIONS))]
+        if self.feature_map is not None:
+            choices.append(("feature_map", self.feature_map, tuple(FEATURE_MAPS)))
+        for key, value, valid in choices:
+            if value not in valid:
+                raise ConfigError(f"Unknown model.{key} {value!r}. Valid: {', '.join(valid)}")
+
 
 @dataclass
 class OptimConfig:
@@ -70,6 +84,15 @@ class OptimConfig:
     warmup_steps: int = 5000
     grad_clip: float = 0.0            # max gradient norm; 0 disables clipping
 
+    DECIDING_KEYS: ClassVar[tuple[str, ...]] = ("schedule",)
+
+    def unread_keys(self) -> set[str]:
+        return set() if self.schedule == "noam" else {"warmup_steps"}
+
+    def check(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"Unknown optim.schedule {self.schedule!r}. Valid: {', '.join(SCHEDULES)}")
+
 
 @dataclass
 class TrainConfig:
@@ -79,26 +102,33 @@ class TrainConfig:
     device: str = "auto"              # auto (cuda when available), cpu, cuda, cuda:1, ...
     bf16: bool = True                 # bf16 autocast on CUDA (CPU runs stay float32)
     threads: Optional[int] = None     # torch CPU threads (Default: torch's choice)
-    log_every: int = 25
+    log_every: int = 25               # at most; short runs log at least 20 points
     checkpoint_every: int = 250
     out_dir: str = "runs"
     name: Optional[str] = None        # run folder name (Default: the recipe's name)
-    resume: bool = False
-    progress: bool = True
+    resume: bool = False              # continue the run in the folder exactly (same config)
+    init_from: Optional[str] = None   # a new run starting from another run's weights (folder or .pt)
+    progress: str = "auto"            # auto (a bar on a terminal, else lines), bar, lines or none
 
 
 @dataclass
 class EvalConfig:
-    """A fixed, seeded set of test episodes drawn from ``data.test_split``."""
+    """Test: a fixed, seeded set of ``episodes`` from the task's test split, beside ``baselines``.
+    Validation: every ``val_every`` steps (0: never) on ``val_episodes`` seeded episodes of the
+    task's validation split; ``best.pt`` keeps the best, and testing uses it."""
     episodes: int = 1000
     batch_size: int = 100
     seed: int = 1_000_003
     baselines: List[str] = field(default_factory=lambda: ["pixel_nn"])
+    val_every: int = 0
+    val_episodes: int = 500
+    val_seed: int = 2_000_003
 
 
 @dataclass
 class RunConfig:
-    data: DataConfig = field(default_factory=DataConfig)
+    task: str = "few_shot"            # a key of metafwp.tasks.TASKS
+    data: Any = field(default_factory=FewShotTask.DataConfig)  # the task's DataConfig
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -106,47 +136,58 @@ class RunConfig:
     recipe: str = "custom"            # the recipe's file stem, for the run name
 
 
-class ConfigError(ValueError):
-    """A recipe or override that does not fit the schema."""
+# keys a resumed run may change: they do not shape the model's trajectory or its best checkpoint
+RESUME_MAY_DIFFER = {"recipe", "train.resume", "train.progress", "train.threads", "train.log_every",
+                     "train.checkpoint_every", "train.out_dir", "train.name", "data.num_workers",
+                     "data.test_split", "eval.episodes", "eval.batch_size", "eval.seed", "eval.baselines"}
 
 
-def check_keys(values: dict, schema, prefix: str = "") -> None:
-    """Raise a ConfigError for any key of ``values`` that is not a field of the dataclass ``schema``."""
-    valid = [f.name for f in fields(schema)]
+def sections(task_name: str) -> dict[str, type]:
+    return {"data": TASKS[task_name].DataConfig, "model": ModelConfig, "optim": OptimConfig, "train": TrainConfig,
+            "eval": EvalConfig}
+
+
+def schema_keys(schema) -> list[str]:
+    return [f.name for f in fields(schema)]
+
+
+def check_keys(values: dict, schema: dict[str, type] | type, prefix: str = "") -> None:
+    """Raise a ConfigError for any key of ``values`` that is not in ``schema`` (a dataclass, or the
+    top level: ``{section: dataclass}`` plus ``task`` and ``recipe``)."""
+    valid = schema_keys(RunConfig) if isinstance(schema, dict) else schema_keys(schema)
     for key, value in values.items():
         if key not in valid:
             close = difflib.get_close_matches(str(key), valid, n=1)
             hint = f" Did you mean '{prefix}{close[0]}'?" if close else ""
             raise ConfigError(f"Unknown config key '{prefix}{key}'.{hint} Valid keys"
                               f"{' of ' + prefix.rstrip('.') if prefix else ''}: {', '.join(valid)}")
-        section = get_type_hints(schema)[key]
-        if is_dataclass(section):
+        if isinstance(schema, dict) and key in schema:
             if not isinstance(value, dict):
-                raise ConfigError(f"Config key {prefix}{key!r} is a section; give its keys, e.g. {prefix}{key}.x=...")
-            check_keys(value, section, f"{prefix}{key}.")
+                raise ConfigError(f"Config key {key!r} is a section; give its keys, e.g. {key}.x=...")
+            check_keys(value, schema[key], f"{key}.")
 
 
 def check_choices(config: RunConfig) -> None:
     """Closed-set and range checks that the types alone do not express."""
-    choices = [("data.dataset", config.data.dataset, DATASETS), ("data.feedback", config.data.feedback, FEEDBACK_MODES),
-               ("model.kind", config.model.kind, MODEL_KINDS), ("model.backbone", config.model.backbone, BACKBONES),
-               ("model.norm", config.model.norm, NORMS), ("model.mixer", config.model.mixer, MIXERS),
-               ("optim.schedule", config.optim.schedule, SCHEDULES),
-               ("model.beta_activation", config.model.beta_activation, tuple(BETA_ACTIVATIONS))]
-    if config.model.feature_map is not None:
-        choices.append(("model.feature_map", config.model.feature_map, tuple(FEATURE_MAPS)))
-    choices += [("eval.baselines", name, BASELINES) for name in config.eval.baselines]
-    for key, value, valid in choices:
-        if value not in valid:
-            raise ConfigError(f"Unknown {key} {value!r}. Valid: {', '.join(valid)}")
-    positive = [("train.steps", config.train.steps), ("train.batch_size", config.train.batch_size),
-                ("train.log_every", config.train.log_every), ("train.checkpoint_every", config.train.checkpoint_every),
-                ("eval.episodes", config.eval.episodes), ("eval.batch_size", config.eval.batch_size)]
-    for key, value in positive:
+    task = TASKS[config.task]
+    if config.model.kind not in task.learner_kinds:
+        raise ConfigError(f"Unknown model.kind {config.model.kind!r} for task {config.task}. Valid: "
+                          f"{', '.join(task.learner_kinds)}")
+    for section in (config.data, config.model, config.optim):
+        section.check()
+    if config.train.progress not in PROGRESS:
+        raise ConfigError(f"Unknown train.progress {config.train.progress!r}. Valid: {', '.join(PROGRESS)}")
+    at_least_one = [("train.steps", config.train.steps), ("train.batch_size", config.train.batch_size),
+                    ("train.log_every", config.train.log_every),
+                    ("train.checkpoint_every", config.train.checkpoint_every),
+                    ("eval.episodes", config.eval.episodes), ("eval.batch_size", config.eval.batch_size),
+                    ("eval.val_episodes", config.eval.val_episodes)]
+    for key, value in at_least_one:
         if value < 1:
             raise ConfigError(f"{key} must be >= 1, got {value}")
-    if config.model.kind != "sequence" and config.data.feedback != "synchronous":
-        raise ConfigError(f"model.kind={config.model.kind} reads synchronous episodes; set data.feedback=synchronous")
+    if config.eval.val_every < 0:
+        raise ConfigError(f"eval.val_every must be >= 0 (0: no validation), got {config.eval.val_every}")
+    task.check_config(config)
 
 
 def read_recipe(path: Path, seen: tuple[Path, ...] = ()) -> list:
@@ -157,13 +198,48 @@ def read_recipe(path: Path, seen: tuple[Path, ...] = ()) -> list:
                           f"recipes/glyphs_5way1shot_srwm.yaml)")
     if path.resolve() in seen:
         raise ConfigError(f"Recipe {path} names itself as a base (through {', '.join(map(str, seen))})")
-    layer = OmegaConf.load(path)
+    try:
+        layer = OmegaConf.load(path)
+    except (yaml.YAMLError, OmegaConfBaseException) as error:
+        problem = " ".join(str(error).split())
+        raise ConfigError(f"Recipe {path} is not valid YAML: {problem}") from None
+    if not isinstance(OmegaConf.to_container(layer), dict):
+        raise ConfigError(f"Recipe {path} must be a mapping of sections (data:, model:, ...), got "
+                          f"{type(OmegaConf.to_container(layer)).__name__}")
     layers = []
     if "base" in layer:
         layers = read_recipe(path.parent / str(layer.pop("base")), seen + (path.resolve(),))
     if not seen and "recipe" not in layer:  # a saved run's config.yaml keeps its recipe's name
         layer.recipe = path.stem
     return layers + [layer]
+
+
+def last_layer_setting(containers: list[dict], section: str, keys) -> int:
+    """Index of the last layer that sets any of ``section``.``keys``, or -1 (the defaults)."""
+    return max([i for i, c in enumerate(containers) for k in keys if k in (c.get(section) or {})], default=-1)
+
+
+def drop_unread_keys(config: RunConfig, containers: list[dict], noted_layer: int) -> list[str]:
+    """Reset keys the chosen kinds do not read to their defaults; raise for those set as deliberately
+    as the kind itself. Returns the ones left out that layer ``noted_layer`` (the recipe file named
+    on the command line, under overrides) had set; those of its base recipes go without a word."""
+    notes = []
+    for section in ("data", "model", "optim"):
+        values = getattr(config, section)
+        decided = last_layer_setting(containers, section, values.DECIDING_KEYS)
+        for key in sorted(values.unread_keys()):
+            set_at = last_layer_setting(containers, section, [key])
+            if set_at == -1:
+                continue
+            deciding = ", ".join(f"{section}.{k}={getattr(values, k)}" for k in values.DECIDING_KEYS
+                                 if k not in values.unread_keys())
+            if set_at >= decided:
+                raise ConfigError(f"{section}.{key} is not read with {deciding}; remove it")
+            default = {f.name: f for f in fields(values)}[key]
+            setattr(values, key, default.default if default.default is not MISSING else default.default_factory())
+            if set_at == noted_layer:
+                notes.append(f"{section}.{key}")
+    return notes
 
 
 def load_config(recipe: str | Path | None = None, overrides: list[str] = ()) -> RunConfig:
@@ -173,19 +249,66 @@ def load_config(recipe: str | Path | None = None, overrides: list[str] = ()) -> 
         if "=" not in item:
             raise ConfigError(f"Override {item!r} is not key=value (e.g. train.steps=100)")
     if overrides:
-        layers.append(OmegaConf.from_dotlist(list(overrides)))
-    for layer in layers:
-        check_keys(OmegaConf.to_container(layer), RunConfig)
+        try:
+            layers.append(OmegaConf.from_dotlist(list(overrides)))
+        except (yaml.YAMLError, OmegaConfBaseException) as error:
+            raise ConfigError(f"Bad override in {' '.join(overrides)}: {' '.join(str(error).split())}") from None
+    containers = [OmegaConf.to_container(layer) for layer in layers]
+    task = next((c["task"] for c in reversed(containers) if "task" in c), "few_shot")
+    if task not in TASKS:
+        raise ConfigError(f"Unknown task {task!r}. Valid: {', '.join(TASKS)}")
+    for container in containers:
+        check_keys(container, sections(task))
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(RunConfig), *layers)
+        merged = OmegaConf.merge(OmegaConf.structured(RunConfig(data=TASKS[task].DataConfig())), *layers)
+        config = OmegaConf.to_object(merged)
     except OmegaConfBaseException as error:
         key = getattr(error, "full_key", None)
         raise ConfigError(f"Bad config value{' for ' + repr(key) if key else ''}: "
                           f"{str(getattr(error, 'msg', error)).splitlines()[0]}") from None
-    config = OmegaConf.to_object(merged)
     check_choices(config)
+    notes = drop_unread_keys(config, containers, noted_layer=len(layers) - 1 - bool(overrides))
+    if notes and int(os.environ.get("RANK", 0)) == 0:
+        learner = f"model.kind={config.model.kind}" + (f", model.mixer={config.model.mixer}"
+                                                       if config.model.kind == "sequence" else "")
+        print(f"note: {', '.join(notes)} of {recipe} not read with {learner}: left out", file=sys.stderr)
     return config
 
 
+def config_to_dict(config: RunConfig) -> dict:
+    """The keys ``config`` reads, as nested plain containers."""
+    values = OmegaConf.to_container(OmegaConf.structured(config))
+    for section in ("data", "model", "optim"):
+        for key in getattr(config, section).unread_keys():
+            values[section].pop(key)
+    return values
+
+
 def config_to_yaml(config: RunConfig) -> str:
-    return OmegaConf.to_yaml(OmegaConf.structured(config))
+    return OmegaConf.to_yaml(OmegaConf.create(config_to_dict(config)))
+
+
+def flatten(values: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def trajectory_differences(saved: RunConfig, config: RunConfig) -> list[str]:
+    """``key (saved -> new)`` for every key that shapes training and differs between the configs."""
+    old, new = flatten(config_to_dict(saved)), flatten(config_to_dict(config))
+    keys = sorted((set(old) | set(new)) - RESUME_MAY_DIFFER)
+    return [f"{key} ({old.get(key, 'not read')} -> {new.get(key, 'not read')})" for key in keys
+            if old.get(key, "not read") != new.get(key, "not read")]
+
+
+def config_from_yaml(text: str) -> RunConfig:
+    """A RunConfig from the text of a saved ``config.yaml`` (as a checkpoint stores it)."""
+    layer = OmegaConf.create(text)
+    task = layer.get("task", "few_shot")
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(RunConfig(data=TASKS[task].DataConfig())),
+                                               layer))

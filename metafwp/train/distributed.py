@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+from metafwp.errors import ConfigError
 
 
 @dataclass
@@ -43,7 +46,7 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
         return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"train.device={name} but CUDA is not available here; use train.device=cpu")
+        raise ConfigError(f"train.device={name} but CUDA is not available here; use train.device=cpu (or auto)")
     return device
 
 
@@ -54,6 +57,8 @@ def start_distributed(device_name: str) -> Distributed:
     device = resolve_device(device_name, local_rank)
     if world_size == 1:
         return Distributed(0, 1, device)
+    if int(os.environ.get("RANK", 0)) != 0:  # results and warnings print once, from rank 0
+        warnings.simplefilter("ignore")
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if not dist.is_initialized():

@@ -1,10 +1,15 @@
-"""The training loop: one screen, nanoGPT's order (learning rate from the step, forward, backward,
-clip, step, log, checkpoint), single-process or DDP under torchrun."""
+"""The training loop, nanoGPT's order on one screen (``train``), with setup, restore, save,
+validation and finish in named pieces; single-process or DDP under torchrun; any task of
+``metafwp.tasks``."""
 from __future__ import annotations
 
 import json
 import math
+import signal
+import sys
+import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -14,18 +19,14 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from episodes import EpisodeStream
-from metafwp.losses import episode_loss
-from metafwp.train.build import build_model
+from metafwp.errors import CheckpointError, ConfigError, TrainingDiverged, TrainingInterrupted
+from metafwp.plots import plot_learning_curves
+from metafwp.tasks import TASKS, Task, autocast
 from metafwp.train.checkpoint import load_checkpoint, save_checkpoint
-from metafwp.train.config import ConfigError, RunConfig, config_to_yaml
-from metafwp.train.data import build_sampler, frame_shape, load_split, num_shots
+from metafwp.train.config import RunConfig, config_from_yaml, config_to_yaml, trajectory_differences
 from metafwp.train.distributed import Distributed, start_distributed, stop_distributed
-from metafwp.train.evaluation import autocast, evaluate_on_test_split, learner_name
-from metafwp.train.plots import plot_accuracy_by_shot, plot_learning_curves
 
-
-class TrainingDiverged(RuntimeError):
-    """The loss or the gradients became NaN or infinite."""
+MIN_LOG_POINTS = 20  # a short run still logs this many points (log_every is lowered to fit)
 
 
 def learning_rate_factor(config: RunConfig, step: int) -> float:
@@ -42,6 +43,17 @@ def run_folder(config: RunConfig) -> Path:
     return Path(config.train.out_dir).expanduser() / (config.train.name or config.recipe)
 
 
+def progress_mode(config: RunConfig, ranks: Distributed) -> str:
+    """``bar``, ``lines`` or ``none`` for this rank: ``auto`` is a bar on a terminal, else plain lines."""
+    mode = config.train.progress if ranks.is_main else "none"
+    return ("bar" if sys.stderr.isatty() else "lines") if mode == "auto" else mode
+
+
+def log_interval(config: RunConfig) -> int:
+    """``train.log_every``, lowered so that the run logs at least MIN_LOG_POINTS points."""
+    return max(1, min(config.train.log_every, config.train.steps // MIN_LOG_POINTS))
+
+
 def make_optimizer(config: RunConfig, model: torch.nn.Module):
     optimizer = torch.optim.Adam(model.parameters(), lr=config.optim.lr, betas=tuple(config.optim.betas),
                                  eps=config.optim.eps, weight_decay=config.optim.weight_decay)
@@ -49,43 +61,68 @@ def make_optimizer(config: RunConfig, model: torch.nn.Module):
     return optimizer, scheduler
 
 
-def sampler_state(config: RunConfig, next_batch: int) -> dict:
-    """Where the training episode stream stands: batch j is episodes ``j B .. (j + 1) B - 1`` of the
-    sampler seeded with ``train.seed``, so the seed, the episode shape and the next batch fix it."""
-    data = config.data
-    return {"dataset": data.dataset, "split": data.train_split, "n_way": data.n_way, "k_shot": data.k_shot,
-            "n_query": data.n_query, "feedback": data.feedback, "seed": config.train.seed,
-            "batch_size": config.train.batch_size, "next_batch": next_batch}
-
-
 class Tally:
-    """Sums of the training metrics since the last log line, added over ranks when read."""
+    """Sums of the training tallies, episodes and seconds since the last log line; read (added over
+    ranks) into a log record; saved with the checkpoint so a resumed run loses none of them."""
 
-    def __init__(self, num_shots: int):
-        self.totals = torch.zeros(2 + 2 * num_shots, dtype=torch.float64)  # loss_sum, episodes, correct, count
+    def __init__(self):
+        self.sums, self.episodes, self.seconds = None, 0, 0.0
 
-    def add(self, result, episodes: int) -> None:
-        self.totals += torch.cat([result.loss_sum.reshape(1).double().cpu(), torch.tensor([float(episodes)]),
-                                  result.correct.double().cpu(), result.count.double().cpu()])
+    def add(self, sums: torch.Tensor, episodes: int, seconds: float) -> None:
+        sums = sums.detach().double().cpu()
+        self.sums = sums if self.sums is None else self.sums + sums
+        self.episodes += episodes
+        self.seconds += seconds
 
-    def read(self, ranks: Distributed) -> dict:
-        totals = ranks.sum(self.totals.clone())
-        self.totals.zero_()
-        correct, count = totals[2:].chunk(2)
-        record = {"loss": (totals[0] / count.sum()).item(), "accuracy": 100 * (correct.sum() / count.sum()).item(),
-                  "episodes": int(totals[1])}
-        record["by_shot"] = {shot: 100 * (correct[shot] / count[shot]).item() for shot in range(len(count))
-                             if count[shot] > 0}
+    def read(self, task: Task, ranks: Distributed) -> dict:
+        totals = ranks.sum(torch.cat([self.sums, torch.tensor([float(self.episodes)], dtype=torch.float64)]))
+        record = task.summarise(totals[:-1])
+        record.update(episodes=int(totals[-1]), seconds=self.seconds,
+                      episodes_per_second=int(totals[-1]) / max(self.seconds, 1e-9))
+        self.sums, self.episodes, self.seconds = None, 0, 0.0
         return record
+
+    def state_dict(self) -> dict:
+        return {"sums": self.sums, "episodes": self.episodes, "seconds": self.seconds}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sums, self.episodes, self.seconds = state["sums"], state["episodes"], state["seconds"]
+
+
+@dataclass
+class Run:
+    """Everything a checkpoint holds, plus where it goes."""
+    config: RunConfig
+    task: Task
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer | None
+    scheduler: object
+    run_dir: Path
+    ranks: Distributed
+    step: int = 0
+    seconds: float = 0.0
+    history: list = field(default_factory=list)
+    validation: list = field(default_factory=list)
+    best: dict | None = None          # {"step", task.metric} of best.pt
+    tally: Tally = field(default_factory=Tally)
+    resumed: bool = False
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / "checkpoint.pt"
+
+    def stream_state(self) -> dict:
+        """Where the training episodes stand: batch j is episodes ``j B .. (j + 1) B - 1`` of the sampler."""
+        return {"sampler": self.task.train_sampler().state_dict(), "batch_size": self.config.train.batch_size,
+                "next_batch": self.step}
 
 
 def train(config: RunConfig) -> Path:
-    """Meta-train ``config``'s learner, evaluate it on held-out classes, return the run folder.
+    """Meta-train ``config``'s learner on its task, test it, return the run folder.
 
     The folder gets ``config.yaml``, ``checkpoint.pt`` (atomic, every ``train.checkpoint_every``
-    steps: model, optimiser, scheduler, step, history, every rank's RNG state; the step is the
-    sampler's state, since batch j is always episodes ``j B .. (j + 1) B - 1`` of the seeded
-    sampler), tensorboard event files, ``metrics.json`` and the plots.
+    steps, at the end, and on SIGTERM / SIGINT), ``best.pt`` (with validation), tensorboard event
+    files, ``metrics.json`` and the plots.
     """
     ranks = start_distributed(config.train.device)
     try:
@@ -95,121 +132,275 @@ def train(config: RunConfig) -> Path:
 
 
 def _train(config: RunConfig, ranks: Distributed) -> Path:
+    run = setup(config, ranks)
+    steps, every = config.train.steps if run.optimizer else 0, log_interval(config)
+    learner = DistributedDataParallel(run.model) if ranks.world_size > 1 and run.optimizer else run.model
+    log = Progress(run, steps)
+    with StopSignals() as signals:
+        started = time.perf_counter()
+        for batch in episode_loader(run, steps):
+            scores = train_step(run, learner, batch.to(ranks.device, non_blocking=True))
+            run.step += 1
+            run.tally.add(scores.sums, batch.batch_size, time.perf_counter() - started)
+            log.step()
+            if run.step % every == 0 or run.step == steps:
+                log.write(run.tally.read(run.task, ranks))
+            if config.eval.val_every and (run.step % config.eval.val_every == 0 or run.step == steps):
+                validate(run, log)
+            if run.step % config.train.checkpoint_every == 0 or run.step == steps:
+                save(run)
+            if signals.received(ranks):
+                save(run)
+                raise TrainingInterrupted(f"{signals.name} at step {run.step}: checkpoint saved in "
+                                          f"{run.checkpoint_path}; continue with train.resume=true", signals.number)
+            started = time.perf_counter()
+    log.close()
+    if ranks.is_main:
+        finish(run)
+    ranks.barrier()
+    return run.run_dir
+
+
+def setup(config: RunConfig, ranks: Distributed) -> Run:
+    """Check the folder and the config, build the task and the learner, restore or initialise the
+    weights, and only then write ``config.yaml``: a refused run leaves the folder as it was."""
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
-    run_dir, device = run_folder(config), ranks.device
-    checkpoint_path = run_dir / "checkpoint.pt"
-    if checkpoint_path.exists() and not config.train.resume:
-        raise ConfigError(f"{run_dir} already holds a run: pass train.resume=true to continue it, or another "
-                          f"train.name (or train.out_dir) to start a new one")
     if config.train.batch_size % ranks.world_size:
         raise ConfigError(f"train.batch_size={config.train.batch_size} must divide among the "
                           f"{ranks.world_size} ranks")
-    show = config.train.progress and ranks.is_main
-    train_set = load_split(config.data, config.data.train_split, progress=show)
-    sampler = build_sampler(config.data, train_set, seed=config.train.seed)
-    shape, shots = frame_shape(config.data, train_set), num_shots(config.data)
+    run_dir = run_folder(config)
+    task = TASKS[config.task](config, progress=progress_mode(config, ranks) == "bar")
     torch.manual_seed(config.train.seed)  # the same initial weights on every rank
-    model = build_model(config, shape).to(device)
-    trainable = config.model.kind != "pixel_nn"
-    steps = config.train.steps if trainable else 0
-    step, history, seconds = 0, [], 0.0
+    model = task.build_learner(config.model).to(ranks.device)
+    trainable = any(p.requires_grad for p in model.parameters())
     optimizer, scheduler = make_optimizer(config, model) if trainable else (None, None)
-    if config.train.resume and checkpoint_path.exists():
-        state = load_checkpoint(checkpoint_path)
-        expected = sampler_state(config, state["step"])
-        if state["sampler"] != expected:
-            raise ConfigError(f"{checkpoint_path} continues the episode stream {state['sampler']}, but this config "
-                              f"asks for {expected}; resume with the run's data, seed and batch size (its "
-                              f"config.yaml)")
-        if len(state["rng"]) != ranks.world_size:
-            raise ConfigError(f"{checkpoint_path} was written by {len(state['rng'])} ranks; resume it with as many "
-                              f"(each rank's random state is restored, so the run continues exactly)")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        step, history, seconds = state["step"], state["history"], state["seconds"]
-        torch.set_rng_state(state["rng"][ranks.rank])
+    run = Run(config, task, model, optimizer, scheduler, run_dir, ranks)
+    if run.checkpoint_path.exists():
+        if not config.train.resume:
+            raise ConfigError(f"{run_dir} already holds a run: pass train.resume=true to continue it, or another "
+                              f"train.name (or train.out_dir) to start a new one")
+        restore(run)
     else:
+        if trainable and run_dir.is_dir() and any(run_dir.iterdir()):
+            raise ConfigError(f"{run_dir} holds files but no checkpoint.pt (a run stopped before its first "
+                              f"checkpoint?); delete that folder or choose another train.name")
+        if config.train.init_from:
+            initialise_from(run, config.train.init_from)
         torch.manual_seed(config.train.seed + ranks.rank)  # dropout differs between ranks
     if ranks.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(config_to_yaml(config))
-    writer = SummaryWriter(run_dir / "tensorboard") if ranks.is_main else None
+    return run
 
-    def checkpoint() -> None:
-        rng_states = ranks.gather(torch.get_rng_state())
-        if ranks.is_main:
-            save_checkpoint(checkpoint_path, {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "step": step, "history": history, "seconds": seconds,
-                "rng": rng_states, "sampler": sampler_state(config, step), "config": config_to_yaml(config)})
 
-    stream = EpisodeStream(sampler, config.train.batch_size // ranks.world_size, start=step,
-                           num_batches=steps - step, rank=ranks.rank, world_size=ranks.world_size)
+def restore(run: Run) -> None:
+    """Continue the run in the folder exactly; refuse (touching nothing) when the config, the
+    episodes or the number of ranks differ from the checkpoint's."""
+    state = load_checkpoint(run.checkpoint_path)
+    differences = trajectory_differences(config_from_yaml(state["config"]), run.config)
+    if differences:
+        raise ConfigError(f"train.resume=true, but this config differs from the run's own ({run.run_dir}/config.yaml) "
+                          f"in what shapes training: {'; '.join(differences)}. Resume with the run's config, or "
+                          f"start a new run from its weights with train.init_from={run.run_dir}")
+    expected = dict(run.stream_state(), next_batch=state["episodes"]["next_batch"])
+    if state["episodes"] != expected:
+        raise ConfigError(f"{run.checkpoint_path} continues other episodes than this config's sampler gives "
+                          f"(the dataset changed?): {state['episodes']['sampler']} vs {expected['sampler']}")
+    if len(state["rng"]) != run.ranks.world_size:
+        raise ConfigError(f"{run.checkpoint_path} was written by {len(state['rng'])} ranks; resume it with as many "
+                          f"(each rank's random state is restored, so the run continues exactly)")
+    run.model.load_state_dict(state["model"])
+    if run.optimizer is not None:
+        run.optimizer.load_state_dict(state["optimizer"])
+        run.scheduler.load_state_dict(state["scheduler"])
+    run.step, run.seconds, run.history = state["step"], state["seconds"], state["history"]
+    run.validation, run.best = state["validation"], state["best"]
+    run.tally.load_state_dict(state["tally"])
+    run.resumed = True
+    torch.set_rng_state(state["rng"][run.ranks.rank])
+
+
+def initialise_from(run: Run, source: str) -> None:
+    """Start a new run from the weights of another run's checkpoint (a run folder or a .pt file)."""
+    path = Path(source).expanduser()
+    path = path / "checkpoint.pt" if path.is_dir() else path
+    if not path.is_file():
+        raise ConfigError(f"train.init_from={source}: no checkpoint there (give a run folder or its checkpoint.pt)")
+    try:
+        run.model.load_state_dict(load_checkpoint(path)["model"])
+    except (KeyError, RuntimeError) as error:
+        raise ConfigError(f"train.init_from={source}: its weights do not fit this model "
+                          f"({' '.join(str(error).split())[:400]}); use the model settings of that run") from None
+
+
+def episode_loader(run: Run, steps: int) -> DataLoader:
+    """This rank's training batches from the run's step to ``steps``."""
+    ranks = run.ranks
+    stream = EpisodeStream(run.task.train_sampler(), run.config.train.batch_size // ranks.world_size,
+                           start=run.step, num_batches=max(0, steps - run.step), rank=ranks.rank,
+                           world_size=ranks.world_size)
     # the loader's own generator: drawing its worker seed must not move the global RNG (dropout),
     # or a resumed run would differ from a straight one; episodes do not depend on it
-    loader = DataLoader(stream, batch_size=None, num_workers=config.data.num_workers,
-                        pin_memory=device.type == "cuda", generator=torch.Generator())
-    learner = DistributedDataParallel(model) if ranks.world_size > 1 and trainable else model
-    tally = Tally(shots)
-    bar = tqdm(total=steps, initial=step, desc=f"training {run_dir.name}", unit="step", disable=not show,
-               dynamic_ncols=True)
-    started = time.perf_counter()
-    for batch in loader:
-        batch = batch.to(device, non_blocking=True)
-        with autocast(device, config.train.bf16):
-            outputs, _ = learner(batch)
-        result = episode_loss(outputs, batch, shots)
-        result.loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip or math.inf)
-        if not torch.isfinite(grad_norm):  # the same on every rank: gradients are averaged before this
-            kept = (f"the last good checkpoint is kept: {checkpoint_path} (step "
-                    f"{step - step % config.train.checkpoint_every})" if checkpoint_path.exists()
-                    else "no checkpoint had been written yet")
-            raise TrainingDiverged(
-                f"step {step + 1}: loss {result.loss.item():.4g}, gradient norm {grad_norm.item():.4g}; training "
-                f"stopped and {kept}. Lower optim.lr, set optim.grad_clip=1 or use model.beta_activation=sigmoid, "
-                f"then resume with train.resume=true")
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        scheduler.step()
-        step += 1
-        tally.add(result, batch.batch_size)
-        bar.update()
-        if step % config.train.log_every == 0 or step == steps:
-            elapsed = time.perf_counter() - started
-            seconds, started = seconds + elapsed, time.perf_counter()
-            record = tally.read(ranks)
-            record.update(step=step, lr=scheduler.get_last_lr()[0], episodes_per_second=record["episodes"] / elapsed)
-            history.append(record)
-            if writer is not None:
-                for key in ("loss", "accuracy", "lr", "episodes_per_second"):
-                    writer.add_scalar(f"train/{key}", record[key], step)
-                for shot, accuracy in record["by_shot"].items():
-                    writer.add_scalar(f"train/accuracy_shot_{shot}", accuracy, step)
-            bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['accuracy']:.1f}%",
-                            eps=f"{record['episodes_per_second']:.0f}/s")
-        if step % config.train.checkpoint_every == 0 or step == steps:
-            checkpoint()
-    bar.close()
-    if ranks.is_main:
-        finish(config, model, run_dir, history, seconds, device, writer, show)
-    ranks.barrier()
-    return run_dir
+    return DataLoader(stream, batch_size=None, num_workers=run.config.data.num_workers,
+                      pin_memory=ranks.device.type == "cuda", generator=torch.Generator())
 
 
-def finish(config: RunConfig, model, run_dir: Path, history: list, seconds: float, device, writer, show: bool):
-    """Test the learner and the baselines on the same held-out episodes; write metrics.json and plots."""
-    test_set = load_split(config.data, config.data.test_split, progress=show)
-    results = evaluate_on_test_split(config, model, test_set, device, show)
+def train_step(run: Run, learner: torch.nn.Module, batch):
+    """Forward, backward, clip, step; a NaN or infinite gradient stops the run."""
+    config = run.config
+    with autocast(run.ranks.device, config.train.bf16):
+        scores = run.task.objective(learner, batch)
+    scores.loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), config.optim.grad_clip or math.inf)
+    if not torch.isfinite(grad_norm):  # the same on every rank: gradients are averaged before this
+        kept = (f"the last good checkpoint is kept: {run.checkpoint_path} (step "
+                f"{run.step - run.step % config.train.checkpoint_every})" if run.checkpoint_path.exists()
+                else "no checkpoint had been written yet")
+        raise TrainingDiverged(
+            f"step {run.step + 1}: loss {scores.loss.item():.4g}, gradient norm {grad_norm.item():.4g}; training "
+            f"stopped and {kept}. Lower optim.lr, set optim.grad_clip=1 or use model.beta_activation=sigmoid, "
+            f"then resume with train.resume=true")
+    run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scheduler.step()
+    return scores
+
+
+def validate(run: Run, log: "Progress") -> None:
+    """The metric on the fixed validation episodes (rank 0); a new best is written to best.pt."""
+    if not run.ranks.is_main:
+        return
+    result = run.task.validate(run.model, run.ranks.device)
+    metric = run.task.metric
+    record = {"step": run.step, metric: result[metric], "ci95": result["ci95"], "loss": result["loss"]}
+    run.validation.append(record)
+    log.write_validation(record)
+    better = (run.best is None or (result[metric] > run.best[metric] if run.task.higher_is_better
+                                   else result[metric] < run.best[metric]))
+    if better:
+        run.best = {"step": run.step, metric: result[metric]}
+        save_checkpoint(run.run_dir / "best.pt", {"model": run.model.state_dict(), "step": run.step,
+                                                  "validation": record, "config": config_to_yaml(run.config)})
+
+
+def save(run: Run) -> None:
+    """``checkpoint.pt``: model, optimiser, scheduler, step, history, validation and best-so-far,
+    the tallies since the last log line, every rank's RNG state, where the episodes stand."""
+    rng_states = run.ranks.gather(torch.get_rng_state())
+    if run.ranks.is_main:
+        save_checkpoint(run.checkpoint_path, {
+            "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(), "step": run.step, "seconds": run.seconds,
+            "history": run.history, "validation": run.validation, "best": run.best, "tally": run.tally.state_dict(),
+            "rng": rng_states, "episodes": run.stream_state(), "config": config_to_yaml(run.config)})
+
+
+def finish(run: Run) -> None:
+    """Test the learner (its best.pt when validated) and the baselines on the same held-out
+    episodes; write metrics.json and the plots."""
+    config, task, run_dir = run.config, run.task, run.run_dir
+    tested = "last"
+    if run.best is not None:
+        run.model.load_state_dict(load_checkpoint(run_dir / "best.pt")["model"])
+        tested = f"best.pt (step {run.best['step']})"
+    results = task.test(run.model, run.ranks.device)
+    writer = SummaryWriter(run_dir / "tensorboard")
     for name, result in results.items():
-        writer.add_scalar(f"test/accuracy_{name}", result["accuracy"], config.train.steps)
+        writer.add_scalar(f"test/{task.metric}_{name}", result[task.metric], config.train.steps)
     writer.close()
-    metrics = {"run": str(run_dir), "recipe": config.recipe, "learner": learner_name(config),
-               "steps": config.train.steps, "train_seconds": seconds, "test": results, "history": history}
+    metrics = {"run": str(run_dir), "recipe": config.recipe, "task": config.task, "learner": task.learner,
+               "steps": config.train.steps, "train_seconds": run.seconds, "tested": tested, "best": run.best,
+               "test": results, "history": run.history, "validation": run.validation}
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    if history:
-        plot_learning_curves(history, run_dir / "learning_curves.png", title=run_dir.name)
-    plot_accuracy_by_shot(results, run_dir / "accuracy_by_shot.png",
-                          title=f"{run_dir.name}: {config.eval.episodes} test episodes")
+    if run.history:
+        plot_learning_curves(run.history, run_dir / "learning_curves.png", title=run_dir.name,
+                             validation=run.validation, metric=task.metric)
+    task.write_figures(results, run_dir, title=f"{run_dir.name}: {config.eval.episodes} test episodes")
+
+
+class Progress:
+    """Tensorboard on rank 0, and a progress bar on a terminal or one plain line per log record
+    when the output is a file (a cluster log, nohup)."""
+
+    def __init__(self, run: Run, steps: int):
+        self.run, self.steps, self.last_step = run, steps, run.step
+        mode = progress_mode(run.config, run.ranks)
+        self.lines = mode == "lines"
+        self.bar = tqdm(total=steps, initial=run.step, desc=f"training {run.run_dir.name}", unit="step",
+                        disable=mode != "bar", dynamic_ncols=True)
+        # a resumed run drops the events its previous life logged after the checkpoint
+        self.writer = (SummaryWriter(run.run_dir / "tensorboard", purge_step=run.step + 1 if run.resumed else None)
+                       if run.ranks.is_main else None)
+
+    def step(self) -> None:
+        self.bar.update()
+
+    def write(self, record: dict) -> None:
+        run = self.run
+        record.update(step=run.step, lr=run.scheduler.get_last_lr()[0])
+        seconds = record.pop("seconds")
+        run.seconds += seconds
+        run.history.append(record)
+        metric = run.task.metric
+        if self.writer is not None:
+            for key in ("loss", metric, "lr", "episodes_per_second"):
+                self.writer.add_scalar(f"train/{key}", record[key], run.step)
+            for shot, value in record.get("by_shot", {}).items():
+                self.writer.add_scalar(f"train/{metric}_shot_{shot}", value, run.step)
+        self.bar.set_postfix(loss=f"{record['loss']:.3f}", **{metric[:3]: f"{record[metric]:.1f}"},
+                             eps=f"{record['episodes_per_second']:.0f}/s")
+        if self.lines:
+            eta = (self.steps - run.step) * seconds / max(1, run.step - self.last_step)
+            print(f"{run.run_dir.name} step {run.step}/{self.steps}  loss {record['loss']:.4f}  {metric} "
+                  f"{record[metric]:.2f}  lr {record['lr']:.3g}  {record['episodes_per_second']:.0f} episodes/s  "
+                  f"ETA {format_seconds(eta)}", flush=True)
+        self.last_step = run.step
+
+    def write_validation(self, record: dict) -> None:
+        metric = self.run.task.metric
+        self.writer.add_scalar(f"val/{metric}", record[metric], record["step"])
+        self.writer.add_scalar("val/loss", record["loss"], record["step"])
+        if self.lines:
+            print(f"{self.run.run_dir.name} step {record['step']} validation {metric} {record[metric]:.2f} +/- "
+                  f"{record['ci95']:.2f}", flush=True)
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.writer is not None:
+            self.writer.close()
+
+
+def format_seconds(seconds: float) -> str:
+    minutes, seconds = divmod(int(seconds), 60)
+    return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m{seconds:02d}s"
+
+
+class StopSignals:
+    """While training, SIGTERM and SIGINT (pre-emption, Ctrl-C) only set a flag: the loop then saves
+    a checkpoint at the current step and stops. All ranks stop at the same step."""
+
+    def __enter__(self) -> "StopSignals":
+        self.number, self.previous = 0, {}
+        if threading.current_thread() is threading.main_thread():
+            for number in (signal.SIGTERM, signal.SIGINT):
+                self.previous[number] = signal.signal(number, self.handle)
+        return self
+
+    def handle(self, number, frame) -> None:
+        self.number = number
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.number).name
+
+    def received(self, ranks: Distributed) -> bool:
+        if ranks.world_size > 1:  # one rank's signal stops every rank at this step
+            flag = ranks.sum(torch.tensor([float(self.number)]))
+            if flag.item() and not self.number:
+                self.number = int(signal.SIGTERM)
+        return bool(self.number)
+
+    def __exit__(self, *exc) -> None:
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)

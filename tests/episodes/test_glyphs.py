@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from episodes import FewShotSampler
-from episodes.datasets.glyphs import DRAWERS, MIN_FACES, Glyphs, GlyphRenderer, class_list, drop_near_duplicates
+from episodes.datasets.glyphs import DRAWERS, FACES, MIN_FACES, Glyphs, GlyphRenderer, class_list, \
+    drop_near_duplicates, font_folder
 
 
 @pytest.fixture(scope="module")
@@ -24,6 +25,16 @@ def test_splits_partition_the_classes_by_alphabet(glyph_root):
     assert torch.equal(everything.class_counts, torch.full((everything.num_classes,), DRAWERS))
     assert everything.images.shape[1:] == (1, 28, 28) and everything.images.dtype == torch.uint8
     assert all(len(entry[3]) >= MIN_FACES for entry in class_list()["classes"])
+
+
+def test_validation_classes_are_whole_background_alphabets(glyph_root):
+    background = Glyphs("background", root=glyph_root, progress=False)
+    train = Glyphs("train", root=glyph_root, progress=False)
+    val = Glyphs("val", root=glyph_root, progress=False)
+    assert sorted(train.class_names + val.class_names) == sorted(background.class_names)
+    assert set(val.alphabets) == set(class_list()["validation_blocks"]) == {
+        "Greek and Coptic", "Latin Extended-A", "Letterlike Symbols"}
+    assert not set(train.alphabets) & set(val.alphabets) and val.num_classes == 83 and train.num_classes == 428
 
 
 def test_no_two_classes_are_near_duplicates_and_homoglyphs_are_gone(glyph_root):
@@ -49,16 +60,21 @@ def test_no_class_is_empty_or_the_missing_glyph_box(glyph_root):
 
 
 def test_drawers_are_the_face_renders_then_seeded_jitter(glyph_root):
+    """Drawer 0 of 'A' is its first face drawn by PIL directly (4x canvas, centred, Lanczos down to
+    28x28); the jittered drawers are distinct distortions of the face renders, with about their ink."""
+    from PIL import Image, ImageDraw, ImageFont
+
     data = Glyphs("all", root=glyph_root, progress=False)
-    renderer = GlyphRenderer()
-    codepoint, _, _, faces = class_list()["classes"][10]
-    label = data.codepoints.index(codepoint)
-    drawers = data.images[data.labels == label][:, 0].numpy()
-    assert np.array_equal(drawers[0], renderer.render(codepoint, faces[0]))
-    jittered = renderer.render(codepoint, faces[len(faces) % len(faces)], jitter_seed=(codepoint, len(faces)))
-    assert np.array_equal(drawers[len(faces)], jittered)
-    assert not np.array_equal(drawers[len(faces)], drawers[0])
+    codepoint, _, _, faces = next(entry for entry in class_list()["classes"] if entry[0] == ord("A"))
+    drawers = data.images[data.labels == data.codepoints.index(codepoint)][:, 0].numpy()
+    canvas = Image.new("L", (112, 112), 255)
+    font = ImageFont.truetype(str(font_folder() / FACES[faces[0]]), 88)
+    ImageDraw.Draw(canvas).text((56, 56), "A", font=font, fill=0, anchor="mm")
+    assert np.array_equal(drawers[0], np.array(canvas.resize((28, 28), Image.LANCZOS)))
     assert len({d.tobytes() for d in drawers}) == DRAWERS
+    ink = (255.0 - drawers.astype(np.float64)).reshape(DRAWERS, -1).sum(1)
+    faces_ink = ink[:len(faces)].mean()
+    assert np.all(np.abs(ink[len(faces):] / faces_ink - 1) < 0.5)
 
 
 def test_cache_is_reused_and_sampling_works(glyph_root):
@@ -69,8 +85,8 @@ def test_cache_is_reused_and_sampling_works(glyph_root):
     assert files[0].stat().st_mtime_ns == before
     batch = FewShotSampler(data, 5, 1, 1, seed=0).sample(range(4))
     assert batch.inputs.shape == (4, 10, 1, 28, 28)
-    with pytest.raises(ValueError, match="Unknown split 'train'. Valid: background, evaluation, all"):
-        Glyphs("train", root=glyph_root)
+    with pytest.raises(ValueError, match="Unknown split 'tarin'. Valid: background, evaluation, train, val, all"):
+        Glyphs("tarin", root=glyph_root)
 
 
 def test_drop_near_duplicates_keeps_the_first_of_each_look_alike():

@@ -3,6 +3,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from episodes import EpisodeRNG, FewShotSampler, ImageClasses
 from episodes.feedback import delayed, synchronous
@@ -177,11 +178,45 @@ def test_sampled_sequences_follow_the_encodings():
     assert bool((delayed_batch.feedback[:, 0] == 3).all())
 
 
+def pattern_classes(channels: int) -> ImageClasses:
+    """Four 8x8 classes of a known pattern: a diagonal ramp, scaled per class and channel."""
+    ramp = torch.arange(8.0)[:, None] * 20 + torch.arange(8.0)[None, :] * 10          # 0 .. 210
+    scales = torch.tensor([1.0, 0.5, 0.8, 0.3])[:, None, None, None] * torch.tensor([1.0, 0.6, 0.2])[:channels, None, None]
+    images = (ramp * scales).round().to(torch.uint8)                                      # [4, C, 8, 8]
+    return ImageClasses(images.repeat_interleave(2, 0), torch.arange(4).repeat_interleave(2))
+
+
 def test_frame_conversion_to_three_channels_and_resize():
-    sampler = FewShotSampler(toy_classes(), 2, 1, seed=0, frame_shape=(3, 4, 4))
-    frames = sampler.sample(range(3)).inputs
-    assert frames.shape == (3, 2, 3, 4, 4) and frames.dtype == torch.uint8
-    assert torch.equal(frames[:, :, 0], frames[:, :, 2])
+    """Grey 8x8 -> RGB 4x4 equals torch's antialiased bilinear resize, repeated on the channels;
+    RGB -> grey is the channel mean; the sampler's conversion gives those frames."""
+    grey = pattern_classes(1)
+    sampler = FewShotSampler(grey, 2, 1, seed=0, frame_shape=(3, 4, 4))
+    batch = sampler.sample(range(3))
+    assert batch.inputs.shape == (3, 2, 3, 4, 4) and batch.inputs.dtype == torch.uint8 and sampler.frame_shape == (3, 4, 4)
+    steps = sampler.ordered(batch.episode_ids, sampler.indices(batch.episode_ids)[1][..., :1], 10)[0]
+    source = grey.images[steps].float().flatten(0, 1)                                     # [B T, 1, 8, 8]
+    expected = F.interpolate(source, size=(4, 4), mode="bilinear", antialias=True, align_corners=False)
+    expected = expected.round().clamp(0, 255).to(torch.uint8).view(3, 2, 1, 4, 4).expand(-1, -1, 3, -1, -1)
+    assert torch.equal(batch.inputs, expected)
+    colour = pattern_classes(3)
+    to_grey = FewShotSampler(colour, 2, 1, seed=0, frame_shape=(1, 8, 8))
+    frames = to_grey.sample(range(2)).inputs
+    steps = to_grey.ordered(torch.arange(2), to_grey.indices(range(2))[1][..., :1], 10)[0]
+    assert torch.equal(frames, colour.images[steps].float().mean(2, keepdim=True).round().to(torch.uint8))
+
+
+def test_the_sampler_says_what_its_episodes_are():
+    sampler = FewShotSampler(toy_classes(), 3, 2, 1, seed=5)
+    assert (sampler.frame_shape, sampler.num_classes, sampler.num_shots) == ((1, 2, 2), 3, 4)
+    assert int(sampler.sample(range(20)).shot.max()) == sampler.num_shots - 1
+    delayed_sampler = FewShotSampler(toy_classes(), 3, 2, feedback="delayed", seed=5)
+    assert delayed_sampler.num_shots == 3 and int(delayed_sampler.sample(range(20)).shot.max()) == 2
+    same = FewShotSampler(toy_classes(), 3, 2, 1, seed=5)
+    assert sampler.state_dict() == same.state_dict()
+    assert sampler.state_dict()["seed"] == 5 and sampler.state_dict()["k_shot"] == 2
+    for other in (FewShotSampler(toy_classes(), 3, 2, 1, seed=6), FewShotSampler(toy_classes(), 3, 2, 2, seed=5),
+                  FewShotSampler(toy_classes(13), 3, 2, 1, seed=5)):
+        assert other.state_dict() != sampler.state_dict()
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -190,10 +190,11 @@ def test_delta_product_matches_equations(T, n, backend, gated):
             assert_close(name, a, e, 1e-9)
 
 
-def test_delta_product_with_one_step_is_delta_rule():
+@pytest.mark.parametrize("backend", ["reference", "chunk"])
+def test_delta_product_with_one_step_is_the_delta_rule_of_the_equations(backend):
     q, k, v, beta, _, h0 = detached(make_inputs("delta", 2, 30, 2, 8, 8))
-    o1, S1 = delta_product(q, k.unsqueeze(3), v.unsqueeze(3), beta.unsqueeze(3), initial_state=h0,
-                           output_final_state=True)
-    o2, S2 = delta_rule(q, k, v, beta, initial_state=h0, output_final_state=True)
-    assert_close("o", o1, o2, 1e-12)
-    assert_close("final state", S1, S2, 1e-12)
+    o, S = delta_product(q, k.unsqueeze(3), v.unsqueeze(3), beta.unsqueeze(3), initial_state=h0,
+                         output_final_state=True, backend=backend)
+    o_loop, S_loop = loop_from_equations(q, k, v, beta, None, "delta", 8 ** -0.5, h0)
+    assert_close("o", o, o_loop, 1e-12)
+    assert_close("final state", S, S_loop, 1e-12)

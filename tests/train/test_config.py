@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 
 from metafwp.train import ConfigError, load_config
+from metafwp.train.config import config_to_yaml
 
 RECIPES = sorted((Path(__file__).parents[2] / "recipes").glob("*.yaml"))
 
@@ -15,7 +16,12 @@ def test_overrides_are_typed():
 
 @pytest.mark.parametrize("override,message", [
     ("model.mixr=delta", "Unknown config key 'model.mixr'. Did you mean 'model.mixer'? Valid keys of model: kind, "),
-    ("trian.steps=3", "Unknown config key 'trian'. Did you mean 'train'? Valid keys: data, model, optim, train"),
+    ("trian.steps=3", "Unknown config key 'trian'. Did you mean 'train'? Valid keys: task, data, model, optim, train"),
+    ("data.n_wya=3", "Unknown config key 'data.n_wya'. Did you mean 'data.n_way'? Valid keys of data: dataset, root"),
+    ("task=regresion", "Unknown task 'regresion'. Valid: few_shot"),
+    ("train.progress=fast", "Unknown train.progress 'fast'. Valid: auto, bar, lines, none"),
+    ("eval.baselines=[pixels]", "Unknown eval.baselines entry 'pixels'. Valid: pixel_nn, prototypes_on_backbone"),
+    ("eval.val_every=-1", "eval.val_every must be >= 0"),
     ("train.steps=many", "Bad config value for 'train.steps'"),
     ("model=3", "'model' is a section"),
     ("model.mixer=gru", "Unknown model.mixer 'gru'. Valid: srwm, lstm, attention, hebbian, delta"),
@@ -31,6 +37,42 @@ def test_bad_settings_say_what_is_valid(override, message):
 def test_baselines_need_synchronous_feedback():
     with pytest.raises(ConfigError, match="data.feedback=synchronous"):
         load_config(None, ["model.kind=prototypical", "data.feedback=delayed", "data.n_query=0"])
+
+
+def test_a_recipe_that_does_not_parse_says_so(tmp_path):
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text("model:\n  mixer: delta\n   num_layers: 2\n")
+    with pytest.raises(ConfigError, match="bad.yaml is not valid YAML"):
+        load_config(recipe)
+
+
+RECIPES_DIR = Path(__file__).parents[2] / "recipes"
+
+
+@pytest.mark.parametrize("recipe,overrides,message", [
+    ("glyphs_5way1shot_protonet", ["model.mixer=delta"], "model.mixer is not read with model.kind=prototypical"),
+    ("glyphs_5way1shot_lstm", ["model.matched_init=true"], "model.matched_init is not read with .*model.mixer=lstm"),
+    ("glyphs_5way1shot_srwm", ["model.kind=pixel_nn", "model.filters=4"], "model.filters is not read with "
+                                                                           "model.kind=pixel_nn"),
+    ("glyphs_5way1shot_srwm", ["data.rotations=true"], "data.rotations is not read with data.dataset=glyphs"),
+    ("glyphs_5way1shot_srwm", ["optim.warmup_steps=10"], "optim.warmup_steps is not read with optim.schedule=cosine"),
+])
+def test_a_key_the_chosen_kind_does_not_read_is_an_error(recipe, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(RECIPES_DIR / f"{recipe}.yaml", overrides)
+
+
+def test_keys_of_an_earlier_layer_that_the_kind_does_not_read_are_left_out_with_a_note(capsys, tmp_path):
+    config = load_config(RECIPES_DIR / "glyphs_5way1shot_protonet.yaml")  # its base is the SRWM recipe
+    assert capsys.readouterr().err == ""  # a base recipe may carry keys of other learners
+    written = config_to_yaml(config)
+    assert "mixer" not in written and "srwm_input_norm" not in written and "filters: 16" in written
+    switched = load_config(RECIPES_DIR / "glyphs_5way1shot_srwm.yaml", ["model.mixer=delta"])
+    assert "note: model.srwm_input_norm of " in capsys.readouterr().err
+    assert switched.model.srwm_input_norm is False  # back to its default
+    assert "srwm_input_norm" not in config_to_yaml(switched) and "beta_activation" in config_to_yaml(switched)
+    (tmp_path / "config.yaml").write_text(written)  # a run's config.yaml loads back as the same config
+    assert load_config(tmp_path / "config.yaml") == config
 
 
 def test_a_missing_recipe_points_at_the_shipped_ones():

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from metafwp.train import train
-from tests.train.test_trainer import tiny
+from tests.helpers import tiny
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

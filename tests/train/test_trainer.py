@@ -1,83 +1,195 @@
-"""The trainer end to end on the embedded glyphs: artefacts, exact resume, NaN stop, DDP, evaluation."""
+"""The trainer end to end on the embedded glyphs: artefacts, exact resume (after a crash or a
+signal), what resume refuses, validation and best.pt, errors a user can cause, DDP, evaluation."""
 import json
 import math
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tqdm import tqdm
 
+from episodes import FewShotSampler, Glyphs
+from metafwp.errors import CheckpointError
 from metafwp.evaluate import evaluate_run
-from metafwp.train import ConfigError, TrainingDiverged, confidence_interval, load_config, loop, train
-from metafwp.train.build import build_model
+from metafwp.train import ConfigError, TrainingDiverged, TrainingInterrupted, confidence_interval, load_config, \
+    loop, train
+from metafwp.train.__main__ import main as train_main
 from metafwp.train.checkpoint import load_checkpoint, save_checkpoint
-from metafwp.train.data import build_sampler, frame_shape, load_split
+from tests.helpers import RECIPE, ROOT, TINY, TINY_SEQUENCE, accuracy_by_hand, learner_of, tiny
 
-ROOT = Path(__file__).parents[2]
-TINY = ["model.filters=8", "model.d_model=16", "model.num_heads=2", "model.num_layers=1", "train.batch_size=4",
-        "train.log_every=1", "train.checkpoint_every=2", "train.progress=false", "eval.episodes=12",
-        "eval.batch_size=5", "train.threads=1"]
-
-
-def tiny(tmp_path, *overrides, name="run"):
-    return load_config(ROOT / "recipes/glyphs_5way1shot_srwm.yaml",
-                       TINY + [f"train.out_dir={tmp_path}", f"train.name={name}", *overrides])
-
-
-def test_a_run_writes_its_artefacts_and_reports_test_accuracy(tmp_path):
+def test_a_run_writes_its_artefacts_and_its_test_accuracy_is_the_accuracy_of_its_weights(tmp_path):
     run_dir = train(tiny(tmp_path, "train.steps=3"))
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert [record["step"] for record in metrics["history"]] == [1, 2, 3]
     assert set(metrics["test"]) == {"srwm", "pixel_nn"}
-    for result in metrics["test"].values():
-        assert result["episodes"] == 12 and 0 <= result["accuracy"] <= 100 and result["ci95"] >= 0
-    assert metrics["test"]["pixel_nn"]["ci95"] > 0
     for name in ("config.yaml", "checkpoint.pt", "learning_curves.png", "accuracy_by_shot.png"):
         assert (run_dir / name).stat().st_size > 0
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
     assert not list(run_dir.glob(".*.tmp"))
-    again = evaluate_run(run_dir, progress=False)  # the same fixed episodes give the same numbers
-    assert again["srwm"]["accuracy"] == pytest.approx(metrics["test"]["srwm"]["accuracy"])
+    config, model = learner_of(run_dir)
+    batch = FewShotSampler(Glyphs("evaluation", progress=False), 5, 1, 1, seed=config.eval.seed).sample(range(12))
+    accuracy, ci95 = accuracy_by_hand(model, batch)
+    assert metrics["test"]["srwm"]["accuracy"] == pytest.approx(accuracy)
+    assert metrics["test"]["srwm"]["ci95"] == pytest.approx(ci95)
     with pytest.raises(ConfigError, match="train.resume=true"):
         train(tiny(tmp_path, "train.steps=3"))
 
 
-class BarKilledAtStep3(tqdm):
-    """The training progress bar of a run killed during its third step (after the step-2 checkpoint)."""
+class BarKilledAtStep(tqdm):
+    """The training progress bar of a run that dies at the ``kill_at``-th step's bar update (after
+    that step's optimiser step, before its log line and checkpoint), by ``stop``."""
+    kill_at, stop = 3, staticmethod(lambda: (_ for _ in ()).throw(KeyboardInterrupt()))
     updates = 0
 
     def update(self, n=1):
         self.updates += 1
-        if self.updates == 3:
-            raise KeyboardInterrupt
+        if self.updates == self.kill_at:
+            self.stop()
         return super().update(n)
 
 
-@pytest.mark.parametrize("mixer", ["srwm", "delta"])
-def test_resume_is_bit_exact(tmp_path, monkeypatch, mixer):
-    """A run killed after its step-2 checkpoint and resumed equals the straight run, with the recipe's
-    cosine learning-rate schedule (which depends on train.steps) and dropout."""
-    options = ["train.steps=4", f"model.mixer={mixer}", "model.dropout=0.2", "model.backbone_dropout=0.2"]
-    assert tiny(tmp_path).optim.schedule == "cosine"
-    straight = load_checkpoint(train(tiny(tmp_path, *options, name="straight")) / "checkpoint.pt")
-    monkeypatch.setattr(loop, "tqdm", BarKilledAtStep3)
-    with pytest.raises(KeyboardInterrupt):
-        train(tiny(tmp_path, *options, name="halves"))
-    monkeypatch.undo()
-    assert load_checkpoint(tmp_path / "halves" / "checkpoint.pt")["step"] == 2
-    resumed = load_checkpoint(train(tiny(tmp_path, *options, "train.resume=true", name="halves")) / "checkpoint.pt")
-    assert resumed["step"] == straight["step"] == 4
+def killed_at(step, stop=None):
+    return type("Bar", (BarKilledAtStep,), {"kill_at": step, **({"stop": staticmethod(stop)} if stop else {})})
+
+
+def assert_same_run(resumed: dict, straight: dict) -> None:
+    assert resumed["step"] == straight["step"]
     for key, value in straight["model"].items():
         assert torch.equal(resumed["model"][key], value), key
     for key, value in straight["optimizer"]["state"].items():
         assert all(torch.equal(resumed["optimizer"]["state"][key][k], v) for k, v in value.items())
-    assert [r["loss"] for r in resumed["history"]] == [r["loss"] for r in straight["history"]]
-    assert resumed["sampler"]["next_batch"] == 4
-    with pytest.raises(ConfigError, match="resume with the run's data, seed and batch size"):
-        train(tiny(tmp_path, *options, "train.resume=true", "train.seed=1", name="halves"))
+    for ours, theirs in zip(resumed["history"], straight["history"], strict=True):
+        for key in ("step", "loss", "accuracy", "episodes", "by_shot"):
+            assert ours[key] == theirs[key], key
+
+
+@pytest.mark.parametrize("mixer", ["srwm", "delta"])
+def test_resume_after_a_crash_is_bit_exact_and_keeps_the_tallies_and_tensorboard(tmp_path, monkeypatch, mixer):
+    """A run killed at step 4 (its step-2 checkpoint kept, step 3 already logged) and resumed equals
+    the straight run, with the cosine schedule (which depends on train.steps) and dropout; the log
+    line of step 3 still counts steps 1-2 from before the crash; tensorboard holds each step once."""
+    options = ["train.steps=60", "train.log_every=3", f"model.mixer={mixer}", "model.dropout=0.2",
+               "model.backbone_dropout=0.2", "train.checkpoint_every=2", "eval.baselines=[]", "eval.episodes=5"]
+    assert tiny(tmp_path).optim.schedule == "cosine"
+    straight = load_checkpoint(train(tiny(tmp_path, *options, name="straight")) / "checkpoint.pt")
+    monkeypatch.setattr(loop, "tqdm", killed_at(4))
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny(tmp_path, *options, name="halves"))
+    monkeypatch.undo()
+    assert load_checkpoint(tmp_path / "halves" / "checkpoint.pt")["step"] == 2
+    time.sleep(1.1)  # event files sort by the second they were opened in, as they do across processes
+    resumed = load_checkpoint(train(tiny(tmp_path, *options, "train.resume=true", name="halves")) / "checkpoint.pt")
+    assert_same_run(resumed, straight)
+    assert [r["episodes"] for r in resumed["history"]] == [12] * 20
+    events = EventAccumulator(str(tmp_path / "halves" / "tensorboard")).Reload()
+    assert [event.step for event in events.Scalars("train/loss")] == list(range(3, 61, 3))
+
+
+def test_sigterm_saves_a_checkpoint_at_the_current_step_and_resuming_it_is_exact(tmp_path, monkeypatch, capsys):
+    options = ["train.steps=5", "model.dropout=0.2", "train.checkpoint_every=100"]
+    straight = load_checkpoint(train(tiny(tmp_path, *options, name="straight")) / "checkpoint.pt")
+    monkeypatch.setattr(loop, "tqdm", killed_at(3, lambda: os.kill(os.getpid(), signal.SIGTERM)))
+    command = [str(RECIPE), *TINY, *TINY_SEQUENCE, *options, f"train.out_dir={tmp_path}", "train.name=stopped"]
+    assert train_main(command) == 128 + signal.SIGTERM
+    message = capsys.readouterr().err
+    assert message.count("\n") == 1 and "SIGTERM at step 3: checkpoint saved in" in message
+    monkeypatch.undo()
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the trainer's handler is gone
+    assert load_checkpoint(tmp_path / "stopped" / "checkpoint.pt")["step"] == 3
+    resumed = load_checkpoint(train(tiny(tmp_path, *options, "train.resume=true", name="stopped")) / "checkpoint.pt")
+    assert_same_run(resumed, straight)
+
+
+def test_sigint_stops_training_the_same_way(tmp_path, monkeypatch):
+    monkeypatch.setattr(loop, "tqdm", killed_at(2, lambda: os.kill(os.getpid(), signal.SIGINT)))
+    with pytest.raises(TrainingInterrupted, match="SIGINT at step 2"):
+        train(tiny(tmp_path, "train.steps=5"))
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["step"] == 2
+
+
+def test_resume_refuses_a_config_that_changes_the_run_and_touches_nothing(tmp_path):
+    run_dir = train(tiny(tmp_path, "train.steps=2", "eval.baselines=[]"))
+    before = {path.name: path.read_bytes() for path in run_dir.iterdir() if path.is_file()}
+    for changes, named in ((["train.steps=4"], "train.steps (2 -> 4)"), (["optim.lr=0.01"], "optim.lr (0.003 -> 0.01)"),
+                           (["model.dropout=0.1", "train.seed=1"], "model.dropout (0.0 -> 0.1); train.seed (0 -> 1)")):
+        with pytest.raises(ConfigError, match=rf"differs from the run's own .* {re.escape(named)}.* train.init_from="):
+            train(tiny(tmp_path, "train.steps=2", "eval.baselines=[]", "train.resume=true", *changes))
+        assert {path.name: path.read_bytes() for path in run_dir.iterdir() if path.is_file()} == before
+    # what does not shape training may change: more test episodes, another progress display
+    train(tiny(tmp_path, "train.steps=2", "eval.baselines=[]", "train.resume=true", "eval.episodes=7",
+               "train.progress=lines"))
+    assert json.loads((run_dir / "metrics.json").read_text())["test"]["srwm"]["episodes"] == 7
+
+
+def test_training_longer_is_a_new_run_from_the_weights_of_the_old(tmp_path):
+    first = train(tiny(tmp_path, "train.steps=2", "eval.baselines=[]", name="first"))
+    config = tiny(tmp_path, "train.steps=4", "eval.baselines=[]", f"train.init_from={first}", name="longer")
+    longer = loop.setup(config, loop.start_distributed("cpu"))
+    for key, value in load_checkpoint(first / "checkpoint.pt")["model"].items():
+        assert torch.equal(longer.model.state_dict()[key], value), key
+    assert longer.step == 0
+    with pytest.raises(ConfigError, match="do not fit this model"):
+        train(tiny(tmp_path, "train.steps=1", "model.d_model=32", f"train.init_from={first}", name="other"))
+
+
+def test_a_folder_left_before_the_first_checkpoint_is_not_reused(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text("train:\n  steps: 3\n")
+    with pytest.raises(ConfigError, match="holds files but no checkpoint.pt"):
+        train(tiny(tmp_path, "train.steps=3", "train.resume=true"))
+
+
+def test_without_a_terminal_the_run_logs_one_plain_line_per_record(tmp_path, capsys):
+    train(tiny(tmp_path, "train.steps=3", "train.progress=auto", "eval.baselines=[]"))
+    printed = capsys.readouterr()
+    lines = [line for line in printed.out.splitlines() if " step " in line]
+    assert len(lines) == 3 and "\r" not in printed.out + printed.err
+    assert lines[-1].startswith("run step 3/3  loss ") and "episodes/s  ETA 0m00s" in lines[-1]
+
+
+def test_short_runs_log_at_least_20_points():
+    config = load_config(RECIPE, ["train.steps=100", "train.log_every=50"])
+    assert loop.log_interval(config) == 5 and loop.log_interval(load_config(RECIPE)) == 50
+
+
+def test_validation_keeps_the_best_checkpoint_tests_it_and_survives_a_resume(tmp_path, monkeypatch):
+    options = ["train.steps=6", "data.train_split=train", "data.val_split=val", "eval.val_every=2",
+               "eval.val_episodes=10", "optim.lr=0.01", "eval.baselines=[]"]
+    straight_dir = train(tiny(tmp_path, *options, name="straight"))
+    metrics = json.loads((straight_dir / "metrics.json").read_text())
+    validation = metrics["validation"]
+    assert [record["step"] for record in validation] == [2, 4, 6]
+    best = max(validation, key=lambda record: record["accuracy"])  # the first of equals stays
+    assert metrics["best"] == {"step": best["step"], "accuracy": best["accuracy"]}
+    assert metrics["tested"] == f"best.pt (step {best['step']})"
+    config, model = learner_of(straight_dir, "best.pt")
+    assert load_checkpoint(straight_dir / "best.pt")["step"] == best["step"]
+    val_batch = FewShotSampler(Glyphs("val", progress=False), 5, 1, 1, seed=config.eval.val_seed).sample(range(10))
+    assert best["accuracy"] == pytest.approx(accuracy_by_hand(model, val_batch)[0])
+    test_batch = FewShotSampler(Glyphs("evaluation", progress=False), 5, 1, 1, seed=config.eval.seed).sample(range(12))
+    assert metrics["test"]["srwm"]["accuracy"] == pytest.approx(accuracy_by_hand(model, test_batch)[0])
+
+    monkeypatch.setattr(loop, "tqdm", killed_at(5))
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny(tmp_path, *options, name="halves"))
+    monkeypatch.undo()
+    resumed = json.loads((train(tiny(tmp_path, *options, "train.resume=true", name="halves")) / "metrics.json")
+                         .read_text())
+    assert resumed["validation"] == validation and resumed["best"] == metrics["best"]
+    assert torch.equal(torch.cat([v.flatten() for v in load_checkpoint(tmp_path / "halves/best.pt")["model"].values()]),
+                       torch.cat([v.flatten() for v in load_checkpoint(straight_dir / "best.pt")["model"].values()]))
+
+
+def test_validation_needs_a_validation_split():
+    with pytest.raises(ConfigError, match="eval.val_every=100 needs data.val_split"):
+        load_config(RECIPE, ["eval.val_every=100"])
 
 
 def test_a_diverging_run_stops_and_keeps_the_last_good_checkpoint(tmp_path):
@@ -114,9 +226,38 @@ def test_a_foreign_checkpoint_is_refused_without_running_it(tmp_path):
 
     path = tmp_path / "checkpoint.pt"
     path.write_bytes(pickle.dumps(Payload()))
-    with pytest.raises(ValueError, match="not a readable metafwp checkpoint"):
+    with pytest.raises(CheckpointError, match="not a readable metafwp checkpoint"):
         load_checkpoint(path)
     assert not (tmp_path / "hacked").exists()
+
+
+def one_line_error(capsys, argv) -> str:
+    assert train_main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_ordinary_mistakes_print_one_line(tmp_path, capsys):
+    base = [str(RECIPE), *TINY, *TINY_SEQUENCE, f"train.out_dir={tmp_path}", "train.steps=2"]
+    assert "n_way must be an int >= 1, got 0" in one_line_error(capsys, base + ["data.n_way=0"])
+    assert "larger than the 511 classes" in one_line_error(capsys, base + ["data.n_way=600"])
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("model:\n  mixer: [srwm\n")
+    assert "is not valid YAML" in one_line_error(capsys, [str(broken)])
+    (tmp_path / "mini").mkdir()
+    (tmp_path / "mini" / "mini-imagenet-cache-train.pkl").write_bytes(b"garbage, not a pickle")
+    assert "mini-imagenet-cache-train.pkl" in one_line_error(capsys, base + [
+        "data.dataset=mini_imagenet", f"data.root={tmp_path / 'mini'}", "data.train_split=train",
+        "data.test_split=test"])
+    if not torch.cuda.is_available():
+        assert "CUDA is not available here" in one_line_error(capsys, base + ["train.device=cuda"])
+    run_dir = train(tiny(tmp_path, "train.steps=2", "eval.baselines=[]", name="truncated"))
+    checkpoint = run_dir / "checkpoint.pt"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
+    err = one_line_error(capsys, base + ["eval.baselines=[]", "train.name=truncated",
+                                         "train.resume=true"])
+    assert "not a readable metafwp checkpoint" in err and "Keep the file" in err and "delete" not in err
 
 
 def test_confidence_interval_is_1_96_std_over_sqrt_n():
@@ -136,15 +277,16 @@ def test_user_data_that_is_missing_says_where_to_get_it(tmp_path):
         train(config)
 
 
-def test_ddp_on_two_processes_equals_one_process_with_the_same_global_batch(tmp_path):
+def test_ddp_on_two_processes_equals_one_process_with_the_same_global_batch_and_prints_once(tmp_path):
     options = ["train.steps=3", "model.norm=instance", "model.mixer=delta", "eval.baselines=[]"]
     single = load_checkpoint(train(tiny(tmp_path, *options, name="single")) / "checkpoint.pt")
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               "-m", "metafwp.train", str(ROOT / "recipes/glyphs_5way1shot_srwm.yaml"),
-               *TINY, *options, f"train.out_dir={tmp_path}", "train.name=ddp", "train.device=cpu"]
+               "-m", "metafwp.train", str(RECIPE), *TINY, *TINY_SEQUENCE, *options, f"train.out_dir={tmp_path}", "train.name=ddp",
+               "train.device=cpu"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("Run folder:") == 1 and done.stdout.count("delta: accuracy") == 1
     ddp = load_checkpoint(tmp_path / "ddp" / "checkpoint.pt")
     for key, value in single["model"].items():
         assert torch.allclose(ddp["model"][key], value, rtol=1e-4, atol=1e-6), key
@@ -169,10 +311,7 @@ def test_cosine_schedule_decays_the_learning_rate_to_zero_over_the_run():
 
 
 def test_the_command_line_reports_bad_settings(capsys):
-    from metafwp.train.__main__ import main
-
-    assert main([str(ROOT / "recipes/glyphs_5way1shot_srwm.yaml"), "model.mixr=delta"]) == 2
-    assert "Did you mean 'model.mixer'" in capsys.readouterr().err
+    assert "Did you mean 'model.mixer'" in one_line_error(capsys, [str(RECIPE), "model.mixr=delta"])
 
 
 def test_delayed_feedback_runs_score_every_shot(tmp_path):
@@ -187,8 +326,8 @@ def test_delayed_feedback_runs_score_every_shot(tmp_path):
 def test_training_learns_held_out_classes(tmp_path):
     """A Prototypical Network trained for 40 small steps beats chance (20%) by far on new classes,
     and its training loss falls: the loop's forward, backward and step really train."""
-    run_dir = train(tiny(tmp_path, "train.steps=40", "model.kind=prototypical", "train.batch_size=8",
-                         "eval.episodes=100", "eval.batch_size=50", "train.log_every=10"))
+    run_dir = train(tiny(tmp_path, "train.steps=40", "train.batch_size=8", "eval.episodes=100", "eval.batch_size=50",
+                         "train.log_every=10", recipe=ROOT / "recipes/glyphs_5way1shot_protonet.yaml"))
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["history"][-1]["loss"] < 0.7 * metrics["history"][0]["loss"]
     assert metrics["test"]["prototypical"]["accuracy"] > 50
@@ -209,26 +348,28 @@ def nearest_prototype_accuracy(backbone, batch) -> float:
     return 100 * sum(per_episode) / len(per_episode)
 
 
-def test_evaluate_tests_nearest_prototypes_on_a_learners_backbone(tmp_path, capsys):
+def test_evaluate_writes_a_file_per_split_and_setting_and_tests_prototypes_on_the_backbone(tmp_path, capsys):
     from metafwp.evaluate import main
 
     run_dir = train(tiny(tmp_path, "train.steps=2", "eval.baselines=[]"))
-    assert main([str(run_dir), "--prototypes"]) == 0
-    assert "prototypes_on_backbone:" in capsys.readouterr().out
-    results = json.loads((run_dir / "evaluation.json").read_text())
-    config = load_config(run_dir / "config.yaml")
-    test_set = load_split(config.data, config.data.test_split, progress=False)
-    model = build_model(config, frame_shape(config.data, test_set)).eval()
-    model.load_state_dict(load_checkpoint(run_dir / "checkpoint.pt")["model"])
-    batch = build_sampler(config.data, test_set, seed=config.eval.seed).sample(range(config.eval.episodes))
+    assert main([str(run_dir), "eval.baselines=[prototypes_on_backbone]"]) == 0
+    assert "prototypes_on_backbone: accuracy" in capsys.readouterr().out
+    written = json.loads((run_dir / "evaluation_evaluation_12ep_seed1000003.json").read_text())
+    assert {k: written[k] for k in ("split", "episodes", "seed", "weights")} == {
+        "split": "evaluation", "episodes": 12, "seed": 1000003, "weights": "checkpoint.pt"}
+    config, model = learner_of(run_dir)
+    batch = FewShotSampler(Glyphs("evaluation", progress=False), 5, 1, 1, seed=config.eval.seed).sample(range(12))
     with torch.no_grad():
         expected = nearest_prototype_accuracy(model.backbone, batch)
-    assert results["prototypes_on_backbone"]["accuracy"] == pytest.approx(expected)
-    assert results["srwm"]["accuracy"] == pytest.approx(evaluate_run(run_dir, progress=False)["srwm"]["accuracy"])
+    assert written["results"]["prototypes_on_backbone"]["accuracy"] == pytest.approx(expected)
+    assert written["results"]["srwm"]["accuracy"] == pytest.approx(accuracy_by_hand(model, batch)[0])
+    assert main([str(run_dir), "data.test_split=val", "eval.episodes=6"]) == 0
+    assert json.loads((run_dir / "evaluation_val_6ep_seed1000003.json").read_text())["split"] == "val"
+    assert json.loads((run_dir / "evaluation_evaluation_12ep_seed1000003.json").read_text()) == written
+    assert main([str(run_dir), "model.mixer=delta"]) == 2
+    assert "would change the trained run" in capsys.readouterr().err
 
-    protonet_dir = train(tiny(tmp_path, "train.steps=2", "model.kind=prototypical", name="protonet"))
-    both = evaluate_run(protonet_dir, progress=False, prototypes=True)  # the same classifier on the same episodes
+    protonet_dir = train(tiny(tmp_path, "train.steps=2", "eval.baselines=[prototypes_on_backbone]", name="protonet",
+                              recipe=ROOT / "recipes/glyphs_5way1shot_protonet.yaml"))
+    both = json.loads((protonet_dir / "metrics.json").read_text())["test"]  # the same classifier, same episodes
     assert both["prototypes_on_backbone"]["accuracy"] == both["prototypical"]["accuracy"]
-    pixel_dir = train(tiny(tmp_path, "model.kind=pixel_nn", name="pixels"))
-    with pytest.raises(ValueError, match="--prototypes needs a run with an image backbone"):
-        evaluate_run(pixel_dir, progress=False, prototypes=True)

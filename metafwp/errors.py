@@ -1,0 +1,30 @@
+"""The mistakes a user can make, each reported as one line by the command-line tools (unexpected
+errors keep their traceback)."""
+from __future__ import annotations
+
+
+class ConfigError(ValueError):
+    """A recipe or override that does not fit the schema, or a run folder that does not fit the config."""
+
+
+class DataError(ValueError):
+    """A dataset that is missing, garbage or truncated."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read (truncated, foreign, or written by another version)."""
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the gradients became NaN or infinite."""
+
+
+class TrainingInterrupted(RuntimeError):
+    """SIGTERM or SIGINT stopped training after a checkpoint was written; ``signal_number`` says which."""
+
+    def __init__(self, message: str, signal_number: int):
+        super().__init__(message)
+        self.signal_number = signal_number
+
+
+USER_ERRORS = (ConfigError, DataError, CheckpointError, TrainingDiverged, FileNotFoundError)

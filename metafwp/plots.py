@@ -1,0 +1,84 @@
+"""PNG figures of runs: learning curves, accuracy by shot, accuracy bars. Built on
+``matplotlib.figure.Figure`` (no pyplot), so importing metafwp never switches matplotlib's backend
+and a notebook's inline plots keep working."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+
+def save_figure(figure: Figure, path: Path) -> Path:
+    """Lay out and write ``figure`` as PNG."""
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    return path
+
+
+def plot_learning_curves(history: list[dict], path: Path, title: str = "", validation: list[dict] = (),
+                         metric: str = "accuracy") -> Path:
+    """Training loss and ``metric`` against the step, from the logged ``history`` records, with the
+    validation ``metric`` (records with ``step`` and ``metric``) beside the training one."""
+    steps = [record["step"] for record in history]
+    figure = Figure(figsize=(10, 3.6))
+    loss_axis, metric_axis = figure.subplots(1, 2)
+    loss_axis.plot(steps, [record["loss"] for record in history], label="training")
+    loss_axis.set(xlabel="step", ylabel="loss", yscale="log")
+    metric_axis.plot(steps, [record[metric] for record in history], label="training")
+    if validation:
+        val_steps = [record["step"] for record in validation]
+        metric_axis.plot(val_steps, [record[metric] for record in validation], marker="o", label="validation")
+        loss_axis.plot(val_steps, [record["loss"] for record in validation], marker="o", label="validation")
+        loss_axis.legend()
+        metric_axis.legend()
+    unit = " (%)" if metric == "accuracy" else ""
+    metric_axis.set(xlabel="step", ylabel=f"{metric}{unit}")
+    for axis in (loss_axis, metric_axis):
+        axis.grid(alpha=0.3)
+    figure.suptitle(title)
+    return save_figure(figure, path)
+
+
+def plot_accuracy_bars(names: list[str], accuracies: list[float], ci95: list[float], path: Path, *, chance: float,
+                       title: str = "", ylabel: str = "test accuracy (%)") -> Path:
+    """One bar per learner from 0 to 100 %, 95% confidence intervals as error bars, the chance level
+    as a dashed line."""
+    figure = Figure(figsize=(max(5.0, 1.3 * len(names) + 1.5), 3.8))
+    axis = figure.subplots()
+    colours = ["tab:red", "tab:orange", "tab:gray", "tab:blue", "tab:green", "tab:purple", "tab:brown"]
+    axis.bar(names, accuracies, yerr=ci95, capsize=4, color=[colours[i % len(colours)] for i in range(len(names))],
+             label="mean, error bars: 95% CI")
+    axis.axhline(chance, color="black", linestyle="--", linewidth=1, label=f"chance ({chance:.0f} %)")
+    axis.set(ylabel=ylabel, ylim=(0, 100), title=title)
+    axis.grid(alpha=0.3, axis="y")
+    axis.legend(loc="lower right", fontsize=8)
+    return save_figure(figure, path)
+
+
+def plot_accuracy_by_shot(results: dict[str, dict], path: Path, *, chance: float, first_sighting_chance=None,
+                          title: str = "") -> Path:
+    """Test accuracy by shot index (``by_shot``) for each named result: bars with 95% CIs when every
+    learner is scored at one shot only (synchronous queries), else a line per learner. ``chance``
+    is a uniform guess; ``first_sighting_chance``, where given, the level of a guesser that never
+    repeats a label already shown (the best it can do at a class's first sighting under delayed
+    feedback)."""
+    shots = sorted({int(shot) for result in results.values() for shot in result["by_shot"]})
+    if len(shots) == 1:
+        names = list(results)
+        return plot_accuracy_bars(names, [results[name]["accuracy"] for name in names],
+                                  [results[name]["ci95"] for name in names], path, chance=chance, title=title,
+                                  ylabel=f"accuracy at shot {shots[0]} (%)")
+    figure = Figure(figsize=(6, 3.8))
+    axis = figure.subplots()
+    for name, result in results.items():
+        by_shot = {int(k): v for k, v in result["by_shot"].items()}
+        axis.plot(sorted(by_shot), [by_shot[s] for s in sorted(by_shot)], marker="o", label=name)
+    axis.axhline(chance, color="black", linestyle="--", linewidth=1, label=f"uniform guess ({chance:.0f} %)")
+    if first_sighting_chance is not None:
+        axis.plot([shots[0]], [first_sighting_chance], marker="_", markersize=20, color="black", linestyle="none",
+                  label=f"first sighting, unseen labels only ({first_sighting_chance:.0f} %)")
+    axis.set(xlabel="shot (k-th sighting of the class)", ylabel="accuracy (%)", ylim=(0, 100), xticks=shots,
+             title=title)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    return save_figure(figure, path)

@@ -1,0 +1,204 @@
+"""Few-shot image classification: N-way K-shot episodes of an image dataset, under synchronous or
+delayed feedback, cross-entropy on the loss mask; tested on held-out classes beside raw-pixel
+nearest neighbour and nearest prototypes on the learner's own backbone."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, Optional
+
+import torch
+import torch.nn as nn
+
+from episodes import FewShotSampler, Glyphs, ImageClasses, ImageFolderClasses, MiniImageNet, Omniglot
+from episodes.feedback import FEEDBACK_MODES
+from metafwp.errors import ConfigError, DataError
+from metafwp.losses import episode_loss
+from metafwp.models import PixelNearestNeighbour, PrototypicalNetwork, SequenceLearner, build_backbone, feature_size
+from metafwp.plots import plot_accuracy_by_shot
+from metafwp.tasks.base import Scores, Task, evaluate_episodes
+
+DATASETS = ("glyphs", "omniglot", "mini_imagenet", "folder")
+BASELINES = ("pixel_nn", "prototypes_on_backbone")
+WHERE_TO_GET = {
+    "omniglot": "torchvision.datasets.Omniglot(root, background=True/False, download=True) writes "
+                "<root>/omniglot-py/images_background and images_evaluation",
+    "mini_imagenet": "put mini-imagenet-cache-{train,validation,test}.pkl (or the Ravi & Larochelle "
+                     "{train,val,test}.csv with images/) in <root>",
+    "folder": "lay images out as <root>/<split>/<class>/<image>",
+}
+
+
+@dataclass
+class FewShotData:
+    """Where episodes come from. ``root`` is the user's data folder (not read for glyphs);
+    ``val_split`` the classes validation episodes come from (Default: no validation)."""
+    dataset: str = "glyphs"
+    root: Optional[str] = None
+    train_split: str = "background"
+    val_split: Optional[str] = None
+    test_split: str = "evaluation"
+    n_way: int = 5
+    k_shot: int = 1
+    n_query: int = 1
+    feedback: str = "synchronous"
+    rotations: bool = False          # Omniglot: rotated characters as new classes
+    image_size: Optional[int] = None  # frames resized to this (Default: as stored)
+    channels: Optional[int] = None    # frames converted to this many channels (Default: as stored)
+    num_workers: int = 0
+
+    DECIDING_KEYS: ClassVar[tuple[str, ...]] = ("dataset",)
+
+    def unread_keys(self) -> set[str]:
+        unread = set()
+        if self.dataset == "glyphs":
+            unread.add("root")
+        if self.dataset != "omniglot":
+            unread.add("rotations")
+        return unread
+
+    def check(self) -> None:
+        for key, value, valid in (("dataset", self.dataset, DATASETS), ("feedback", self.feedback, FEEDBACK_MODES)):
+            if value not in valid:
+                raise ConfigError(f"Unknown data.{key} {value!r}. Valid: {', '.join(valid)}")
+
+
+def learner_name(model_config) -> str:
+    """``srwm``, ``delta``, ``lstm``, ... for sequence learners, else the model kind."""
+    return model_config.mixer if model_config.kind == "sequence" else model_config.kind
+
+
+class FewShotTask(Task):
+    """``task: few_shot`` (the default): N-way K-shot classification episodes of ``data.dataset``."""
+
+    name = "few_shot"
+    DataConfig = FewShotData
+    learner_kinds = ("sequence", "prototypical", "pixel_nn")
+    metric = "accuracy"
+    higher_is_better = True
+
+    def __init__(self, config, progress: bool = True):
+        self.config, self.data, self.progress = config, config.data, progress
+        self.learner = learner_name(config.model)
+        self.sampler = self.make_sampler(self.data.train_split, config.train.seed)
+        self.val_sampler = None
+        if config.eval.val_every:
+            self.val_sampler = self.make_sampler(self.data.val_split, config.eval.val_seed, key="data.val_split")
+
+    @classmethod
+    def check_config(cls, config) -> None:
+        """Settings that do not fit together, found before any data is read."""
+        if config.model.kind != "sequence" and config.data.feedback != "synchronous":
+            raise ConfigError(f"model.kind={config.model.kind} reads synchronous episodes; set "
+                              f"data.feedback=synchronous")
+        for baseline in config.eval.baselines:
+            if baseline not in BASELINES:
+                raise ConfigError(f"Unknown eval.baselines entry {baseline!r}. Valid: {', '.join(BASELINES)}")
+            if baseline == "prototypes_on_backbone" and config.model.kind == "pixel_nn":
+                raise ConfigError("eval.baselines=prototypes_on_backbone needs a learner with an image backbone; "
+                                  "model.kind=pixel_nn has none")
+        if config.eval.val_every and config.data.val_split is None:
+            raise ConfigError(f"eval.val_every={config.eval.val_every} needs data.val_split, the classes "
+                              f"validation episodes come from (e.g. val)")
+
+    def load_split(self, split: str) -> ImageClasses:
+        """The ImageClasses of one split of ``data.dataset``."""
+        data = self.data
+        if data.dataset == "glyphs":
+            try:
+                return Glyphs(split, progress=self.progress)
+            except ValueError as error:
+                raise ConfigError(f"{error} (glyph splits)") from None
+        if data.root is None:
+            raise ConfigError(f"data.dataset={data.dataset} needs data.root, the folder holding your copy: "
+                              f"{WHERE_TO_GET[data.dataset]}; then pass data.root=<that folder>")
+        try:
+            if data.dataset == "omniglot":
+                return Omniglot(data.root, split, rotations=data.rotations, progress=self.progress)
+            if data.dataset == "mini_imagenet":
+                return MiniImageNet(data.root, split, progress=self.progress)
+            return ImageFolderClasses(Path(data.root).expanduser() / split, progress=self.progress)
+        except FileNotFoundError as error:
+            raise FileNotFoundError(f"{error}. How to get it: {WHERE_TO_GET[data.dataset]}.") from None
+        except ValueError as error:  # a garbage or truncated file, named by the dataset
+            raise DataError(str(error)) from None
+
+    def make_sampler(self, split: str, seed: int, key: str = "data") -> FewShotSampler:
+        """The seeded episodes of ``split``; a sampler value that does not fit raises a ConfigError."""
+        data = self.data
+        dataset = self.load_split(split)
+        channels, height, width = dataset.frame_shape
+        shape = (data.channels or channels, data.image_size or height, data.image_size or width)
+        try:
+            return FewShotSampler(dataset, data.n_way, data.k_shot, data.n_query, feedback=data.feedback, seed=seed,
+                                  frame_shape=shape)
+        except ValueError as error:
+            raise ConfigError(f"{key} ({split}): {error}") from None
+
+    def train_sampler(self) -> FewShotSampler:
+        return self.sampler
+
+    def build_learner(self, model_config) -> nn.Module:
+        """A SequenceLearner, PrototypicalNetwork or PixelNearestNeighbour for this task's frames and classes."""
+        m, shape, n_way = model_config, self.sampler.frame_shape, self.sampler.num_classes
+        if m.kind == "pixel_nn":
+            return PixelNearestNeighbour()
+        try:
+            backbone = build_backbone(m.backbone, shape[0], m.filters, m.norm, m.backbone_dropout, shape[-1])
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+        if m.kind == "prototypical":
+            return PrototypicalNetwork(backbone)
+        fast_weight_options = {"beta_activation": m.beta_activation}
+        if m.feature_map is not None:
+            fast_weight_options["feature_map"] = m.feature_map
+        return SequenceLearner(backbone, feature_size(backbone, shape), n_way, n_way + 1, mixer=m.mixer,
+                               d_model=m.d_model, num_layers=m.num_layers, num_heads=m.num_heads,
+                               ff_multiplier=m.ff_multiplier, dropout=m.dropout, matched_init=m.matched_init,
+                               srwm_input_norm=m.srwm_input_norm, **fast_weight_options)
+
+    def objective(self, model: nn.Module, batch) -> Scores:
+        """Cross-entropy on the loss mask; tallies ``[loss_sum, correct by shot, scored by shot]``."""
+        outputs, _ = model(batch)
+        result = episode_loss(outputs, batch, self.sampler.num_shots)
+        sums = torch.cat([result.loss_sum.reshape(1), result.correct, result.count]).double()
+        return Scores(result.loss, sums, result.episode_correct / result.episode_count)
+
+    def summarise(self, sums: torch.Tensor) -> dict:
+        correct, count = sums[1:].chunk(2)
+        by_shot = {shot: 100 * (correct[shot] / count[shot]).item() for shot in range(len(count)) if count[shot] > 0}
+        return {"loss": (sums[0] / count.sum()).item(), "accuracy": 100 * (correct.sum() / count.sum()).item(),
+                "by_shot": by_shot}
+
+    def evaluate(self, model: nn.Module, sampler: FewShotSampler, num_episodes: int, device: torch.device,
+                 desc: str) -> dict:
+        return evaluate_episodes(self, model.to(device), sampler, num_episodes, self.config.eval.batch_size, device,
+                                 self.config.train.bf16, self.progress, desc)
+
+    def validate(self, model: nn.Module, device: torch.device) -> dict | None:
+        if self.val_sampler is None:
+            return None
+        return self.evaluate(model, self.val_sampler, self.config.eval.val_episodes, device, "validating")
+
+    def test(self, model: nn.Module, device: torch.device, split: str | None = None) -> dict[str, dict]:
+        """The learner, then each of ``eval.baselines``, on the same ``eval.episodes`` seeded episodes."""
+        sampler = self.make_sampler(split or self.data.test_split, self.config.eval.seed, key="data.test_split")
+        episodes = self.config.eval.episodes
+        results = {self.learner: self.evaluate(model, sampler, episodes, device, f"testing {self.learner}")}
+        for baseline in self.config.eval.baselines:
+            if baseline == "pixel_nn" and self.config.model.kind != "pixel_nn":
+                other = PixelNearestNeighbour()
+            elif baseline == "prototypes_on_backbone":
+                other = PrototypicalNetwork(model.backbone)
+            else:
+                continue
+            results[baseline] = self.evaluate(other, sampler, episodes, device, f"testing {baseline}")
+        return results
+
+    def write_figures(self, results: dict[str, dict], run_dir: Path, title: str) -> list[Path]:
+        n_way = self.data.n_way
+        first = None
+        if self.data.feedback == "delayed":  # a guesser that never repeats a label already shown
+            first = 100 * sum(1 / (n_way - seen) for seen in range(n_way)) / n_way
+        return [plot_accuracy_by_shot(results, run_dir / "accuracy_by_shot.png", chance=100 / n_way,
+                                      first_sighting_chance=first, title=title)]
