@@ -11,7 +11,7 @@ Figures (issue targets in brackets), forward+backward, times from triton.testing
      chunk_delta_rule [within 1.5x]
   3. SRWM, B=128 T=128 H=16 D=16 fp32, against the reference loop [>= 20x], and the peak memory
      beyond inputs and outputs at T=128 and T=512 [independent of T but for ceil(T/16) checkpoints]
-fla's chunk kernel takes no fp32 (REFERENCE.md); fp32 rows compare with its fused recurrent kernel only.
+fla's chunk kernel takes no fp32; fp32 rows compare with its fused recurrent kernel only.
 """
 from __future__ import annotations
 

@@ -21,20 +21,19 @@ import torch
 
 from episodes import EpisodeStream
 from metafwp.losses import episode_loss
+from metafwp.tasks import TASKS
 from metafwp.train import load_config, train
-from metafwp.train.build import build_model
-from metafwp.train.data import build_sampler, frame_shape, load_split, num_shots
 from metafwp.train.loop import make_optimizer
 
 
 def bare_loop(config, steps: int, warmup: int) -> float:
     """Episodes per second of a hand-written loop over the trainer's model and batches."""
-    train_set = load_split(config.data, config.data.train_split, progress=False)
-    sampler = build_sampler(config.data, train_set, seed=config.train.seed)
+    task = TASKS[config.task](config, progress=False)
+    sampler = task.train_sampler()
     torch.manual_seed(config.train.seed)
-    model = build_model(config, frame_shape(config.data, train_set))
+    model = task.build_learner(config.model)
     optimizer, _ = make_optimizer(config, model)
-    shots = num_shots(config.data)
+    shots = sampler.num_shots
     for step, batch in enumerate(EpisodeStream(sampler, config.train.batch_size, num_batches=steps)):
         if step == warmup:
             start = time.perf_counter()
@@ -59,7 +58,7 @@ def trainer(config, warmup: int) -> float:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--recipe", default="recipes/glyphs_5way1shot_srwm.yaml")
-    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--steps", type=int, default=200)  # >= 20 log points of --warmup steps
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
@@ -69,7 +68,7 @@ def main():
     with tempfile.TemporaryDirectory() as folder:
         for repeat in range(args.repeats):
             config = load_config(args.recipe, [
-                f"train.steps={args.steps}", f"train.log_every={args.warmup}", "train.progress=false",
+                f"train.steps={args.steps}", f"train.log_every={args.warmup}", "train.progress=none",
                 f"train.out_dir={folder}", f"train.name=repeat{repeat}", "eval.episodes=10", "eval.baselines=[]"])
             results["bare loop"].append(bare_loop(config, args.steps, args.warmup))
             results["metafwp.train"].append(trainer(config, args.warmup))

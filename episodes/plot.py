@@ -10,22 +10,19 @@ def plot_episode(batch: EpisodeBatch, episode: int = 0, path=None, *, max_steps:
     """Draw steps of episode ``episode`` of an image batch: frame, then ``fb`` (the feedback shown,
     ``?`` for unknown), ``y`` (the target), the shot and, in bold red, the steps the loss is taken on.
 
-    Returns the matplotlib Figure; saves it as PNG when ``path`` is given.
+    Returns the matplotlib Figure (a notebook shows it inline); saves it as PNG when ``path`` is given.
     """
     if batch.inputs.dim() != 5 or batch.num_classes is None:
         raise ValueError("plot_episode draws image episodes (inputs [B, T, C, H, W] with labels); "
                          f"got inputs {tuple(batch.inputs.shape)}")
     if not 0 <= episode < batch.batch_size:
         raise ValueError(f"episode must be in [0, {batch.batch_size}), got {episode}")
-    import matplotlib
-
-    if path is not None:
-        matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot: the caller's matplotlib backend stays as it is
 
     steps = min(batch.num_steps, max_steps)
     rows = (steps + columns - 1) // columns
-    figure, axes = plt.subplots(rows, columns, figsize=(columns * 1.1, rows * 1.45), squeeze=False)
+    figure = Figure(figsize=(columns * 1.1, rows * 1.45))
+    axes = figure.subplots(rows, columns, squeeze=False)
     for ax in axes.flat:
         ax.set_axis_off()
     for t in range(steps):
@@ -44,5 +41,4 @@ def plot_episode(batch: EpisodeBatch, episode: int = 0, path=None, *, max_steps:
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(path, dpi=110)
-        plt.close(figure)
     return figure

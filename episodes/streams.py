@@ -32,7 +32,7 @@ def _check_same_frames(samplers: list[FewShotSampler]) -> None:
 
 @dataclass
 class BootstrapBatch:
-    """Parts of a bootstrapping episode (REFERENCE.md 5), each an EpisodeBatch over the same classes.
+    """Parts of a bootstrapping episode (docs/protocols.md section 7), each an EpisodeBatch over the same classes.
 
     support: ``n_way * k_shot`` labelled steps (state S_K after them).
     future: ``n_way * n_future`` further labelled steps (S_{K+F} after support then future).
@@ -169,7 +169,7 @@ class ContinualBatch:
 
 
 class ContinualSampler:
-    """Continual-learning episodes (ACL, REFERENCE.md 6): one task per sampler, in sequence.
+    """Continual-learning episodes (ACL, docs/protocols.md section 7): one task per sampler, in sequence.
 
     Args:
         samplers: one synchronous FewShotSampler with ``n_query >= 1`` per task (a dataset each,

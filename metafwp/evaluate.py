@@ -27,28 +27,36 @@ EVALUATE_KEYS = ("data.test_split", "eval.episodes", "eval.batch_size", "eval.se
                  "train.device", "train.progress")
 
 
-def evaluate_run(run_dir: Path, overrides: list[str] = (), progress: bool = True) -> dict:
-    """``{"split", "episodes", "seed", "weights", "results": {name: result}}`` of the run in
-    ``run_dir`` (its config.yaml and best.pt or checkpoint.pt) on its test episodes."""
-    run_dir = Path(run_dir)
+def load_run(run_dir: str | Path, overrides: list[str] = (), weights: str | None = None):
+    """``(config, task, model, weights)`` of a trained run: its config.yaml with ``overrides``,
+    its task, and its learner with the weights of ``weights`` (Default: ``best.pt`` when the run
+    has one, else ``checkpoint.pt``), in eval mode on the CPU."""
+    run_dir = Path(run_dir).expanduser()
     config_file = run_dir / "config.yaml"
     if not config_file.is_file():
         raise FileNotFoundError(f"{run_dir} is not a run folder: no config.yaml (give the folder "
                                 f"python -m metafwp.train printed)")
-    for item in overrides:
-        if item.split("=", 1)[0] not in EVALUATE_KEYS:
-            raise ConfigError(f"evaluate takes {', '.join(EVALUATE_KEYS)}; {item!r} would change the trained run")
-    config = load_config(config_file, [*overrides, *([] if progress else ["train.progress=none"])])
-    device = resolve_device(config.train.device)
+    config = load_config(config_file, overrides)
     task = TASKS[config.task](config, progress=config.train.progress in ("auto", "bar"))
-    model = task.build_learner(config.model)
-    weights = next((name for name in ("best.pt", "checkpoint.pt") if (run_dir / name).is_file()), None)
+    model = task.build_learner(config.model).eval()
+    weights = weights or next((name for name in ("best.pt", "checkpoint.pt") if (run_dir / name).is_file()), None)
     if any(p.requires_grad for p in model.parameters()):
         if weights is None:
             raise FileNotFoundError(f"{run_dir} has no best.pt or checkpoint.pt: train it first")
         model.load_state_dict(load_checkpoint(run_dir / weights)["model"])
     else:
         weights = "none (nothing to train)"
+    return config, task, model, weights
+
+
+def evaluate_run(run_dir: Path, overrides: list[str] = (), progress: bool = True) -> dict:
+    """``{"split", "episodes", "seed", "weights", "results": {name: result}}`` of the run in
+    ``run_dir`` (its config.yaml and best.pt or checkpoint.pt) on its test episodes."""
+    for item in overrides:
+        if item.split("=", 1)[0] not in EVALUATE_KEYS:
+            raise ConfigError(f"evaluate takes {', '.join(EVALUATE_KEYS)}; {item!r} would change the trained run")
+    config, task, model, weights = load_run(run_dir, [*overrides, *([] if progress else ["train.progress=none"])])
+    device = resolve_device(config.train.device)
     results = task.test(model.to(device), device)
     return {"split": config.data.test_split, "episodes": config.eval.episodes, "seed": config.eval.seed,
             "weights": weights, "results": results}

@@ -5,9 +5,8 @@ from pathlib import Path
 
 import torch
 
-from metafwp.tasks import TASKS
+from metafwp.evaluate import load_run
 from metafwp.train import load_config
-from metafwp.train.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).parents[1]
 RECIPE = ROOT / "recipes/glyphs_5way1shot_srwm.yaml"
@@ -42,9 +41,8 @@ def tiny(tmp_path, *overrides, name="run", recipe=RECIPE):
 
 
 def learner_of(run_dir: Path, weights: str = "checkpoint.pt"):
-    config = load_config(run_dir / "config.yaml")
-    model = TASKS[config.task](config, progress=False).build_learner(config.model).eval()
-    model.load_state_dict(load_checkpoint(run_dir / weights)["model"])
+    """``(config, model)`` of a trained run, with the weights of ``weights``."""
+    config, _, model, _ = load_run(run_dir, weights=weights)
     return config, model
 
 

@@ -288,14 +288,12 @@ def build_class_list() -> tuple[dict, dict]:
 def save_example_grid(path: Path, data: Glyphs, per_split: int = 12,
                       drawers: tuple[int, ...] = (0, 2, 5, 8, 11, 14, 16, 17, 18, 19)) -> None:
     """A grid of example classes (rows) and drawers (columns; 16.. are jittered) for the docs."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     step = max(1, data.num_classes // per_split)
     rows = list(range(0, data.num_classes, step))[:per_split]
-    figure, axes = plt.subplots(len(rows), len(drawers), figsize=(len(drawers) * 0.7, len(rows) * 0.75))
+    figure = Figure(figsize=(len(drawers) * 0.7, len(rows) * 0.75))
+    axes = figure.subplots(len(rows), len(drawers))
     for r, label in enumerate(rows):
         examples = data.images[data.labels == label]
         for d, drawer in enumerate(drawers):
@@ -304,7 +302,6 @@ def save_example_grid(path: Path, data: Glyphs, per_split: int = 12,
         axes[r, 0].set_title(f"{data.class_names[label]} ({data.alphabets[label]})", fontsize=6, loc="left")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
-    plt.close(figure)
 
 
 if __name__ == "__main__":

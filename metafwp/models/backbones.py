@@ -1,4 +1,4 @@
-"""Per-frame image encoders: Conv-4 and ResNet-12 (REFERENCE.md section 3), BatchNorm or InstanceNorm."""
+"""Per-frame image encoders: Conv-4 and ResNet-12 (docs/protocols.md section 4), BatchNorm or InstanceNorm."""
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,4 @@
-"""SequenceLearner: the in-context learner that reads an EpisodeBatch step by step (REFERENCE.md section 3)."""
+"""SequenceLearner: the in-context learner that reads an EpisodeBatch step by step (docs/protocols.md section 4)."""
 from __future__ import annotations
 
 import torch

@@ -19,7 +19,7 @@ def elu_sum_norm(x: torch.Tensor) -> torch.Tensor:
 
 
 def silu_l2(x: torch.Tensor) -> torch.Tensor:
-    """SiLU then L2-normalise over the head dim (primer 3.4's recommendation)."""
+    """SiLU then L2-normalise over the head dim (the recommendation of Irie & Gershman 2025, section 3.4)."""
     return F.normalize(F.silu(x), dim=-1)
 
 
@@ -45,7 +45,7 @@ class FastWeightLayer(nn.Module):
         feature_map: applied to q and k: identity, elu_plus_one, elu_sum_norm or silu_l2.
             Default: silu_l2 for delta/gated_delta/oja, elu_sum_norm otherwise.
         beta_activation: ``sigmoid`` (b in (0, 1)) or ``2sigmoid`` (b in (0, 2): negative
-            eigenvalues, primer 3.4/3.6). Default: sigmoid.
+            eigenvalues; Irie & Gershman 2025, sections 3.4 and 3.6). Default: sigmoid.
         head_dim: K = V per head. Default: d_model // num_heads.
         num_householder: n > 1 makes the delta rule a DeltaProduct with n micro-steps per token
             (rule ``delta`` or ``gated_delta`` only). Default: 1.

@@ -9,7 +9,7 @@ from metafwp.ops import srwm, srwm_columns
 
 class SRWMLayer(nn.Module):
     """``out = LayerNorm(x) + Dropout(W_o concat_heads(y))`` where ``y`` is the SRWM output of the raw
-    input split into ``num_heads`` slices of ``D = d_model // num_heads`` (REFERENCE.md section 2:
+    input split into ``num_heads`` slices of ``D = d_model // num_heads`` (docs/protocols.md section 2:
     the SRWM reads the raw residual stream; the LayerNorm sits on the skip path).
 
     ``input_norm=True`` lets the SRWM read ``LayerNorm(x)``, the stream the skip path carries, instead

@@ -1,4 +1,4 @@
-"""Fast-weight ops: the Table-1 rules, DeltaProduct and the SRWM (CONTRACT in DESIGN.md)."""
+"""Fast-weight ops: the Table-1 rules, DeltaProduct and the SRWM (layout and semantics: README, "Fast-weight ops")."""
 from metafwp.ops.backends import BackendChoice, explain_backend
 from metafwp.ops.common import BACKENDS
 from metafwp.ops.fast_weight import RULES, delta_product, delta_rule, fast_weight

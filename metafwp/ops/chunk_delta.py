@@ -1,6 +1,6 @@
 """Chunk-parallel WY/UT form of the delta family: delta, gated_delta, DeltaProduct and Oja.
 
-Per chunk of C steps (REFERENCE.md 1, with Gamma the within-chunk decay, all ones without g):
+Per chunk of C steps (metafwp/ops/README.md, with Gamma the within-chunk decay, all ones without g):
 ``A = tril(diag(b) (K K^T * Gamma), -1)``, ``T = (I + A)^-1 diag(b)`` (one unit-triangular solve),
 ``U = T V``, ``W = T (K * exp(G))``, then sequentially over chunks ``U' = U - W S``,
 ``O = (Q * exp(G)) S + (tril(Q K^T) * Gamma) U'``, ``S = exp(G_C) S + (K * exp(G_C - G))^T U'``.

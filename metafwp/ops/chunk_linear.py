@@ -1,4 +1,4 @@
-"""Chunk-parallel form (primer Box 1) of the additive and decaying rules: hebbian, decay, gla.
+"""Chunk-parallel form (Box 1 of Irie & Gershman 2025) of the additive and decaying rules: hebbian, decay, gla.
 
 Inside a chunk of C steps the output is masked attention; across chunks the state carries it:
 ``O_n = (Q_n * exp(G)) S_n + (tril(Q_n K_n^T) * Gamma) (beta V_n)``,

@@ -37,9 +37,9 @@ def fast_weight(
     backend: str = "auto",
     chunk_size: int | None = None,
 ):
-    """Run a fast-weight recurrence (primer Table 1) over a batch of sequences.
+    """Run a fast-weight recurrence (Table 1 of Irie & Gershman 2025) over a batch of sequences.
 
-    The state ``S`` [B, H, K, V] is the transpose of the primer's W; the output is read after the
+    The state ``S`` [B, H, K, V] is the transpose of that table's W; the output is read after the
     update, ``o_t = S_t^T (scale * q_t)`` (fla's convention).
 
     Args:
@@ -141,7 +141,7 @@ def delta_product(
     backend: str = "auto",
     chunk_size: int | None = None,
 ):
-    """DeltaProduct (primer 3.6): ``n`` delta-rule micro-steps per token, read after the last.
+    """DeltaProduct (Siems et al. 2025): ``n`` delta-rule micro-steps per token, read after the last.
 
     Args:
         q: [B, T, H, K]

@@ -1,4 +1,4 @@
-"""Modern self-referential weight matrix (SRWM, REFERENCE.md section 2).
+"""Modern self-referential weight matrix (SRWM, Irie et al. 2022; equations in docs/protocols.md section 2).
 
 One matrix per head, row-vector convention, ``W [D, 3D+4]`` with column blocks ``[y | q | k | beta]``:
 

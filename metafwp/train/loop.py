@@ -260,7 +260,8 @@ def train_step(run: Run, learner: torch.nn.Module, batch):
         raise TrainingDiverged(
             f"step {run.step + 1}: loss {scores.loss.item():.4g}, gradient norm {grad_norm.item():.4g}; training "
             f"stopped and {kept}. Lower optim.lr, set optim.grad_clip=1 or use model.beta_activation=sigmoid, "
-            f"then resume with train.resume=true")
+            f"and start a new run (another train.name) from the kept weights with "
+            f"train.init_from={run.checkpoint_path}")
     run.optimizer.step()
     run.optimizer.zero_grad(set_to_none=True)
     run.scheduler.step()

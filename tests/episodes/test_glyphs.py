@@ -61,7 +61,8 @@ def test_no_class_is_empty_or_the_missing_glyph_box(glyph_root):
 
 def test_drawers_are_the_face_renders_then_seeded_jitter(glyph_root):
     """Drawer 0 of 'A' is its first face drawn by PIL directly (4x canvas, centred, Lanczos down to
-    28x28); the jittered drawers are distinct distortions of the face renders, with about their ink."""
+    28x28); the jittered drawers are distinct distortions of the face renders, each with about the
+    ink of the face it distorts (scaled by at most 15% per axis)."""
     from PIL import Image, ImageDraw, ImageFont
 
     data = Glyphs("all", root=glyph_root, progress=False)
@@ -73,8 +74,8 @@ def test_drawers_are_the_face_renders_then_seeded_jitter(glyph_root):
     assert np.array_equal(drawers[0], np.array(canvas.resize((28, 28), Image.LANCZOS)))
     assert len({d.tobytes() for d in drawers}) == DRAWERS
     ink = (255.0 - drawers.astype(np.float64)).reshape(DRAWERS, -1).sum(1)
-    faces_ink = ink[:len(faces)].mean()
-    assert np.all(np.abs(ink[len(faces):] / faces_ink - 1) < 0.5)
+    source = np.arange(len(faces), DRAWERS) % len(faces)  # drawer j jitters face j mod (number of faces)
+    assert np.all(np.abs(ink[len(faces):] / ink[source] - 1) < 0.4)
 
 
 def test_cache_is_reused_and_sampling_works(glyph_root):

@@ -1,5 +1,5 @@
-"""Every rule and backend against a float64 loop written here from the equations (primer Table 1,
-in the primer's orientation W = S^T [V, K]): outputs, final states and every gradient."""
+"""Every rule and backend against a float64 loop written here from the equations (Table 1
+of Irie & Gershman 2025, in its orientation W = S^T [V, K]): outputs, final states and every gradient."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -139,7 +139,7 @@ def test_chunk_size_does_not_change_the_result():
 
 
 def test_negative_eigenvalues_beta_up_to_two():
-    """b in (0, 2) (2*sigmoid, primer 3.4) is the same recurrence; the chunk form stays exact."""
+    """b in (0, 2) (2*sigmoid) is the same recurrence; the chunk form stays exact."""
     q, k, v, beta, _, h0 = detached(make_inputs("delta", 2, 70, 2, 16, 16))
     beta = 2 * beta
     o, S = delta_rule(q, k, v, beta, initial_state=h0, output_final_state=True, backend="chunk", chunk_size=CHUNK)
@@ -148,7 +148,7 @@ def test_negative_eigenvalues_beta_up_to_two():
     assert_close("final state", S, S_ref, 1e-10)
 
 
-# DeltaProduct (primer 3.6): n delta micro-steps per token
+# DeltaProduct (Siems et al. 2025): n delta micro-steps per token
 
 def delta_product_from_equations(q, k, v, beta, g, scale, h0):
     W = h0.transpose(-1, -2)

@@ -1,4 +1,4 @@
-"""Each rule's update is one gradient-descent step on its local loss (primer Table 1 / Appendix A),
+"""Each rule's update is one gradient-descent step on its local loss (Table 1 and Appendix A of Irie & Gershman 2025),
 with the gradient taken by autograd in float64. State S = W^T, so v^T W k = k^T S v."""
 import pytest
 import torch
@@ -85,7 +85,7 @@ def test_gla_is_gd_on_key_weighted_l2(tensors):
 
 
 def test_gated_delta_is_gd_on_squared_error_from_decayed_state(tensors):
-    """Gated DeltaNet (fla's form, REFERENCE.md 1): one GD step on 1/2 ||v - W k||^2 taken from lambda W."""
+    """Gated DeltaNet (fla's form, docs/protocols.md section 1): one GD step on 1/2 ||v - W k||^2 taken from lambda W."""
     S, k, v, eta, log_lam, _ = tensors
     decayed = per_head(log_lam.exp()) * S
     loss = lambda W: 0.5 * (eta[..., None] * (v - torch.einsum("bhkv,bhk->bhv", W, k)) ** 2).sum()
@@ -93,16 +93,16 @@ def test_gated_delta_is_gd_on_squared_error_from_decayed_state(tensors):
                                rtol=1e-12, atol=1e-12)
 
 
-def test_gated_delta_differs_from_primer_row_by_stated_term(tensors):
-    """The primer's row (error against the undecayed W) is GD on 1/2||v - Wk||^2 + (1-lambda)/(2 eta) ||W||^2
+def test_gated_delta_differs_from_the_table_1_row_by_stated_term(tensors):
+    """Table 1's row (error against the undecayed W) is GD on 1/2||v - Wk||^2 + (1-lambda)/(2 eta) ||W||^2
     from W; it differs from the published form by eta (1 - lambda) W k k^T (here: S^T form)."""
     S, k, v, eta, log_lam, _ = tensors
     lam = log_lam.exp()
     loss = lambda W: (0.5 * eta[..., None] * (v - torch.einsum("bhkv,bhk->bhv", W, k)) ** 2).sum() + \
         (0.5 * (1 - lam) * W.pow(2).sum((-1, -2))).sum()
-    primer_row = gd_step(loss, S, 1.0)
+    table_row = gd_step(loss, S, 1.0)
     correction = per_head(eta * (1 - lam)) * torch.einsum("bhk,bhj,bhjv->bhkv", k, k, S)
-    torch.testing.assert_close(one_step("gated_delta", S, k, v, eta, log_lam), primer_row + correction,
+    torch.testing.assert_close(one_step("gated_delta", S, k, v, eta, log_lam), table_row + correction,
                                rtol=1e-12, atol=1e-12)
 
 

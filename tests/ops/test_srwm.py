@@ -1,4 +1,4 @@
-"""The SRWM op against a per-sequence, per-block loop written here from REFERENCE.md section 2."""
+"""The SRWM op against a per-sequence, per-block loop written here from the equations (docs/protocols.md section 2)."""
 import pytest
 import torch
 
