@@ -26,6 +26,8 @@ from metafwp.train.checkpoint import load_checkpoint, save_checkpoint
 from metafwp.train.config import RunConfig, config_from_yaml, config_to_yaml, trajectory_differences
 from metafwp.train.distributed import Distributed, start_distributed, stop_distributed
 
+CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "step", "seconds", "history", "validation", "best", "tally",
+                   "rng", "episodes", "config")
 MIN_LOG_POINTS = 20  # a short run still logs this many points (log_every is lowered to fit)
 
 
@@ -198,6 +200,11 @@ def restore(run: Run) -> None:
     """Continue the run in the folder exactly; refuse (touching nothing) when the config, the
     episodes or the number of ranks differ from the checkpoint's."""
     state = load_checkpoint(run.checkpoint_path)
+    missing = sorted(set(CHECKPOINT_KEYS) - set(state))
+    if missing:
+        raise CheckpointError(f"{run.checkpoint_path} lacks {', '.join(missing)}: it was written by another version "
+                              f"of metafwp and cannot be resumed exactly; start a new run from its weights with "
+                              f"train.init_from={run.checkpoint_path} and another train.name")
     differences = trajectory_differences(config_from_yaml(state["config"]), run.config)
     if differences:
         raise ConfigError(f"train.resume=true, but this config differs from the run's own ({run.run_dir}/config.yaml) "

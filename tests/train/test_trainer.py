@@ -17,7 +17,6 @@ from tqdm import tqdm
 
 from episodes import FewShotSampler, Glyphs
 from metafwp.errors import CheckpointError
-from metafwp.evaluate import evaluate_run
 from metafwp.train import ConfigError, TrainingDiverged, TrainingInterrupted, confidence_interval, load_config, \
     loop, train
 from metafwp.train.__main__ import main as train_main
@@ -258,6 +257,9 @@ def test_ordinary_mistakes_print_one_line(tmp_path, capsys):
     err = one_line_error(capsys, base + ["eval.baselines=[]", "train.name=truncated",
                                          "train.resume=true"])
     assert "not a readable metafwp checkpoint" in err and "Keep the file" in err and "delete" not in err
+    save_checkpoint(checkpoint, {"model": {}, "step": 2, "sampler": {}})  # an older version's layout
+    err = one_line_error(capsys, base + ["eval.baselines=[]", "train.name=truncated", "train.resume=true"])
+    assert "written by another version of metafwp" in err and "train.init_from=" in err
 
 
 def test_confidence_interval_is_1_96_std_over_sqrt_n():
