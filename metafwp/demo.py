@@ -57,7 +57,7 @@ def main(argv=None) -> dict:
     print(f"Glyphs: {glyphs!r}; one 5-way 1-shot training episode drawn in {out / 'episode.png'}\n")
     Glyphs("evaluation")  # rendered once here, not by every job
 
-    jobs = {}
+    jobs, environment = {}, dict(os.environ)
     os.environ.update(KEEP_FREED_MEMORY)  # read by each job's C library when its process starts
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         for index, (learner, recipe) in enumerate(LEARNERS.items()):
@@ -70,6 +70,8 @@ def main(argv=None) -> dict:
             jobs[learner] = pool.submit(run_learner, recipe, overrides)
         print(f"\nTraining {len(jobs)} learners, {args.jobs} at a time (a line every log_every steps):", flush=True)
         results = {learner: job.result() for learner, job in jobs.items()}
+    os.environ.clear()
+    os.environ.update(environment)
 
     rows = []
     for learner, metrics in results.items():

@@ -50,7 +50,7 @@ def load_run(run_dir: str | Path, overrides: list[str] = (), weights: str | None
 
 
 def evaluate_run(run_dir: Path, overrides: list[str] = (), progress: bool = True) -> dict:
-    """``{"split", "episodes", "seed", "weights", "results": {name: result}}`` of the run in
+    """``{"split", "episodes", "seed", "weights", "metric", "results": {name: result}}`` of the run in
     ``run_dir`` (its config.yaml and best.pt or checkpoint.pt) on its test episodes."""
     for item in overrides:
         if item.split("=", 1)[0] not in EVALUATE_KEYS:
@@ -59,7 +59,7 @@ def evaluate_run(run_dir: Path, overrides: list[str] = (), progress: bool = True
     device = resolve_device(config.train.device)
     results = task.test(model.to(device), device)
     return {"split": config.data.test_split, "episodes": config.eval.episodes, "seed": config.eval.seed,
-            "weights": weights, "results": results}
+            "weights": weights, "metric": task.metric, "results": results}
 
 
 def result_file(run_dir: Path, evaluation: dict) -> Path:
@@ -79,7 +79,7 @@ def main(argv=None) -> int:
     path = result_file(args.run_dir, evaluation)
     if path.is_file():  # the same episodes: keep what other baselines scored on them
         evaluation["results"] = {**json.loads(path.read_text())["results"], **evaluation["results"]}
-    metric = TASKS[load_config(args.run_dir / "config.yaml").task].metric
+    metric = evaluation["metric"]
     width = max(map(len, evaluation["results"]))
     print(f"{evaluation['split']} split, {evaluation['episodes']} episodes (seed {evaluation['seed']}), "
           f"weights {evaluation['weights']}:")
