@@ -41,21 +41,24 @@ def test_a_run_writes_its_artefacts_and_its_test_accuracy_is_the_accuracy_of_its
         train(tiny(tmp_path, "train.steps=3"))
 
 
-class BarKilledAtStep(tqdm):
-    """The training progress bar of a run that dies at the ``kill_at``-th step's bar update (after
-    that step's optimiser step, before its log line and checkpoint), by ``stop``."""
-    kill_at, stop = 3, staticmethod(lambda: (_ for _ in ()).throw(KeyboardInterrupt()))
-    updates = 0
-
-    def update(self, n=1):
-        self.updates += 1
-        if self.updates == self.kill_at:
-            self.stop()
-        return super().update(n)
+def crash():
+    raise KeyboardInterrupt  # the process dies here: nothing after this step is saved
 
 
-def killed_at(step, stop=None):
-    return type("Bar", (BarKilledAtStep,), {"kill_at": step, **({"stop": staticmethod(stop)} if stop else {})})
+def killed_at(step, stop=crash):
+    """A training progress bar whose ``step``-th update (after that step's optimiser step, before its
+    log line and checkpoint) calls ``stop``."""
+
+    class Bar(tqdm):
+        updates = 0
+
+        def update(self, n=1):
+            self.updates += 1
+            if self.updates == step:
+                stop()
+            return super().update(n)
+
+    return Bar
 
 
 def assert_same_run(resumed: dict, straight: dict) -> None:
