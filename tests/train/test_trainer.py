@@ -21,6 +21,7 @@ from metafwp.train import ConfigError, TrainingDiverged, TrainingInterrupted, co
     loop, train
 from metafwp.train.__main__ import main as train_main
 from metafwp.train.checkpoint import load_checkpoint, save_checkpoint
+from tests.episodes.fixtures import write_mini_imagenet_pickle
 from tests.helpers import RECIPE, ROOT, TINY, TINY_SEQUENCE, accuracy_by_hand, learner_of, tiny
 
 def test_a_run_writes_its_artefacts_and_its_test_accuracy_is_the_accuracy_of_its_weights(tmp_path):
@@ -378,3 +379,20 @@ def test_evaluate_writes_a_file_per_split_and_setting_and_tests_prototypes_on_th
                               recipe=ROOT / "recipes/glyphs_5way1shot_protonet.yaml"))
     both = json.loads((protonet_dir / "metrics.json").read_text())["test"]  # the same classifier, same episodes
     assert both["prototypes_on_backbone"]["accuracy"] == both["prototypical"]["accuracy"]
+
+
+def test_the_mini_imagenet_recipe_validates_on_its_val_split_and_tests_the_best(tmp_path):
+    """The paper recipe on a small Mini-ImageNet written in its pickle format: validation on the
+    `val` classes every step, best.pt tested."""
+    root = tmp_path / "mini"
+    root.mkdir()
+    for index, split in enumerate(("train", "validation", "test")):
+        write_mini_imagenet_pickle(root / f"mini-imagenet-cache-{split}.pkl",
+                                   {f"n{index}{c:07d}": 4 for c in range(6)}, seed=index)
+    run_dir = train(tiny(tmp_path, "train.steps=3", f"data.root={root}", "data.num_workers=0", "model.filters=4",
+                         "eval.val_every=1", "eval.val_episodes=4", "eval.episodes=4", "train.batch_size=2",
+                         recipe=ROOT / "recipes/mini_imagenet_5way1shot_srwm_conv4.yaml"))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert [record["step"] for record in metrics["validation"]] == [1, 2, 3]
+    assert metrics["tested"] == f"best.pt (step {metrics['best']['step']})"
+    assert load_checkpoint(run_dir / "best.pt")["step"] == metrics["best"]["step"]
