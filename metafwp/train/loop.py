@@ -107,7 +107,6 @@ class Run:
     validation: list = field(default_factory=list)
     best: dict | None = None          # {"step", task.metric} of best.pt
     tally: Tally = field(default_factory=Tally)
-    resumed: bool = False
 
     @property
     def checkpoint_path(self) -> Path:
@@ -156,9 +155,9 @@ def _train(config: RunConfig, ranks: Distributed) -> Path:
                 raise TrainingInterrupted(f"{signals.name} at step {run.step}: checkpoint saved in "
                                           f"{run.checkpoint_path}; continue with train.resume=true", signals.number)
             started = time.perf_counter()
-    log.close()
     if ranks.is_main:
-        finish(run)
+        finish(run, log.writer)
+    log.close()
     ranks.barrier()
     return run.run_dir
 
@@ -224,7 +223,6 @@ def restore(run: Run) -> None:
     run.step, run.seconds, run.history = state["step"], state["seconds"], state["history"]
     run.validation, run.best = state["validation"], state["best"]
     run.tally.load_state_dict(state["tally"])
-    run.resumed = True
     torch.set_rng_state(state["rng"][run.ranks.rank])
 
 
@@ -304,7 +302,7 @@ def save(run: Run) -> None:
             "rng": rng_states, "episodes": run.stream_state(), "config": config_to_yaml(run.config)})
 
 
-def finish(run: Run) -> None:
+def finish(run: Run, writer: SummaryWriter) -> None:
     """Test the learner (its best.pt when validated) and the baselines on the same held-out
     episodes; write metrics.json and the plots."""
     config, task, run_dir = run.config, run.task, run.run_dir
@@ -313,10 +311,8 @@ def finish(run: Run) -> None:
         run.model.load_state_dict(load_checkpoint(run_dir / "best.pt")["model"])
         tested = f"best.pt (step {run.best['step']})"
     results = task.test(run.model, run.ranks.device)
-    writer = SummaryWriter(run_dir / "tensorboard")
     for name, result in results.items():
         writer.add_scalar(f"test/{task.metric}_{name}", result[task.metric], config.train.steps)
-    writer.close()
     metrics = {"run": str(run_dir), "recipe": config.recipe, "task": config.task, "learner": task.learner,
                "steps": config.train.steps, "train_seconds": run.seconds, "tested": tested, "best": run.best,
                "test": results, "history": run.history, "validation": run.validation}
@@ -337,8 +333,8 @@ class Progress:
         self.lines = mode == "lines"
         self.bar = tqdm(total=steps, initial=run.step, desc=f"training {run.run_dir.name}", unit="step",
                         disable=mode != "bar", dynamic_ncols=True)
-        # a resumed run drops the events its previous life logged after the checkpoint
-        self.writer = (SummaryWriter(run.run_dir / "tensorboard", purge_step=run.step + 1 if run.resumed else None)
+        # a resumed run (the only kind past step 0 here) drops the events logged after its checkpoint
+        self.writer = (SummaryWriter(run.run_dir / "tensorboard", purge_step=run.step + 1 if run.step else None)
                        if run.ranks.is_main else None)
 
     def step(self) -> None:
