@@ -3,7 +3,7 @@
 Each episode is one task (a function drawn from the family) and its points, all drawn from
 ``EpisodeRNG`` keyed by the episode id, so a task is the same whatever the batch. Families:
 
-- ``linear``: ``y = w.x + noise``, ``w ~ N(0, I_d)``, ``x ~ N(0, I_d)`` or ``U(-1, 1)^d``.
+- ``linear``: ``y = w.x + noise``, ``w ~ N(0, I_d)``, ``x ~ N(0, I_d)`` or ``U(-r/2, r/2)^d``.
 - ``sparse_linear``: as linear with only ``num_nonzero`` random coordinates of w kept.
 - ``relu_network``: ``y = a.relu(W x) / sqrt(hidden)``, W and a standard normal.
 - ``sinusoid``: ``y = A sin(x - phase)``, A in [0.1, 5], phase in [0, pi], x in [-5, 5] (d = 1).
@@ -33,8 +33,9 @@ class RegressionSampler:
         num_query: query points per episode (synchronous only). Default: 0.
         dim: input dimension d (1 for sinusoid). Default: 10.
         noise_std: standard deviation of Gaussian noise added to the targets. Default: 0.
-        input_distribution: ``normal`` (``N(0, I)``) or ``uniform`` (``U(-1, 1)^d``); ignored by
+        input_distribution: ``normal`` (``N(0, I)``) or ``uniform`` (``U(-r/2, r/2)^d``); ignored by
             sinusoid. Default: normal.
+        input_range: the width r of the uniform inputs (von Oswald et al.'s code: 1). Default: 2.
         num_nonzero: non-zero weights of ``sparse_linear``. Default: 3.
         hidden: hidden units of ``relu_network``. Default: 32.
         feedback: ``synchronous`` or ``delayed``. Default: synchronous.
@@ -46,7 +47,8 @@ class RegressionSampler:
     """
 
     def __init__(self, family: str, num_support: int, num_query: int = 0, *, dim: int = 10,
-                 noise_std: float = 0.0, input_distribution: str = "normal", num_nonzero: int = 3,
+                 noise_std: float = 0.0, input_distribution: str = "normal", input_range: float = 2.0,
+                 num_nonzero: int = 3,
                  hidden: int = 32, feedback: str = "synchronous", seed: int | None = None,
                  generator: torch.Generator | None = None):
         if family not in REGRESSION_FAMILIES:
@@ -66,8 +68,10 @@ class RegressionSampler:
             raise ValueError(f"num_nonzero must be in [1, dim={dim}], got {num_nonzero}")
         if noise_std < 0:
             raise ValueError(f"noise_std must be >= 0, got {noise_std}")
+        if input_range <= 0:
+            raise ValueError(f"input_range must be > 0, got {input_range}")
         self.family, self.num_support, self.num_query, self.dim = family, num_support, num_query, dim
-        self.noise_std, self.input_distribution = noise_std, input_distribution
+        self.noise_std, self.input_distribution, self.input_range = noise_std, input_distribution, input_range
         self.num_nonzero, self.hidden = num_nonzero, hidden
         self.rng = make_rng(seed, generator)
 
@@ -99,7 +103,7 @@ class RegressionSampler:
         if self.family == "sinusoid":
             return -5.0 + 10.0 * self.rng.uniform(ids, STREAM_INPUTS, shape)
         if self.input_distribution == "uniform":
-            return -1.0 + 2.0 * self.rng.uniform(ids, STREAM_INPUTS, shape)
+            return self.input_range * (self.rng.uniform(ids, STREAM_INPUTS, shape) - 0.5)
         return self.rng.normal(ids, STREAM_INPUTS, shape)
 
     def evaluate(self, tasks: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
@@ -110,6 +114,15 @@ class RegressionSampler:
             hidden = torch.relu(torch.einsum("bhd,btd->bth", tasks["hidden_weights"], x))
             return (hidden @ tasks["output_weights"][..., None]) / math.sqrt(self.hidden)
         return x @ tasks["weights"][..., None]
+
+    def state_dict(self) -> dict:
+        """What fixes episode ``i``: the family and its settings, the episode shape, the feedback and
+        the seed. Two samplers with equal state dicts give equal episodes."""
+        return {"sampler": type(self).__name__, "family": self.family, "num_support": self.num_support,
+                "num_query": self.num_query, "dim": self.dim, "noise_std": self.noise_std,
+                "input_distribution": self.input_distribution, "input_range": self.input_range,
+                "num_nonzero": self.num_nonzero, "hidden": self.hidden, "feedback": self.feedback,
+                "seed": self.rng.seed}
 
     def sample(self, episode_ids) -> EpisodeBatch:
         """The EpisodeBatch of ``episode_ids`` (float32)."""

@@ -58,7 +58,8 @@ def evaluate_run(run_dir: Path, overrides: list[str] = (), progress: bool = True
     config, task, model, weights = load_run(run_dir, [*overrides, *([] if progress else ["train.progress=none"])])
     device = resolve_device(config.train.device)
     results = task.test(model.to(device), device)
-    return {"split": config.data.test_split, "episodes": config.eval.episodes, "seed": config.eval.seed,
+    split = getattr(config.data, "test_split", "tasks")  # regression tasks have no split: fresh seeded tasks
+    return {"split": split, "episodes": config.eval.episodes, "seed": config.eval.seed,
             "weights": weights, "metric": task.metric, "results": results}
 
 
@@ -84,7 +85,7 @@ def main(argv=None) -> int:
     print(f"{evaluation['split']} split, {evaluation['episodes']} episodes (seed {evaluation['seed']}), "
           f"weights {evaluation['weights']}:")
     for name, result in evaluation["results"].items():
-        print(f"  {name:>{width}}: {metric} {result[metric]:.2f} +/- {result['ci95']:.2f}")
+        print(f"  {name:>{width}}: {metric} {result[metric]:.4g} +/- {result['ci95']:.2g}")
     path.write_text(json.dumps(evaluation, indent=2))
     print(f"Written to {path.resolve()}")
     return 0

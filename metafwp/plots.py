@@ -82,3 +82,28 @@ def plot_accuracy_by_shot(results: dict[str, dict], path: Path, *, chance: float
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
     return save_figure(figure, path)
+
+
+def plot_error_by_examples(results: dict[str, dict], path: Path, *, dim: int, title: str = "") -> Path:
+    """Normalised squared error (squared error / ``dim``) against the number of in-context examples k
+    (``by_examples``) for each named result: a line per learner, k = ``dim`` marked; bars with 95%
+    CIs when every result is scored at one k only (synchronous queries)."""
+    ks = sorted({int(k) for result in results.values() for k in result["by_examples"]})
+    figure = Figure(figsize=(6.4, 3.8))
+    axis = figure.subplots()
+    if len(ks) == 1:
+        names = list(results)
+        axis.bar(names, [results[name]["error"] for name in names], yerr=[results[name]["ci95"] for name in names],
+                 capsize=4, color="tab:blue", label="mean, error bars: 95% CI")
+        axis.set(ylabel=f"squared error / d at k = {ks[0]}", title=title)
+        axis.tick_params(axis="x", labelrotation=30)
+        axis.legend(fontsize=8)
+    else:
+        for name, result in results.items():
+            by_k = {int(k): v for k, v in result["by_examples"].items()}
+            axis.plot(sorted(by_k), [by_k[k] for k in sorted(by_k)], marker=".", label=name)
+        axis.axvline(dim, color="black", linestyle=":", linewidth=1, label=f"k = d = {dim}")
+        axis.set(xlabel="in-context examples k", ylabel="squared error / d", ylim=(0, None), title=title)
+        axis.legend(fontsize=8)
+    axis.grid(alpha=0.3)
+    return save_figure(figure, path)

@@ -2,7 +2,8 @@
 A recipe picks one with ``task: <name>``; adding a task is a module and an entry here."""
 from metafwp.tasks.base import Scores, Task, autocast, confidence_interval, evaluate_episodes
 from metafwp.tasks.few_shot import FewShotTask
+from metafwp.tasks.regression import RegressionTask
 
-TASKS: dict[str, type[Task]] = {FewShotTask.name: FewShotTask}
+TASKS: dict[str, type[Task]] = {task.name: task for task in (FewShotTask, RegressionTask)}
 
-__all__ = ["TASKS", "FewShotTask", "Scores", "Task", "autocast", "confidence_interval", "evaluate_episodes"]
+__all__ = ["TASKS", "FewShotTask", "RegressionTask", "Scores", "Task", "autocast", "confidence_interval", "evaluate_episodes"]

@@ -62,6 +62,21 @@ class Task:
         raise NotImplementedError
 
     @classmethod
+    def default_baselines(cls, config) -> list[str]:
+        """The baselines tested beside the learner when the recipe does not set ``eval.baselines``."""
+        raise NotImplementedError
+
+    @classmethod
+    def baselines(cls, config) -> list[str]:
+        """``eval.baselines``, or the task's defaults when it is not set."""
+        return cls.default_baselines(config) if config.eval.baselines is None else list(config.eval.baselines)
+
+    @classmethod
+    def unread_model_keys(cls, model_config) -> set[str]:
+        """``model`` keys this task never reads (e.g. the backbone of a task without images)."""
+        return set()
+
+    @classmethod
     def check_config(cls, config) -> None:
         """Raise a ConfigError for settings that do not fit together (called when the config loads)."""
         raise NotImplementedError

@@ -86,12 +86,16 @@ class FewShotTask(Task):
             self.val_sampler = self.make_sampler(self.data.val_split, config.eval.val_seed, key="data.val_split")
 
     @classmethod
+    def default_baselines(cls, config) -> list[str]:
+        return ["pixel_nn"]
+
+    @classmethod
     def check_config(cls, config) -> None:
         """Settings that do not fit together, found before any data is read."""
         if config.model.kind != "sequence" and config.data.feedback != "synchronous":
             raise ConfigError(f"model.kind={config.model.kind} reads synchronous episodes; set "
                               f"data.feedback=synchronous")
-        for baseline in config.eval.baselines:
+        for baseline in cls.baselines(config):
             if baseline not in BASELINES:
                 raise ConfigError(f"Unknown eval.baselines entry {baseline!r}. Valid: {', '.join(BASELINES)}")
             if baseline == "prototypes_on_backbone" and config.model.kind == "pixel_nn":
@@ -185,7 +189,7 @@ class FewShotTask(Task):
         sampler = self.make_sampler(split or self.data.test_split, self.config.eval.seed, key="data.test_split")
         episodes = self.config.eval.episodes
         results = {self.learner: self.evaluate(model, sampler, episodes, device, f"testing {self.learner}")}
-        for baseline in self.config.eval.baselines:
+        for baseline in self.baselines(self.config):
             if baseline == "pixel_nn" and self.config.model.kind != "pixel_nn":
                 other = PixelNearestNeighbour()
             elif baseline == "prototypes_on_backbone":

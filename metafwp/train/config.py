@@ -30,7 +30,8 @@ PROGRESS = ("auto", "bar", "lines", "none")
 
 @dataclass
 class ModelConfig:
-    """``kind``: sequence (an in-context learner), prototypical or pixel_nn (the tasks say which they train)."""
+    """``kind``: sequence (an in-context learner), prototypical, pixel_nn or linear_attention (the tasks
+    say which they train)."""
     kind: str = "sequence"
     backbone: str = "conv4"
     filters: Optional[int] = None     # Conv-4 width (Default: 64 up to 28x28, 32 above)
@@ -46,6 +47,8 @@ class ModelConfig:
     beta_activation: str = "sigmoid"
     matched_init: bool = False        # keys start matched to queries: a shorter plateau at chance
     srwm_input_norm: bool = False     # the SRWM reads LayerNorm(h) instead of the raw stream h
+    tied_layers: bool = False         # linear_attention: one layer's weights applied num_layers times
+    init_std: float = 0.002           # linear_attention: weights start as N(0, init_std^2)
 
     DECIDING_KEYS: ClassVar[tuple[str, ...]] = ("kind", "mixer", "backbone")
 
@@ -53,6 +56,8 @@ class ModelConfig:
         names = {f.name for f in fields(self)}
         if self.kind == "pixel_nn":
             return names - {"kind"}
+        if self.kind == "linear_attention":
+            return names - {"kind", "num_layers", "tied_layers", "init_std"}
         read = {"kind", "backbone", "norm", "backbone_dropout"} | ({"filters"} if self.backbone == "conv4" else set())
         if self.kind == "sequence":
             read |= {"mixer", "d_model", "num_layers", "ff_multiplier", "dropout"}
@@ -119,7 +124,7 @@ class EvalConfig:
     episodes: int = 1000
     batch_size: int = 100
     seed: int = 1_000_003
-    baselines: List[str] = field(default_factory=lambda: ["pixel_nn"])
+    baselines: Optional[List[str]] = None  # Default: the task's (pixel_nn for few_shot)
     val_every: int = 0
     val_episodes: int = 500
     val_seed: int = 2_000_003
@@ -185,6 +190,9 @@ def check_choices(config: RunConfig) -> None:
     for key, value in at_least_one:
         if value < 1:
             raise ConfigError(f"{key} must be >= 1, got {value}")
+    if config.model.kind == "linear_attention" and (config.model.num_layers < 1 or config.model.init_std <= 0):
+        raise ConfigError(f"model.kind=linear_attention needs model.num_layers >= 1 and model.init_std > 0, got "
+                          f"{config.model.num_layers} and {config.model.init_std}")
     if config.eval.val_every < 0:
         raise ConfigError(f"eval.val_every must be >= 0 (0: no validation), got {config.eval.val_every}")
     task.check_config(config)
@@ -219,20 +227,35 @@ def last_layer_setting(containers: list[dict], section: str, keys) -> int:
     return max([i for i, c in enumerate(containers) for k in keys if k in (c.get(section) or {})], default=-1)
 
 
+def unread_keys(config: RunConfig, section: str) -> set[str]:
+    """The keys of ``section`` that the chosen kinds (and, for ``model``, the task) do not read."""
+    keys = getattr(config, section).unread_keys()
+    return keys | task_unread_keys(config, section)
+
+
+def task_unread_keys(config: RunConfig, section: str) -> set[str]:
+    return TASKS[config.task].unread_model_keys(config.model) if section == "model" else set()
+
+
 def drop_unread_keys(config: RunConfig, containers: list[dict], noted_layer: int) -> list[str]:
     """Reset keys the chosen kinds do not read to their defaults; raise for those set as deliberately
-    as the kind itself. Returns the ones left out that layer ``noted_layer`` (the recipe file named
-    on the command line, under overrides) had set; those of its base recipes go without a word."""
+    as the kind (or the task that never reads them) itself. Returns the ones left out that layer
+    ``noted_layer`` (the recipe file named on the command line, under overrides) had set; those of
+    its base recipes go without a word."""
     notes = []
+    task_layer = max([i for i, c in enumerate(containers) if "task" in c], default=-1)
     for section in ("data", "model", "optim"):
-        values = getattr(config, section)
-        decided = last_layer_setting(containers, section, values.DECIDING_KEYS)
-        for key in sorted(values.unread_keys()):
+        values, unread, by_task = getattr(config, section), unread_keys(config, section), task_unread_keys(config, section)
+        for key in sorted(unread):
             set_at = last_layer_setting(containers, section, [key])
             if set_at == -1:
                 continue
-            deciding = ", ".join(f"{section}.{k}={getattr(values, k)}" for k in values.DECIDING_KEYS
-                                 if k not in values.unread_keys())
+            if key in by_task:
+                decided, deciding = task_layer, f"task={config.task}"
+            else:
+                decided = last_layer_setting(containers, section, values.DECIDING_KEYS)
+                deciding = ", ".join(f"{section}.{k}={getattr(values, k)}" for k in values.DECIDING_KEYS
+                                     if k not in unread)
             if set_at >= decided:
                 raise ConfigError(f"{section}.{key} is not read with {deciding}; remove it")
             default = {f.name: f for f in fields(values)}[key]
@@ -279,7 +302,7 @@ def config_to_dict(config: RunConfig) -> dict:
     """The keys ``config`` reads, as nested plain containers."""
     values = OmegaConf.to_container(OmegaConf.structured(config))
     for section in ("data", "model", "optim"):
-        for key in getattr(config, section).unread_keys():
+        for key in unread_keys(config, section):
             values[section].pop(key)
     return values
 

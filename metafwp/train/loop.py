@@ -352,12 +352,12 @@ class Progress:
                 self.writer.add_scalar(f"train/{key}", record[key], run.step)
             for shot, value in record.get("by_shot", {}).items():
                 self.writer.add_scalar(f"train/{metric}_shot_{shot}", value, run.step)
-        self.bar.set_postfix(loss=f"{record['loss']:.3f}", **{metric[:3]: f"{record[metric]:.1f}"},
+        self.bar.set_postfix(loss=f"{record['loss']:.3f}", **{metric[:3]: f"{record[metric]:.4g}"},
                              eps=f"{record['episodes_per_second']:.0f}/s")
         if self.lines:
             eta = (self.steps - run.step) * seconds / max(1, run.step - self.last_step)
             print(f"{run.run_dir.name} step {run.step}/{self.steps}  loss {record['loss']:.4f}  {metric} "
-                  f"{record[metric]:.2f}  lr {record['lr']:.3g}  {record['episodes_per_second']:.0f} episodes/s  "
+                  f"{record[metric]:.4g}  lr {record['lr']:.3g}  {record['episodes_per_second']:.0f} episodes/s  "
                   f"ETA {format_seconds(eta)}", flush=True)
         self.last_step = run.step
 
@@ -366,8 +366,8 @@ class Progress:
         self.writer.add_scalar(f"val/{metric}", record[metric], record["step"])
         self.writer.add_scalar("val/loss", record["loss"], record["step"])
         if self.lines:
-            print(f"{self.run.run_dir.name} step {record['step']} validation {metric} {record[metric]:.2f} +/- "
-                  f"{record['ci95']:.2f}", flush=True)
+            print(f"{self.run.run_dir.name} step {record['step']} validation {metric} {record[metric]:.4g} +/- "
+                  f"{record['ci95']:.2g}", flush=True)
 
     def close(self) -> None:
         self.bar.close()

@@ -1,0 +1,230 @@
+"""In-context regression: each episode is a function drawn from a family (linear, sparse linear, ReLU
+network, sinusoid), its labelled points and queries under synchronous or delayed feedback, squared
+error on the loss mask. Tested on fresh seeded tasks by the number of in-context examples k, beside
+least squares, ridge, gradient descent, nearest neighbours, averaging and Lasso."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+import torch.nn as nn
+
+from episodes import EpisodeBatch, RegressionSampler
+from episodes.feedback import FEEDBACK_MODES
+from episodes.regression import INPUT_DISTRIBUTIONS, REGRESSION_FAMILIES
+from metafwp.baselines.regression import BASELINES, SEARCH_GRIDS, TUNED, make_baseline
+from metafwp.errors import ConfigError
+from metafwp.models import LinearSelfAttention, SequenceLearner
+from metafwp.plots import plot_error_by_examples
+from metafwp.tasks.base import Scores, Task, evaluate_episodes
+
+BACKBONE_KEYS = frozenset({"backbone", "filters", "norm", "backbone_dropout"})
+TUNING_EPISODES = 1000  # training tasks the tuned baselines choose their setting on
+
+
+@dataclass
+class RegressionData:
+    """The family and the episode layout. Synchronous: ``num_support`` labelled points then
+    ``num_query`` queries; delayed: a sequence of ``num_support`` points, each predicted before its
+    target is shown (the error-by-k curve from k = 0 to ``num_support - 1``)."""
+    family: str = "linear"
+    dim: int = 10
+    num_support: int = 10
+    num_query: int = 1
+    feedback: str = "synchronous"
+    noise_std: float = 0.0
+    input_distribution: str = "normal"
+    input_range: float = 2.0          # uniform inputs: U(-input_range / 2, input_range / 2)
+    num_nonzero: int = 3              # sparse_linear: non-zero weights
+    hidden: int = 32                  # relu_network: hidden units
+    gd_steps: int = 1                 # steps of the gd baseline
+    num_workers: int = 0
+
+    DECIDING_KEYS: ClassVar[tuple[str, ...]] = ("family", "feedback", "input_distribution")
+
+    def unread_keys(self) -> set[str]:
+        unread = set()
+        if self.family != "sparse_linear":
+            unread.add("num_nonzero")
+        if self.family != "relu_network":
+            unread.add("hidden")
+        if self.family == "sinusoid":
+            unread |= {"dim", "input_distribution", "input_range"}
+        elif self.input_distribution != "uniform":
+            unread.add("input_range")
+        if self.feedback == "delayed":
+            unread.add("num_query")
+        return unread
+
+    def check(self) -> None:
+        for key, value, valid in (("family", self.family, REGRESSION_FAMILIES),
+                                  ("feedback", self.feedback, FEEDBACK_MODES),
+                                  ("input_distribution", self.input_distribution, INPUT_DISTRIBUTIONS)):
+            if value not in valid:
+                raise ConfigError(f"Unknown data.{key} {value!r}. Valid: {', '.join(valid)}")
+        if self.gd_steps < 1:
+            raise ConfigError(f"data.gd_steps must be >= 1, got {self.gd_steps}")
+
+
+def squared_error_by_examples(outputs: torch.Tensor, batch: EpisodeBatch):
+    """``(per_step [B, T], examples [B, T])``: the squared error summed over the target dims and the
+    number of labelled examples shown before each step (``shot - 1``)."""
+    return (outputs.float() - batch.targets).square().sum(-1), batch.shot - 1
+
+
+class InContextBaseline(nn.Module):
+    """A regression baseline read as a learner: at every step it fits the examples whose targets the
+    feedback has shown so far (the support, or the steps before under delayed feedback) and
+    predicts the step's input; with no example yet it predicts 0 (the prior mean).
+
+    ``forward(batch) -> (predictions [B, T, dy], None)``.
+    """
+
+    def __init__(self, baseline, feedback: str):
+        super().__init__()
+        self.baseline, self.feedback = baseline, feedback
+
+    def forward(self, batch: EpisodeBatch, state=None):
+        x, y = batch.inputs.double(), batch.feedback[..., :-1].double()
+        predictions = torch.zeros_like(y)
+        if self.feedback == "synchronous":
+            support = int((batch.feedback[0, :, -1] == 0).sum())
+            predictions[:, support:] = self.baseline(x[:, :support], y[:, :support], x[:, support:])
+        else:  # step t shows y_{t-1}: predict x_t from steps 0 .. t-1
+            for t in range(1, x.shape[1]):
+                predictions[:, t:t + 1] = self.baseline(x[:, :t], y[:, 1:t + 1], x[:, t:t + 1])
+        return predictions.to(batch.targets.dtype), None
+
+
+class RegressionTask(Task):
+    """``task: regression``: in-context regression episodes of ``data.family``."""
+
+    name = "regression"
+    DataConfig = RegressionData
+    learner_kinds = ("sequence", "linear_attention")
+    metric = "error"
+    higher_is_better = False
+
+    def __init__(self, config, progress: bool = True):
+        self.config, self.data, self.progress = config, config.data, progress
+        self.learner = config.model.mixer if config.model.kind == "sequence" else config.model.kind
+        self.sampler = self.make_sampler(config.train.seed)
+        self.val_sampler = self.make_sampler(config.eval.val_seed) if config.eval.val_every else None
+
+    @classmethod
+    def unread_model_keys(cls, model_config) -> set[str]:
+        return set(BACKBONE_KEYS)
+
+    @classmethod
+    def default_baselines(cls, config) -> list[str]:
+        """least squares, ridge (with noise), one tuned GD step, 3-NN, averaging, Lasso (sparse tasks)."""
+        names = ["least_squares"] + (["ridge"] if config.data.noise_std else []) + ["gd", "nearest_neighbours",
+                                                                                    "averaging"]
+        return names + (["lasso"] if config.data.family == "sparse_linear" else [])
+
+    @classmethod
+    def check_config(cls, config) -> None:
+        for baseline in cls.baselines(config):
+            if baseline not in BASELINES:
+                raise ConfigError(f"Unknown eval.baselines entry {baseline!r} for task regression. Valid: "
+                                  f"{', '.join(BASELINES)}")
+        if config.model.kind == "linear_attention" and config.data.feedback != "synchronous":
+            raise ConfigError("model.kind=linear_attention pairs each x with its own target, which delayed "
+                              "feedback shows one step later; set data.feedback=synchronous or use "
+                              "model.kind=sequence")
+
+    def make_sampler(self, seed: int) -> RegressionSampler:
+        data = self.data
+        num_query = data.num_query if data.feedback == "synchronous" else 0
+        try:
+            return RegressionSampler(data.family, data.num_support, num_query, dim=data.dim,
+                                     noise_std=data.noise_std, input_distribution=data.input_distribution,
+                                     input_range=data.input_range, num_nonzero=data.num_nonzero,
+                                     hidden=data.hidden, feedback=data.feedback, seed=seed)
+        except ValueError as error:
+            raise ConfigError(f"data: {error}") from None
+
+    def train_sampler(self) -> RegressionSampler:
+        return self.sampler
+
+    def build_learner(self, model_config) -> nn.Module:
+        """A SequenceLearner on the raw ``[x_t, feedback]`` steps, or the LinearSelfAttention layer."""
+        m, dim = model_config, self.sampler.dim
+        if m.kind == "linear_attention":
+            return LinearSelfAttention(dim, 1, m.num_layers, tied=m.tied_layers, init_std=m.init_std)
+        fast_weight_options = {"beta_activation": m.beta_activation}
+        if m.feature_map is not None:
+            fast_weight_options["feature_map"] = m.feature_map
+        return SequenceLearner(None, dim, 1, 2, mixer=m.mixer, d_model=m.d_model, num_layers=m.num_layers,
+                               num_heads=m.num_heads, ff_multiplier=m.ff_multiplier, dropout=m.dropout,
+                               matched_init=m.matched_init, srwm_input_norm=m.srwm_input_norm,
+                               **fast_weight_options)
+
+    def objective(self, model: nn.Module, batch: EpisodeBatch) -> Scores:
+        """Mean squared error on the loss mask; tallies ``[squared error by k, scored steps by k]``
+        for k = 0 .. num_steps (k: labelled examples shown before the step)."""
+        outputs, _ = model(batch)
+        per_step, examples = squared_error_by_examples(outputs, batch)
+        mask = batch.loss_mask.float()
+        scored = mask.sum(1)
+        loss = (per_step * mask).sum() / (mask.sum() * outputs.shape[-1])
+        slots = batch.num_steps + 1
+        per_step = per_step.detach().double()
+        sums = torch.cat([torch.zeros(slots, dtype=torch.float64, device=mask.device).index_add_(
+                              0, examples[batch.loss_mask], per_step[batch.loss_mask]),
+                          torch.zeros(slots, dtype=torch.float64, device=mask.device).index_add_(
+                              0, examples[batch.loss_mask], mask.double()[batch.loss_mask])])
+        per_episode = (per_step * mask).sum(1) / scored / self.sampler.dim
+        return Scores(loss, sums, per_episode)
+
+    def summarise(self, sums: torch.Tensor) -> dict:
+        """``loss`` (mean squared error), ``error`` (squared error / dim, Garg et al.'s normalisation)
+        and ``by_examples`` ``{k: error}``."""
+        error, count = sums.chunk(2)
+        dim = self.sampler.dim
+        by_examples = {k: (error[k] / count[k] / dim).item() for k in range(len(count)) if count[k] > 0}
+        mse = (error.sum() / count.sum()).item()
+        return {"loss": mse, "error": mse / dim, "by_examples": by_examples}
+
+    def evaluate(self, model: nn.Module, sampler: RegressionSampler, num_episodes: int, device: torch.device,
+                 desc: str) -> dict:
+        return evaluate_episodes(self, model.to(device), sampler, num_episodes, self.config.eval.batch_size, device,
+                                 self.config.train.bf16, self.progress, desc)
+
+    def validate(self, model: nn.Module, device: torch.device) -> dict | None:
+        if self.val_sampler is None:
+            return None
+        return self.evaluate(model, self.val_sampler, self.config.eval.val_episodes, device, "validating")
+
+    def tuned_setting(self, name: str, device: torch.device) -> float:
+        """The ``TUNED[name]`` of baseline ``name`` from ``SEARCH_GRIDS`` with the lowest error on the
+        first ``TUNING_EPISODES`` training tasks."""
+        def error(setting: float) -> float:
+            baseline = InContextBaseline(self.baseline(name, setting), self.data.feedback)
+            return evaluate_episodes(self, baseline, self.sampler, TUNING_EPISODES, TUNING_EPISODES, device)["error"]
+        errors = {setting: error(setting) for setting in SEARCH_GRIDS[TUNED[name]]}
+        return min(errors, key=lambda setting: math.inf if math.isnan(errors[setting]) else errors[setting])
+
+    def baseline(self, name: str, setting: float | None = None):
+        return make_baseline(name, noise_std=self.data.noise_std, gd_steps=self.data.gd_steps, setting=setting)
+
+    def test(self, model: nn.Module, device: torch.device, split: str | None = None) -> dict[str, dict]:
+        """The learner, then each baseline, on the same ``eval.episodes`` tasks drawn with ``eval.seed``;
+        tuned baselines report their setting."""
+        sampler = self.make_sampler(self.config.eval.seed)
+        episodes = self.config.eval.episodes
+        results = {self.learner: self.evaluate(model, sampler, episodes, device, f"testing {self.learner}")}
+        for name in self.baselines(self.config):
+            setting = self.tuned_setting(name, device) if name in TUNED else None
+            baseline = InContextBaseline(self.baseline(name, setting), self.data.feedback)
+            results[name] = self.evaluate(baseline, sampler, episodes, device, f"testing {name}")
+            if setting is not None:
+                results[name][TUNED[name]] = setting
+        return results
+
+    def write_figures(self, results: dict[str, dict], run_dir: Path, title: str) -> list[Path]:
+        return [plot_error_by_examples(results, run_dir / "error_by_examples.png", dim=self.sampler.dim,
+                                       title=title)]
