@@ -61,20 +61,24 @@ def averaging(x_support, y_support, x_query):
     return (Q @ (X.transpose(1, 2) @ Y / X.shape[1])).to(x_query.dtype)
 
 
-def lasso(x_support, y_support, x_query, *, alpha: float, iterations: int = 1000):
-    """FISTA on the Lasso objective, step 1/L with L the largest eigenvalue of X^T X / N."""
+def lasso(x_support, y_support, x_query, *, alpha: float, max_iterations: int = 3000, tol: float = 1e-10):
+    """FISTA on the Lasso objective, step 1/L with L the largest eigenvalue of X^T X / N, until no
+    weight moves by more than ``tol`` in an iteration (checked every 50) or ``max_iterations``."""
     X, Y, Q = _float64(x_support, y_support, x_query)
     N = X.shape[1]
     gram, correlation = X.transpose(1, 2) @ X / N, X.transpose(1, 2) @ Y / N
     step = 1.0 / torch.linalg.eigvalsh(gram)[:, -1].clamp_min(1e-12)[:, None, None]
     W = momentum = torch.zeros_like(correlation)
     t = 1.0
-    for _ in range(iterations):
+    for iteration in range(max_iterations):
         z = momentum - step * (gram @ momentum - correlation)
         W_next = z.sign() * (z.abs() - step * alpha).clamp_min(0)
         t_next = (1 + (1 + 4 * t * t) ** 0.5) / 2
         momentum = W_next + (t - 1) / t_next * (W_next - W)
+        converged = iteration % 50 == 49 and (W_next - W).abs().max() <= tol
         W, t = W_next, t_next
+        if converged:
+            break
     return (Q @ W).to(x_query.dtype)
 
 

@@ -22,7 +22,7 @@ from metafwp.plots import plot_error_by_examples
 from metafwp.tasks.base import Scores, Task, evaluate_episodes
 
 BACKBONE_KEYS = frozenset({"backbone", "filters", "norm", "backbone_dropout"})
-TUNING_EPISODES = 1000  # training tasks the tuned baselines choose their setting on
+TUNING_EPISODES = 256  # training tasks the tuned baselines choose their setting on
 
 
 @dataclass
