@@ -1,7 +1,9 @@
 """``make demo``: meta-train an SRWM, a DeltaNet and an LSTM learner and a Prototypical Network on
 Glyphs 5-way 1-shot (the embedded data, no download), test them on held-out glyph classes beside
-raw-pixel nearest neighbour, all on the same 1000 seeded test episodes, and print where the
-tensorboard logs, plots and metrics are.
+raw-pixel nearest neighbour, all on the same 1000 seeded test episodes; beside them, train von
+Oswald et al.'s linear self-attention layer on in-context linear regression and compare it with the
+constructed gradient-descent layer. Print the tables and where the tensorboard logs, plots and
+metrics are.
 
     python -m metafwp.demo [--out runs/demo] [--steps N] [--episodes N] [--jobs 2]
 
@@ -24,7 +26,9 @@ from pathlib import Path
 
 from episodes import FewShotSampler, Glyphs
 from episodes.plot import plot_episode
+from metafwp.evaluate import load_run
 from metafwp.plots import plot_accuracy_bars
+from metafwp.tasks.regression import compare_with_gradient_descent, one_step_gd_learning_rate
 from metafwp.train import load_config, train
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
@@ -32,12 +36,36 @@ KEEP_FREED_MEMORY = {"MALLOC_MMAP_THRESHOLD_": str(2 ** 32), "MALLOC_TRIM_THRESH
 # the longest first, so that two jobs end at about the same time
 LEARNERS = {"SRWM": "glyphs_5way1shot_srwm", "DeltaNet": "glyphs_5way1shot_delta",
             "LSTM": "glyphs_5way1shot_lstm", "Prototypical Network": "glyphs_5way1shot_protonet"}
+GD_STUDY = "regression_von_oswald_linear_attention"
+GD_LR_TASKS = 200_000  # training tasks the GD step's learning rate is fitted on
 
 
 def run_learner(recipe: str, overrides: list[str]) -> dict:
     """Train (or re-test) one recipe; its metrics.json."""
     run_dir = train(load_config(RECIPES / f"{recipe}.yaml", overrides))
     return json.loads((run_dir / "metrics.json").read_text())
+
+
+def run_gd_study(overrides: list[str]) -> dict:
+    """Train (or re-test) the linear self-attention layer, fit one GD step's learning rate on training
+    tasks, and compare the two on the run's test tasks; written to ``gd_comparison.json`` in the run."""
+    run_dir = train(load_config(RECIPES / f"{GD_STUDY}.yaml", overrides))
+    config, task, model, _ = load_run(run_dir)
+    lr = one_step_gd_learning_rate(task.train_sampler(), GD_LR_TASKS)
+    comparison = compare_with_gradient_descent(model, task.make_sampler(config.eval.seed), lr, config.eval.episodes)
+    comparison["run"] = str(run_dir)
+    (run_dir / "gd_comparison.json").write_text(json.dumps(comparison, indent=2))
+    return comparison
+
+
+def print_gd_study(comparison: dict) -> None:
+    print(f"\nIn-context linear regression, d = 10, N = 10 (von Oswald et al. 2023), {comparison['episodes']} "
+          f"held-out tasks:")
+    print(f"  {'trained linear self-attention':<34} loss {comparison['loss_learner']:.4f}")
+    print(f"  {'one GD step, lr ' + format(comparison['lr'], '.3f') + ' fitted':<34} loss {comparison['loss_gd']:.4f}")
+    print(f"  prediction difference |y_TF - y_GD| {comparison['prediction_difference']:.4f}; sensitivities "
+          f"d y / d x_query: cosine {comparison['sensitivity_cosine']:.4f}, L2 distance "
+          f"{comparison['sensitivity_distance']:.4f}")
 
 
 def main(argv=None) -> dict:
@@ -68,8 +96,14 @@ def main(argv=None) -> dict:
             overrides += [f"eval.episodes={args.episodes}"] if args.episodes else []
             print(f"{learner}: python -m metafwp.train recipes/{recipe}.yaml {' '.join(overrides)}")
             jobs[learner] = pool.submit(run_learner, recipe, overrides)
-        print(f"\nTraining {len(jobs)} learners, {args.jobs} at a time (a line every log_every steps):", flush=True)
+        overrides = [f"train.out_dir={out}", "train.name=gd_study", "train.resume=true", "train.threads=1",
+                     "train.progress=lines", *([f"train.steps={args.steps}"] if args.steps else []),
+                     *([f"eval.episodes={args.episodes}"] if args.episodes else [])]
+        print(f"GD study: python -m metafwp.train recipes/{GD_STUDY}.yaml {' '.join(overrides)}")
+        gd_study = pool.submit(run_gd_study, overrides)
+        print(f"\nTraining {len(jobs) + 1} learners, {args.jobs} at a time (a line every log_every steps):", flush=True)
         results = {learner: job.result() for learner, job in jobs.items()}
+        comparison = gd_study.result()
     os.environ.clear()
     os.environ.update(environment)
 
@@ -93,12 +127,14 @@ def main(argv=None) -> dict:
     names = [row["learner"].replace(" ", "\n", 1) if len(row["learner"]) > 12 else row["learner"] for row in rows]
     plot_accuracy_bars(names, [row["accuracy"] for row in rows], [row["ci95"] for row in rows], out / "summary.png",
                        chance=20.0, title=f"Glyphs 5-way 1-shot, held-out classes, {episodes} test episodes")
-    print(f"\nResults: {(out / 'summary.json').resolve()} and {(out / 'summary.png').resolve()}")
+    print_gd_study(comparison)
+    print(f"\nResults: {(out / 'summary.json').resolve()} and {(out / 'summary.png').resolve()}; "
+          f"{Path(comparison['run']).resolve() / 'gd_comparison.json'}")
     print(f"Per run (learning curves, accuracy by shot, metrics.json, checkpoint.pt): {out.resolve()}/<learner>/")
     print(f"Tensorboard: tensorboard --logdir {out.resolve()}")
     seconds = time.perf_counter() - started
     print(f"Demo wall time: {int(seconds // 60)} min {seconds % 60:.0f} s")
-    return {"rows": rows, "wall_seconds": seconds}
+    return {"rows": rows, "gd_comparison": comparison, "wall_seconds": seconds}
 
 
 if __name__ == "__main__":

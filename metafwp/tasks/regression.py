@@ -11,11 +11,13 @@ from typing import ClassVar
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from episodes import EpisodeBatch, RegressionSampler
 from episodes.feedback import FEEDBACK_MODES
 from episodes.regression import INPUT_DISTRIBUTIONS, REGRESSION_FAMILIES
 from metafwp.baselines.regression import BASELINES, SEARCH_GRIDS, TUNED, make_baseline
+from metafwp.constructions import gd_predict
 from metafwp.errors import ConfigError
 from metafwp.models import LinearSelfAttention, SequenceLearner
 from metafwp.plots import plot_error_by_examples
@@ -228,3 +230,52 @@ class RegressionTask(Task):
     def write_figures(self, results: dict[str, dict], run_dir: Path, title: str) -> list[Path]:
         return [plot_error_by_examples(results, run_dir / "error_by_examples.png", dim=self.sampler.dim,
                                        title=title)]
+
+
+def one_step_gd_learning_rate(sampler: RegressionSampler, episodes: int = 100_000, batch_size: int = 10_000) -> float:
+    """The learning rate of one GD step from W0 = 0, ``y* = lr sum_i y_i x_i . x*``, that minimises the
+    squared error on ``episodes`` tasks of ``sampler`` (a scalar least-squares fit: exact, no grid)."""
+    moment, power = 0.0, 0.0
+    for start in range(0, episodes, batch_size):
+        batch = sampler.sample(range(start, min(start + batch_size, episodes)))
+        x, y = batch.inputs.double(), batch.targets.double()
+        n = sampler.num_support
+        read = torch.einsum("bnd,bny,bmd->bmy", x[:, :n], y[:, :n], x[:, n:])  # sum_i y_i x_i^T x*
+        moment += (read * y[:, n:]).sum().item()
+        power += read.square().sum().item()
+    return moment / power
+
+
+def compare_with_gradient_descent(model: nn.Module, sampler: RegressionSampler, lr: float, episodes: int = 10_000,
+                                  batch_size: int = 2000) -> dict:
+    """von Oswald et al.'s comparison of a trained learner with the constructed GD layers
+    (``gd_predict``: one step from W0 = 0, learning rate ``lr``) on tasks ``0 .. episodes - 1`` of
+    ``sampler`` (synchronous, one query per task).
+
+    Returns ``{"loss_learner", "loss_gd"}`` (1/2 squared error, their loss), ``prediction_difference``
+    (mean |y_learner - y_GD|), and the sensitivities ``d y / d x_query`` compared per task:
+    ``sensitivity_cosine`` (mean cosine similarity) and ``sensitivity_distance`` (mean L2 distance).
+    """
+    if sampler.feedback != "synchronous" or sampler.num_query != 1:
+        raise ValueError("the comparison reads synchronous episodes with one query (num_query=1)")
+    n, sums = sampler.num_support, torch.zeros(5, dtype=torch.float64)
+    was_training = model.training
+    model.eval()
+    for start in range(0, episodes, batch_size):
+        batch = sampler.sample(range(start, min(start + batch_size, episodes)))
+        inputs = batch.inputs.clone().requires_grad_(True)
+        batch.inputs = inputs
+        learner = model(batch)[0][:, n:]
+        (learner_sensitivity,) = torch.autograd.grad(learner.sum(), inputs)
+        x = inputs.detach().double().requires_grad_(True)
+        W0 = x.new_zeros(1, x.shape[-1])
+        gd = gd_predict(x[:, :n], batch.targets[:, :n].double(), x[:, n:], W0, [lr])
+        (gd_sensitivity,) = torch.autograd.grad(gd.sum(), x)
+        learner, gd, target = learner.detach().double(), gd.detach(), batch.targets[:, n:].double()
+        a, b = learner_sensitivity[:, n].double(), gd_sensitivity[:, n]
+        sums += torch.stack([0.5 * (learner - target).square().sum(), 0.5 * (gd - target).square().sum(),
+                             (learner - gd).abs().sum(), F.cosine_similarity(a, b, dim=-1).sum(),
+                             (a - b).norm(dim=-1).sum()])
+    model.train(was_training)
+    names = ("loss_learner", "loss_gd", "prediction_difference", "sensitivity_cosine", "sensitivity_distance")
+    return {name: (value / episodes).item() for name, value in zip(names, sums)} | {"lr": lr, "episodes": episodes}

@@ -35,7 +35,7 @@ def main(argv=None) -> int:
         metrics = json.loads((run_dir / "metrics.json").read_text())
         metric, width = TASKS[metrics["task"]].metric, max(map(len, metrics["test"]))
         for name, result in metrics["test"].items():
-            print(f"{name:>{width}}: {metric} {result[metric]:.2f} +/- {result['ci95']:.2f} "
+            print(f"{name:>{width}}: {metric} {result[metric]:.4g} +/- {result['ci95']:.2g} "
                   f"({result['episodes']} test episodes, {metrics['tested']} weights)")
         print(f"Run folder: {run_dir.resolve()} (metrics.json, plots, tensorboard/, checkpoint.pt)")
     return 0
