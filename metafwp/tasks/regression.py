@@ -279,3 +279,13 @@ def compare_with_gradient_descent(model: nn.Module, sampler: RegressionSampler, 
     model.train(was_training)
     names = ("loss_learner", "loss_gd", "prediction_difference", "sensitivity_cosine", "sensitivity_distance")
     return {name: (value / episodes).item() for name, value in zip(names, sums)} | {"lr": lr, "episodes": episodes}
+
+
+def error_at(result: dict, k: int) -> float:
+    """The normalised error of a test ``result`` (a learner's or a baseline's) after ``k`` in-context examples."""
+    by_examples = {int(key): value for key, value in result["by_examples"].items()}
+    if k not in by_examples:
+        held = sorted(by_examples)
+        raise ValueError(f"k = {k} is beyond the episode: this result holds k = {held[0]} .. {held[-1]} "
+                         f"(delayed feedback scores k = 0 .. data.num_support - 1; set data.num_support >= {k + 1})")
+    return by_examples[k]
