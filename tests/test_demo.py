@@ -20,6 +20,9 @@ def test_demo_trains_tests_and_summarises(tmp_path, capsys):
         assert (tmp_path / name).stat().st_size > 0
     printed = capsys.readouterr().out
     assert "pixel nearest neighbour" in printed and "Tensorboard: tensorboard --logdir" in printed
+    comparison = json.loads((tmp_path / "gd_study/gd_comparison.json").read_text())
+    assert f"trained linear self-attention      loss {comparison['loss_learner']:.4f}" in printed
+    assert f"cosine {comparison['sensitivity_cosine']:.4f}" in printed and comparison["episodes"] == 10
     assert "Demo wall time:" in printed
     for row in rows:
         run_dir = Path(row["run"])
