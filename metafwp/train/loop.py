@@ -189,6 +189,7 @@ def setup(config: RunConfig, ranks: Distributed) -> Run:
         if config.train.init_from:
             initialise_from(run, config.train.init_from)
         torch.manual_seed(config.train.seed + ranks.rank)  # dropout differs between ranks
+    ranks.barrier()  # every rank has checked the folder before rank 0 writes into it
     if ranks.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(config_to_yaml(config))
