@@ -170,17 +170,15 @@ class RegressionTask(Task):
         for k = 0 .. num_steps (k: labelled examples shown before the step)."""
         outputs, _ = model(batch)
         per_step, examples = squared_error_by_examples(outputs, batch)
-        mask = batch.loss_mask.float()
-        scored = mask.sum(1)
+        mask = batch.loss_mask.to(per_step.dtype)
         loss = (per_step * mask).sum() / (mask.sum() * outputs.shape[-1])
-        slots = batch.num_steps + 1
-        per_step = per_step.detach().double()
-        sums = torch.cat([torch.zeros(slots, dtype=torch.float64, device=mask.device).index_add_(
-                              0, examples[batch.loss_mask], per_step[batch.loss_mask]),
-                          torch.zeros(slots, dtype=torch.float64, device=mask.device).index_add_(
-                              0, examples[batch.loss_mask], mask.double()[batch.loss_mask])])
-        per_episode = (per_step * mask).sum(1) / scored / self.sampler.dim
-        return Scores(loss, sums, per_episode)
+        scored_error, mask = (per_step.detach() * mask).double(), mask.double()
+        slots = examples.clamp_min(0).flatten()  # padding (shot 0) weighs nothing
+        sums = torch.zeros(2, batch.num_steps + 1, dtype=torch.float64, device=mask.device)
+        sums[0].index_add_(0, slots, scored_error.flatten())
+        sums[1].index_add_(0, slots, mask.flatten())
+        per_episode = scored_error.sum(1) / mask.sum(1) / self.sampler.dim
+        return Scores(loss, sums.flatten(), per_episode)
 
     def summarise(self, sums: torch.Tensor) -> dict:
         """``loss`` (mean squared error), ``error`` (squared error / dim, Garg et al.'s normalisation)
