@@ -97,9 +97,17 @@ class Task:
         """A log record (``loss``, ``metric`` and what else the task reports) from summed tallies."""
         raise NotImplementedError
 
+    def evaluate(self, model: nn.Module, sampler, num_episodes: int, device: torch.device, desc: str) -> dict:
+        """``evaluate_episodes`` of ``model`` with the recipe's eval batch size, bf16 and progress settings."""
+        return evaluate_episodes(self, model.to(device), sampler, num_episodes, self.config.eval.batch_size, device,
+                                 self.config.train.bf16, self.progress, desc)
+
     def validate(self, model: nn.Module, device: torch.device) -> dict | None:
-        """The metric on the fixed validation episodes, or None when the recipe sets no validation."""
-        raise NotImplementedError
+        """The metric on the fixed validation episodes of ``self.val_sampler`` (set by the subclass),
+        or None when the recipe sets no validation."""
+        if self.val_sampler is None:
+            return None
+        return self.evaluate(model, self.val_sampler, self.config.eval.val_episodes, device, "validating")
 
     def test(self, model: nn.Module, device: torch.device, split: str | None = None) -> dict[str, dict]:
         """``{name: result}`` for the learner and each baseline of the recipe on the fixed test

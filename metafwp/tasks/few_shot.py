@@ -16,7 +16,7 @@ from metafwp.errors import ConfigError, DataError
 from metafwp.losses import episode_loss
 from metafwp.models import PixelNearestNeighbour, PrototypicalNetwork, SequenceLearner, build_backbone, feature_size
 from metafwp.plots import plot_accuracy_by_shot
-from metafwp.tasks.base import Scores, Task, evaluate_episodes
+from metafwp.tasks.base import Scores, Task
 
 DATASETS = ("glyphs", "omniglot", "mini_imagenet", "folder")
 BASELINES = ("pixel_nn", "prototypes_on_backbone")
@@ -173,16 +173,6 @@ class FewShotTask(Task):
         by_shot = {shot: 100 * (correct[shot] / count[shot]).item() for shot in range(len(count)) if count[shot] > 0}
         return {"loss": (sums[0] / count.sum()).item(), "accuracy": 100 * (correct.sum() / count.sum()).item(),
                 "by_shot": by_shot}
-
-    def evaluate(self, model: nn.Module, sampler: FewShotSampler, num_episodes: int, device: torch.device,
-                 desc: str) -> dict:
-        return evaluate_episodes(self, model.to(device), sampler, num_episodes, self.config.eval.batch_size, device,
-                                 self.config.train.bf16, self.progress, desc)
-
-    def validate(self, model: nn.Module, device: torch.device) -> dict | None:
-        if self.val_sampler is None:
-            return None
-        return self.evaluate(model, self.val_sampler, self.config.eval.val_episodes, device, "validating")
 
     def test(self, model: nn.Module, device: torch.device, split: str | None = None) -> dict[str, dict]:
         """The learner, then each of ``eval.baselines``, on the same ``eval.episodes`` seeded episodes."""

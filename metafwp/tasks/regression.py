@@ -189,16 +189,6 @@ class RegressionTask(Task):
         mse = (error.sum() / count.sum()).item()
         return {"loss": mse, "error": mse / dim, "by_examples": by_examples}
 
-    def evaluate(self, model: nn.Module, sampler: RegressionSampler, num_episodes: int, device: torch.device,
-                 desc: str) -> dict:
-        return evaluate_episodes(self, model.to(device), sampler, num_episodes, self.config.eval.batch_size, device,
-                                 self.config.train.bf16, self.progress, desc)
-
-    def validate(self, model: nn.Module, device: torch.device) -> dict | None:
-        if self.val_sampler is None:
-            return None
-        return self.evaluate(model, self.val_sampler, self.config.eval.val_episodes, device, "validating")
-
     def tuned_setting(self, name: str, device: torch.device) -> float:
         """The ``TUNED[name]`` of baseline ``name`` from ``SEARCH_GRIDS`` with the lowest error on the
         first ``TUNING_EPISODES`` training tasks."""
