@@ -1,6 +1,6 @@
-"""``make demo``: meta-train an SRWM, a DeltaNet and an LSTM learner and a Prototypical Network on
-Glyphs 5-way 1-shot (the embedded data, no download), test them on held-out glyph classes beside
-raw-pixel nearest neighbour, all on the same 1000 seeded test episodes; beside them, train von
+"""``make demo``: meta-train an SRWM, a DeltaNet and an LSTM learner, a Prototypical Network and MAML
+(second order) on Glyphs 5-way 1-shot (the embedded data, no download), test them on held-out glyph
+classes beside raw-pixel nearest neighbour, all on the same 1000 seeded test episodes; beside them, train von
 Oswald et al.'s linear self-attention layer on in-context linear regression and compare it with the
 constructed gradient-descent layer. Print the tables and where the tensorboard logs, plots and
 metrics are.
@@ -34,7 +34,7 @@ from metafwp.train import load_config, train
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 KEEP_FREED_MEMORY = {"MALLOC_MMAP_THRESHOLD_": str(2 ** 32), "MALLOC_TRIM_THRESHOLD_": str(2 ** 32)}
 # the longest first, so that two jobs end at about the same time
-LEARNERS = {"SRWM": "glyphs_5way1shot_srwm", "DeltaNet": "glyphs_5way1shot_delta",
+LEARNERS = {"SRWM": "glyphs_5way1shot_srwm", "MAML": "glyphs_5way1shot_maml", "DeltaNet": "glyphs_5way1shot_delta",
             "LSTM": "glyphs_5way1shot_lstm", "Prototypical Network": "glyphs_5way1shot_protonet"}
 GD_STUDY = "regression_von_oswald_linear_attention"
 GD_LR_TASKS = 200_000  # training tasks the GD step's learning rate is fitted on

@@ -36,7 +36,7 @@ def gradients(outputs_and_cotangents, inputs):
 
 def tiny(tmp_path, *overrides, name="run", recipe=RECIPE):
     """A tiny run of ``recipe`` (Default: the glyph SRWM recipe) under ``tmp_path/name``."""
-    learner = TINY_SEQUENCE if "protonet" not in Path(recipe).stem else []
+    learner = [] if Path(recipe).stem.rsplit("_", 1)[-1] in ("protonet", "maml") else TINY_SEQUENCE
     return load_config(recipe, TINY + learner + [f"train.out_dir={tmp_path}", f"train.name={name}", *overrides])
 
 

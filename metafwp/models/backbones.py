@@ -28,11 +28,14 @@ class Conv4(nn.Module):
     """Four blocks of conv3x3 (no bias: the norm follows) - norm - maxpool 2 - ReLU, then flatten and dropout.
 
     ``forward(images [N, C, H, W] float) -> features [N, filters * (H // 16) * (W // 16)]``:
-    64 features for 28x28 with 64 filters, 800 for 84x84 with 32 filters.
+    64 features for 28x28 with 64 filters, 800 for 84x84 with 32 filters. ``channels_last=False``
+    keeps the images' layout (under ``vmap``, whose batched frames are 5-d).
     """
 
-    def __init__(self, in_channels: int, filters: int = 64, norm: str = "batch", dropout: float = 0.0):
+    def __init__(self, in_channels: int, filters: int = 64, norm: str = "batch", dropout: float = 0.0,
+                 channels_last: bool = True):
         super().__init__()
+        self.channels_last = channels_last
         layers, channels = [], in_channels
         for _ in range(4):
             layers += [nn.Conv2d(channels, filters, 3, padding=1, bias=False), norm_layer(norm, filters),
@@ -42,7 +45,7 @@ class Conv4(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.blocks(channels_last(images)).flatten(1))
+        return self.dropout(self.blocks(channels_last(images) if self.channels_last else images).flatten(1))
 
 
 class ResidualBlock(nn.Module):
@@ -69,11 +72,13 @@ class ResNet12(nn.Module):
     """ResNet-12: four residual blocks of ``channels`` (default [64, 96, 128, 256]), each halving the
     resolution, then global average pooling and dropout.
 
-    ``forward(images [N, C, H, W] float) -> features [N, channels[-1]]``.
+    ``forward(images [N, C, H, W] float) -> features [N, channels[-1]]``; ``channels_last`` as Conv4's.
     """
 
-    def __init__(self, in_channels: int, channels=(64, 96, 128, 256), norm: str = "batch", dropout: float = 0.0):
+    def __init__(self, in_channels: int, channels=(64, 96, 128, 256), norm: str = "batch", dropout: float = 0.0,
+                 channels_last: bool = True):
         super().__init__()
+        self.channels_last = channels_last
         blocks, previous = [], in_channels
         for width in channels:
             blocks.append(ResidualBlock(previous, width, norm))
@@ -82,20 +87,20 @@ class ResNet12(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.blocks(channels_last(images)).mean((2, 3)))
+        return self.dropout(self.blocks(channels_last(images) if self.channels_last else images).mean((2, 3)))
 
 
 def build_backbone(name: str, in_channels: int, filters: int | None = None, norm: str = "batch",
-                   dropout: float = 0.0, image_size: int = 28) -> nn.Module:
+                   dropout: float = 0.0, image_size: int = 28, channels_last: bool = True) -> nn.Module:
     """A backbone by name. ``filters`` sets Conv-4's width (Default: 64 up to 28x28 images, 32 above,
     as in the reference setups); ResNet-12 keeps [64, 96, 128, 256]."""
     if image_size < 16:
         raise ValueError(f"{name} halves the frame four times and needs frames of at least 16x16, got "
                          f"{image_size}x{image_size}; set data.image_size=28 (or larger)")
     if name == "conv4":
-        return Conv4(in_channels, filters or (64 if image_size <= 28 else 32), norm, dropout)
+        return Conv4(in_channels, filters or (64 if image_size <= 28 else 32), norm, dropout, channels_last)
     if name == "resnet12":
-        return ResNet12(in_channels, norm=norm, dropout=dropout)
+        return ResNet12(in_channels, norm=norm, dropout=dropout, channels_last=channels_last)
     raise ValueError(f"Unknown backbone {name!r}. Valid: {', '.join(BACKBONES)}")
 
 

@@ -12,6 +12,7 @@ import torch.nn as nn
 
 from episodes import FewShotSampler, Glyphs, ImageClasses, ImageFolderClasses, MiniImageNet, Omniglot
 from episodes.feedback import FEEDBACK_MODES
+from metafwp.baselines.maml import MAMLLearner
 from metafwp.errors import ConfigError, DataError
 from metafwp.losses import episode_loss
 from metafwp.models import PixelNearestNeighbour, PrototypicalNetwork, SequenceLearner, build_backbone, feature_size
@@ -73,7 +74,7 @@ class FewShotTask(Task):
 
     name = "few_shot"
     DataConfig = FewShotData
-    learner_kinds = ("sequence", "prototypical", "pixel_nn")
+    learner_kinds = ("sequence", "prototypical", "pixel_nn", "maml")
     metric = "accuracy"
     higher_is_better = True
 
@@ -90,6 +91,10 @@ class FewShotTask(Task):
         return ["pixel_nn"]
 
     @classmethod
+    def unread_model_keys(cls, model_config) -> set[str]:
+        return {"mlp_hidden"}
+
+    @classmethod
     def check_config(cls, config) -> None:
         """Settings that do not fit together, found before any data is read."""
         if config.model.kind != "sequence" and config.data.feedback != "synchronous":
@@ -98,9 +103,9 @@ class FewShotTask(Task):
         for baseline in cls.baselines(config):
             if baseline not in BASELINES:
                 raise ConfigError(f"Unknown eval.baselines entry {baseline!r}. Valid: {', '.join(BASELINES)}")
-            if baseline == "prototypes_on_backbone" and config.model.kind == "pixel_nn":
-                raise ConfigError("eval.baselines=prototypes_on_backbone needs a learner with an image backbone; "
-                                  "model.kind=pixel_nn has none")
+            if baseline == "prototypes_on_backbone" and config.model.kind not in ("sequence", "prototypical"):
+                raise ConfigError(f"eval.baselines=prototypes_on_backbone reads the backbone of an in-context "
+                                  f"learner or Prototypical Network; model.kind={config.model.kind} has none to lend")
         if config.eval.val_every and config.data.val_split is None:
             raise ConfigError(f"eval.val_every={config.eval.val_every} needs data.val_split, the classes "
                               f"validation episodes come from (e.g. val)")
@@ -143,14 +148,20 @@ class FewShotTask(Task):
         return self.sampler
 
     def build_learner(self, model_config) -> nn.Module:
-        """A SequenceLearner, PrototypicalNetwork or PixelNearestNeighbour for this task's frames and classes."""
+        """A SequenceLearner, PrototypicalNetwork, PixelNearestNeighbour or MAMLLearner (backbone and a
+        linear head) for this task's frames and classes."""
         m, shape, n_way = model_config, self.sampler.frame_shape, self.sampler.num_classes
         if m.kind == "pixel_nn":
             return PixelNearestNeighbour()
-        try:
-            backbone = build_backbone(m.backbone, shape[0], m.filters, m.norm, m.backbone_dropout, shape[-1])
+        try:  # MAML's vmap over tasks batches frames in 5-d tensors, which have no channels-last layout
+            backbone = build_backbone(m.backbone, shape[0], m.filters, m.norm, m.backbone_dropout, shape[-1],
+                                      channels_last=m.kind != "maml")
         except ValueError as error:
             raise ConfigError(str(error)) from None
+        if m.kind == "maml":
+            network = nn.Sequential(backbone, nn.Linear(feature_size(backbone, shape), n_way))
+            return MAMLLearner(network, inner_lr=m.inner_lr, inner_steps=m.inner_steps,
+                               test_inner_steps=m.test_inner_steps, first_order=m.first_order)
         if m.kind == "prototypical":
             return PrototypicalNetwork(backbone)
         fast_weight_options = {"beta_activation": m.beta_activation}

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from episodes import EpisodeBatch, RegressionSampler
 from episodes.feedback import FEEDBACK_MODES
 from episodes.regression import INPUT_DISTRIBUTIONS, REGRESSION_FAMILIES
+from metafwp.baselines.maml import MAMLLearner, relu_mlp
 from metafwp.baselines.regression import BASELINES, SEARCH_GRIDS, TUNED, make_baseline
 from metafwp.constructions import gd_predict
 from metafwp.errors import ConfigError
@@ -106,7 +107,7 @@ class RegressionTask(Task):
 
     name = "regression"
     DataConfig = RegressionData
-    learner_kinds = ("sequence", "linear_attention")
+    learner_kinds = ("sequence", "linear_attention", "maml")
     metric = "error"
     higher_is_better = False
 
@@ -133,10 +134,10 @@ class RegressionTask(Task):
             if baseline not in BASELINES:
                 raise ConfigError(f"Unknown eval.baselines entry {baseline!r} for task regression. Valid: "
                                   f"{', '.join(BASELINES)}")
-        if config.model.kind == "linear_attention" and config.data.feedback != "synchronous":
-            raise ConfigError("model.kind=linear_attention pairs each x with its own target, which delayed "
-                              "feedback shows one step later; set data.feedback=synchronous or use "
-                              "model.kind=sequence")
+        if config.model.kind in ("linear_attention", "maml") and config.data.feedback != "synchronous":
+            raise ConfigError(f"model.kind={config.model.kind} pairs each x with its own target, which delayed "
+                              f"feedback shows one step later; set data.feedback=synchronous or use "
+                              f"model.kind=sequence")
 
     def make_sampler(self, seed: int) -> RegressionSampler:
         data = self.data
@@ -153,10 +154,14 @@ class RegressionTask(Task):
         return self.sampler
 
     def build_learner(self, model_config) -> nn.Module:
-        """A SequenceLearner on the raw ``[x_t, feedback]`` steps, or the LinearSelfAttention layer."""
+        """A SequenceLearner on the raw ``[x_t, feedback]`` steps, the LinearSelfAttention layer, or
+        MAML on a ReLU MLP of widths ``model.mlp_hidden``."""
         m, dim = model_config, self.sampler.dim
         if m.kind == "linear_attention":
             return LinearSelfAttention(dim, 1, m.num_layers, tied=m.tied_layers, init_std=m.init_std)
+        if m.kind == "maml":
+            return MAMLLearner(relu_mlp([dim, *m.mlp_hidden, 1]), inner_lr=m.inner_lr, inner_steps=m.inner_steps,
+                               test_inner_steps=m.test_inner_steps, first_order=m.first_order, loss="mse")
         fast_weight_options = {"beta_activation": m.beta_activation}
         if m.feature_map is not None:
             fast_weight_options["feature_map"] = m.feature_map

@@ -30,8 +30,8 @@ PROGRESS = ("auto", "bar", "lines", "none")
 
 @dataclass
 class ModelConfig:
-    """``kind``: sequence (an in-context learner), prototypical, pixel_nn or linear_attention (the tasks
-    say which they train)."""
+    """``kind``: sequence (an in-context learner), prototypical, pixel_nn, linear_attention or maml (the
+    tasks say which they train)."""
     kind: str = "sequence"
     backbone: str = "conv4"
     filters: Optional[int] = None     # Conv-4 width (Default: 64 up to 28x28, 32 above)
@@ -49,6 +49,11 @@ class ModelConfig:
     srwm_input_norm: bool = False     # the SRWM reads LayerNorm(h) instead of the raw stream h
     tied_layers: bool = False         # linear_attention: one layer's weights applied num_layers times
     init_std: float = 0.002           # linear_attention: weights start as N(0, init_std^2)
+    inner_lr: float = 0.4             # maml: the inner SGD's learning rate
+    inner_steps: int = 1              # maml: inner steps in meta-training
+    test_inner_steps: Optional[int] = None  # maml: inner steps when testing (Default: inner_steps)
+    first_order: bool = False         # maml: FO-MAML (inner gradients as constants)
+    mlp_hidden: List[int] = field(default_factory=lambda: [40, 40])  # maml on regression: the MLP's widths
 
     DECIDING_KEYS: ClassVar[tuple[str, ...]] = ("kind", "mixer", "backbone")
 
@@ -59,6 +64,8 @@ class ModelConfig:
         if self.kind == "linear_attention":
             return names - {"kind", "num_layers", "tied_layers", "init_std"}
         read = {"kind", "backbone", "norm", "backbone_dropout"} | ({"filters"} if self.backbone == "conv4" else set())
+        if self.kind == "maml":
+            read |= {"inner_lr", "inner_steps", "test_inner_steps", "first_order", "mlp_hidden"}
         if self.kind == "sequence":
             read |= {"mixer", "d_model", "num_layers", "ff_multiplier", "dropout"}
             read |= {"num_heads", "matched_init"} if self.mixer != "lstm" else set()
@@ -193,6 +200,12 @@ def check_choices(config: RunConfig) -> None:
     if config.model.kind == "linear_attention" and (config.model.num_layers < 1 or config.model.init_std <= 0):
         raise ConfigError(f"model.kind=linear_attention needs model.num_layers >= 1 and model.init_std > 0, got "
                           f"{config.model.num_layers} and {config.model.init_std}")
+    if config.model.kind == "maml":
+        for key, value in (("inner_steps", config.model.inner_steps), ("test_inner_steps", config.model.test_inner_steps)):
+            if value is not None and value < 0:
+                raise ConfigError(f"model.{key} must be >= 0 (0: no adaptation), got {value}")
+        if config.model.inner_lr <= 0:
+            raise ConfigError(f"model.inner_lr must be > 0, got {config.model.inner_lr}")
     if config.eval.val_every < 0:
         raise ConfigError(f"eval.val_every must be >= 0 (0: no validation), got {config.eval.val_every}")
     task.check_config(config)
