@@ -23,6 +23,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/ops_cpu.py
 	$(PY) benchmarks/sampling.py
 	$(PY) benchmarks/train_cpu.py
+	$(PY) benchmarks/maml_cpu.py
 
 bench-gpu: $(STAMP)
 	$(PY) benchmarks/ops_gpu.py
