@@ -73,8 +73,9 @@ def check_adaptable(model: nn.Module) -> None:
     overwritten by every inner step, and its kernel's meta-gradients are wrong under ``vmap``."""
     norms = [name for name, module in model.named_modules() if isinstance(module, nn.modules.batchnorm._BatchNorm)]
     if norms:
-        raise ValueError(f"MAML cannot adapt {', '.join(norms)}: nn.BatchNorm keeps running statistics that every "
-                         f"inner step would overwrite; use batch statistics as Finn et al. do: "
+        raise ValueError(f"MAML cannot adapt the nn.BatchNorm modules {', '.join(norms)}: every inner step would "
+                         f"overwrite their running statistics, and under vmap their kernel's second-order "
+                         f"meta-gradients are wrong; use batch statistics as Finn et al. do: "
                          f"metafwp.baselines.maml.use_batch_statistics(model)")
 
 
