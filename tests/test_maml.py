@@ -208,6 +208,8 @@ def test_errors_name_what_is_wrong():
 def test_config_errors(tmp_path):
     with pytest.raises(ConfigError, match="model.inner_steps must be >= 0"):
         tiny(tmp_path, "model.inner_steps=-1", recipe=MAML_RECIPE)
+    with pytest.raises(ConfigError, match="model.inner_lr must be > 0"):
+        tiny(tmp_path, "model.inner_lr=0", recipe=MAML_RECIPE)
     with pytest.raises(ConfigError, match="data.feedback=synchronous"):
         tiny(tmp_path, "data.feedback=delayed", recipe=MAML_RECIPE)
     with pytest.raises(ConfigError, match="model.mlp_hidden"):
