@@ -79,6 +79,14 @@ def check_adaptable(model: nn.Module) -> None:
                          f"metafwp.baselines.maml.use_batch_statistics(model)")
 
 
+def check_task_counts(**tensors: torch.Tensor) -> None:
+    """Raise a ValueError unless every tensor holds the same number of tasks on its first axis."""
+    if len({t.shape[0] for t in tensors.values()}) != 1:
+        raise ValueError(f"support and query hold different numbers of tasks on the first axis "
+                         f"({', '.join(f'{k} {t.shape[0]}' for k, t in tensors.items())}); give every tensor "
+                         f"[B, ...] with the same B tasks")
+
+
 def adapt(model: nn.Module, params: dict, buffers: dict, x_support: torch.Tensor, y_support: torch.Tensor, *,
           inner_lr: float, inner_steps: int, first_order: bool, loss_fn: Callable) -> dict:
     """One task's parameters after ``inner_steps`` SGD steps on its support (``x_support [N, ...]``)."""
@@ -105,11 +113,7 @@ def maml_outputs(model: nn.Module, x_support: torch.Tensor, y_support: torch.Ten
         first_order: inner gradients as constants (no second-derivative terms).
         loss_fn: ``loss_fn(outputs, targets)`` of one task, a mean. Default: cross-entropy.
     """
-    tasks = {"x_support": x_support.shape[0], "y_support": y_support.shape[0], "x_query": x_query.shape[0]}
-    if len(set(tasks.values())) != 1:
-        raise ValueError(f"support and query hold different numbers of tasks on the first axis "
-                         f"({', '.join(f'{k} {v}' for k, v in tasks.items())}); give every tensor [B, ...] "
-                         f"with the same B tasks")
+    check_task_counts(x_support=x_support, y_support=y_support, x_query=x_query)
     if not isinstance(inner_steps, int) or inner_steps < 0:
         raise ValueError(f"inner_steps must be an int >= 0, got {inner_steps!r}")
     check_adaptable(model)
@@ -129,10 +133,7 @@ def maml_loss(model: nn.Module, x_support: torch.Tensor, y_support: torch.Tensor
     """The MAML meta-loss: each task's query ``loss_fn`` after adaptation, averaged over the ``B``
     tasks. ``.backward()`` leaves the meta-gradient in the model's ``.grad``. Shapes and arguments as
     ``maml_outputs``, with ``y_query [B, M]`` or ``[B, M, dy]``."""
-    if y_query.shape[0] != x_query.shape[0]:
-        raise ValueError(f"support and query hold different numbers of tasks on the first axis (x_query "
-                         f"{x_query.shape[0]}, y_query {y_query.shape[0]}); give every tensor [B, ...] with the "
-                         f"same B tasks")
+    check_task_counts(x_query=x_query, y_query=y_query)
     outputs = maml_outputs(model, x_support, y_support, x_query, inner_lr=inner_lr, inner_steps=inner_steps,
                            first_order=first_order, loss_fn=loss_fn)
     return vmap(loss_fn)(outputs, y_query).mean()
