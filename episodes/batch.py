@@ -76,3 +76,11 @@ class EpisodeBatch:
         """Steps ``start .. stop - 1`` of every episode."""
         return self._map(lambda t: t if t is self.episode_ids else t[:, start:stop])
 
+
+def concatenate_steps(parts: list[EpisodeBatch]) -> EpisodeBatch:
+    """One EpisodeBatch whose steps are those of ``parts`` (episodes of the same ids) one after another."""
+    first = parts[0]
+    return EpisodeBatch(**{f.name: torch.cat([getattr(p, f.name) for p in parts], 1) for f in fields(first)
+                           if f.name not in ("episode_ids", "num_classes")},
+                        episode_ids=first.episode_ids, num_classes=first.num_classes)
+

@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from episodes.batch import PADDING_SEGMENT, EpisodeBatch
+from episodes.batch import PADDING_SEGMENT, EpisodeBatch, concatenate_steps
 from episodes.feedback import synchronous
 from episodes.sampling import (STREAM_FUTURE_ORDER, STREAM_QUERY_ORDER, STREAM_SUPPORT_ORDER, FewShotSampler,
                                as_episode_ids, make_rng)
@@ -44,18 +44,66 @@ class BootstrapBatch:
     future: EpisodeBatch
     query: EpisodeBatch
 
+    @property
+    def batch_size(self) -> int:
+        return self.support.batch_size
+
+    def sequence(self) -> EpisodeBatch:
+        """Support, future and query as one EpisodeBatch of ``n_way (K + F + Q)`` steps: one pass
+        over it reads the query from S_{K+F}."""
+        return concatenate_steps([self.support, self.future, self.query])
+
+    def _map(self, fn) -> "BootstrapBatch":
+        return BootstrapBatch(fn(self.support), fn(self.future), fn(self.query))
+
+    def to(self, device, non_blocking: bool = False) -> "BootstrapBatch":
+        return self._map(lambda part: part.to(device, non_blocking=non_blocking))
+
+    def pin_memory(self) -> "BootstrapBatch":
+        return self._map(lambda part: part.pin_memory())
+
+    def __getitem__(self, index) -> "BootstrapBatch":
+        """Episodes ``index`` of every part."""
+        return self._map(lambda part: part[index])
+
 
 class BootstrapSampler:
     """K support + F future + Q query examples per class (Irie & Schmidhuber 2023).
 
-    Args as FewShotSampler, with ``n_future`` the extra labelled examples per class.
+    Args as FewShotSampler (synchronous feedback), with ``n_future`` the extra labelled examples
+    per class; every class needs ``k_shot + n_future + n_query`` examples.
     """
 
     def __init__(self, dataset, n_way: int, k_shot: int, n_future: int, n_query: int = 1, **sampler_kwargs):
-        if not isinstance(n_future, int) or n_future < 1 or n_query < 1:
-            raise ValueError(f"need n_future >= 1 and n_query >= 1, got {n_future!r}, {n_query!r}")
-        self.sampler = FewShotSampler(dataset, n_way, k_shot + n_future, n_query, **sampler_kwargs)
+        for name, value in (("k_shot", k_shot), ("n_future", n_future), ("n_query", n_query)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        if sampler_kwargs.get("feedback", "synchronous") != "synchronous":
+            raise ValueError("bootstrapping episodes are synchronous (labelled support and future, then "
+                             "unlabelled queries); drop feedback= or set it to 'synchronous'")
+        needed = k_shot + n_future + n_query
+        try:
+            self.sampler = FewShotSampler(dataset, n_way, k_shot + n_future, n_query, **sampler_kwargs)
+        except ValueError as error:
+            if "examples of class" not in str(error):
+                raise
+            raise ValueError(f"k_shot + n_future + n_query = {k_shot} + {n_future} + {n_query} = {needed} is larger "
+                             f"than a class's examples ({str(error).split(' is larger than the ')[1]}); lower "
+                             "k_shot, n_future or n_query") from None
         self.n_way, self.k_shot, self.n_future, self.n_query = n_way, k_shot, n_future, n_query
+
+    @property
+    def frame_shape(self) -> tuple[int, int, int]:
+        return self.sampler.frame_shape
+
+    @property
+    def num_classes(self) -> int:
+        return self.n_way
+
+    def state_dict(self) -> dict:
+        """The inner FewShotSampler's state, with the split of its shots into support and future."""
+        return dict(self.sampler.state_dict(), sampler=type(self).__name__, k_shot=self.k_shot,
+                    n_future=self.n_future)
 
     def sample(self, episode_ids) -> BootstrapBatch:
         sampler = self.sampler

@@ -1,5 +1,6 @@
 """Masked episode losses and their metrics: synchronous feedback scores the queries, delayed feedback
-every step, regression the masked steps by MSE; all read the batch's ``loss_mask``."""
+every step, regression the masked steps by MSE; all read the batch's ``loss_mask``. The
+bootstrapping objective (Irie & Schmidhuber 2023) scores one query from two states."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,7 +8,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from episodes import EpisodeBatch
+from episodes import BootstrapBatch, EpisodeBatch
+from episodes.batch import concatenate_steps
 
 
 @dataclass
@@ -59,3 +61,116 @@ def episode_loss(outputs: torch.Tensor, batch: EpisodeBatch, num_shots: int) -> 
         episode_correct=(hits * weights).sum(1),
         episode_count=weights.sum(1),
     )
+
+
+BOOTSTRAP_TARGETS = ("logits", "state")
+
+
+@dataclass
+class BootstrapLoss:
+    """The bootstrapping objective of a batch and its parts.
+
+    Fields:
+        loss: ``main_weight main + future_weight future + bootstrap_weight bootstrap`` (carries the graph).
+        main: cross-entropy of the queries read from S_K (the K-shot prediction p_K).
+        future: cross-entropy of the same queries read from S_{K+F} (p_{K+F}; 0 when not computed).
+        bootstrap: the pull of S_K's prediction towards S_{K+F}'s: ``KL(stopgrad(p_{K+F}) || p_K)``
+            per query, or the summed MSE between the layer states S_K and stopgrad(S_{K+F}).
+        student_correct, teacher_correct: ``[B]`` float, correct queries from S_K and from S_{K+F}
+            (teacher: 0 when not computed).
+        count: ``[B]`` float, the queries of each episode.
+    """
+
+    loss: torch.Tensor
+    main: torch.Tensor
+    future: torch.Tensor
+    bootstrap: torch.Tensor
+    student_correct: torch.Tensor
+    teacher_correct: torch.Tensor
+    count: torch.Tensor
+
+
+def check_bootstrap_weights(weights) -> tuple[float, float, float]:
+    """``(main, future, bootstrap)`` as floats; negative or not three values raise a ValueError."""
+    weights = tuple(float(w) for w in weights)
+    if len(weights) != 3 or min(weights) < 0 or weights[0] + weights[1] + weights[2] == 0:
+        raise ValueError(f"bootstrap weights are three values >= 0, not all 0 (main, future, bootstrap; the "
+                         f"authors use 1, 1, 10), got {list(weights)}")
+    return weights
+
+
+def teacher_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """``KL(softmax(teacher) || softmax(student))`` per row of ``[N, C]`` logits, the teacher detached: ``[N]``."""
+    student, teacher = F.log_softmax(student_logits.float(), -1), F.log_softmax(teacher_logits.detach().float(), -1)
+    return (teacher.exp() * (teacher - student)).sum(-1)
+
+
+def state_tensors(state) -> list[torch.Tensor]:
+    """The tensors of a learner's nested state (a list of layer states, each a tensor or a tuple), in order."""
+    if isinstance(state, torch.Tensor):
+        return [state]
+    return [tensor for part in state for tensor in state_tensors(part)]
+
+
+def state_distance(student_state, teacher_state) -> torch.Tensor:
+    """Sum over the state's tensors of ``mean((S_K - stopgrad(S_{K+F}))^2)`` (the authors' weight-matching
+    variant). States whose tensors differ in shape (attention's growing cache) raise a ValueError."""
+    student, teacher = state_tensors(student_state), state_tensors(teacher_state)
+    if [s.shape for s in student] != [t.shape for t in teacher]:
+        raise ValueError("bootstrap_target='state' matches fixed-size states (fast weights, LSTM cells); this "
+                         "learner's state changes size with the context (attention's key/value cache): use "
+                         "bootstrap_target='logits'")
+    return sum(F.mse_loss(s.float(), t.detach().float()) for s, t in zip(student, teacher))
+
+
+def bootstrap_loss(model, batch: BootstrapBatch, weights=(1.0, 1.0, 10.0), target: str = "logits") -> BootstrapLoss:
+    """The bootstrapping objective of a SequenceLearner on a BootstrapBatch.
+
+    Every frame goes through the backbone once (``model.embed`` of ``batch.sequence()``); the layers
+    read the support to S_K, the queries from S_K (p_K), the future from S_K to S_{K+F} (the saved
+    state, not a second pass over the support) and the queries again from S_{K+F} (p_{K+F}).
+
+    Args:
+        model: a learner with ``embed(batch)`` and ``read(h, state)`` (a SequenceLearner).
+        batch: a BootstrapBatch (a plain EpisodeBatch raises a TypeError).
+        weights: ``(main, future, bootstrap)`` weights, each >= 0. Default: the authors' (1, 1, 10).
+            With ``future = bootstrap = 0`` the future is not read: plain K-shot meta-training.
+        target: ``logits`` (KL between the two predictions) or ``state`` (MSE between the states).
+    """
+    if not isinstance(batch, BootstrapBatch):
+        raise TypeError(f"the bootstrap loss reads a BootstrapBatch (support, future, query; from a "
+                        f"BootstrapSampler), got {type(batch).__name__}")
+    if target not in BOOTSTRAP_TARGETS:
+        raise ValueError(f"Unknown bootstrap target {target!r}. Valid: {', '.join(BOOTSTRAP_TARGETS)}")
+    main_weight, future_weight, bootstrap_weight = check_bootstrap_weights(weights)
+    with_teacher = future_weight > 0 or bootstrap_weight > 0
+    query = batch.query
+    parts = [batch.support, batch.future, query] if with_teacher else [batch.support, query]
+    sizes = [part.num_steps for part in parts]
+    embedded = model.embed(concatenate_steps(parts))  # [B, sum(sizes), d_model]
+    h = embedded.split(sizes, 1)
+    _, support_state = model.read(h[0])
+    student_logits, _ = model.read(h[-1], support_state)
+    mask, targets = query.loss_mask, query.targets[query.loss_mask]
+    student = student_logits[mask].float()
+    main = F.cross_entropy(student, targets)
+    count = mask.float().sum(1)
+
+    def correct(logits):
+        hits = torch.zeros_like(mask, dtype=torch.float)
+        hits[mask] = (logits.argmax(-1) == targets).float()
+        return hits.sum(1)
+
+    zero = main.new_zeros(())
+    future, bootstrap, teacher_correct = zero, zero, torch.zeros_like(count)
+    if with_teacher:
+        _, future_state = model.read(h[1], support_state)
+        teacher_logits, _ = model.read(h[2], future_state)
+        teacher = teacher_logits[mask].float()
+        future = F.cross_entropy(teacher, targets)
+        bootstrap = teacher_kl(student, teacher).mean() if target == "logits" else state_distance(support_state,
+                                                                                                   future_state)
+        teacher_correct = correct(teacher.detach())
+    loss = main_weight * main + future_weight * future + bootstrap_weight * bootstrap
+    return BootstrapLoss(loss=loss, main=main, future=future, bootstrap=bootstrap,
+                         student_correct=correct(student.detach()), teacher_correct=teacher_correct, count=count)

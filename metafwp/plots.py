@@ -107,3 +107,24 @@ def plot_error_by_examples(results: dict[str, dict], path: Path, *, dim: int, ti
         axis.legend(fontsize=8)
     axis.grid(alpha=0.3)
     return save_figure(figure, path)
+
+
+def plot_accuracy_by_support_shots(curves: dict[str, dict[int, tuple[float, float]]], path: Path, *, chance: float,
+                                   trained_shots: int | None = None, title: str = "") -> Path:
+    """Query accuracy against the number of support shots K it was read after: one line per learner
+    (``{name: {K: (accuracy, ci95)}}``), 95% CIs as error bars, ``trained_shots`` (the K of
+    meta-training) marked."""
+    figure = Figure(figsize=(6, 3.8))
+    axis = figure.subplots()
+    for name, curve in curves.items():
+        shots = sorted(curve)
+        axis.errorbar(shots, [curve[k][0] for k in shots], yerr=[curve[k][1] for k in shots], marker="o", capsize=4,
+                      label=name)
+    if trained_shots is not None:
+        axis.axvline(trained_shots, color="gray", linestyle=":", linewidth=1, label=f"meta-trained at K = {trained_shots}")
+    axis.axhline(chance, color="black", linestyle="--", linewidth=1, label=f"chance ({chance:.0f} %)")
+    all_shots = sorted({k for curve in curves.values() for k in curve})
+    axis.set(xlabel="support shots K per class", ylabel="query accuracy (%)", xticks=all_shots, title=title)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    return save_figure(figure, path)

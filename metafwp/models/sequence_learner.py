@@ -36,7 +36,9 @@ class SequenceLearner(nn.Module):
 
     ``forward(batch, state=None) -> (outputs [B, T, num_outputs], state)``: ``state`` is the list of
     each layer's state after the last step, so a later call with ``batch.steps(a, b)`` continues
-    the sequence exactly (evaluation can branch from a saved state).
+    the sequence exactly (evaluation can branch from a saved state). ``forward`` is
+    ``read(embed(batch), state)``: an objective that branches (bootstrapping) embeds every frame
+    once and reads the parts of the embedded sequence from different states.
     """
 
     def __init__(self, backbone: nn.Module | None, feature_dim: int, num_outputs: int, feedback_dim: int, *,
@@ -66,13 +68,20 @@ class SequenceLearner(nn.Module):
                              f"{self.feedback_dim}), got a {batch.num_classes}-way batch")
         return F.one_hot(batch.feedback, self.feedback_dim).float()
 
-    def forward(self, batch: EpisodeBatch, state: list | None = None):
+    def embed(self, batch: EpisodeBatch) -> torch.Tensor:
+        """``[B, T, d_model]``: the backbone's features of every frame joined with the feedback, projected."""
         B, T = batch.feedback.shape[:2]
         x = frames_to_float(batch.inputs)
         features = x if self.backbone is None else self.backbone(x.flatten(0, 1)).view(B, T, -1)
-        h = self.input_proj(torch.cat([features, self.encode_feedback(batch)], -1))
+        return self.input_proj(torch.cat([features, self.encode_feedback(batch)], -1))
+
+    def read(self, h: torch.Tensor, state: list | None = None):
+        """The layers over embedded steps ``h [B, T, d_model]`` from ``state``: ``(outputs, state)``."""
         new_state = []
         for i, block in enumerate(self.blocks):
             h, layer_state = block(h, None if state is None else state[i])
             new_state.append(layer_state)
         return self.head(self.out_norm(h)), new_state
+
+    def forward(self, batch: EpisodeBatch, state: list | None = None):
+        return self.read(self.embed(batch), state)

@@ -1,9 +1,10 @@
 """Tasks: what a recipe trains on (episodes, what the learner is told, objective, evaluation).
 A recipe picks one with ``task: <name>``; adding a task is a module and an entry here."""
 from metafwp.tasks.base import Scores, Task, autocast, confidence_interval, evaluate_episodes
+from metafwp.tasks.bootstrap import BootstrapTask
 from metafwp.tasks.few_shot import FewShotTask
 from metafwp.tasks.regression import RegressionTask
 
-TASKS: dict[str, type[Task]] = {task.name: task for task in (FewShotTask, RegressionTask)}
+TASKS: dict[str, type[Task]] = {task.name: task for task in (FewShotTask, RegressionTask, BootstrapTask)}
 
-__all__ = ["TASKS", "FewShotTask", "RegressionTask", "Scores", "Task", "autocast", "confidence_interval", "evaluate_episodes"]
+__all__ = ["TASKS", "BootstrapTask", "FewShotTask", "RegressionTask", "Scores", "Task", "autocast", "confidence_interval", "evaluate_episodes"]

@@ -130,7 +130,8 @@ def autocast(device: torch.device, bf16: bool):
 def evaluate_episodes(task: Task, model: nn.Module, sampler, num_episodes: int, batch_size: int,
                       device: torch.device, bf16: bool = False, progress: bool = False,
                       desc: str = "evaluating") -> dict:
-    """``task``'s metric of ``model`` on episodes ``0 .. num_episodes - 1`` of ``sampler``.
+    """``task``'s metric of ``model`` on episodes ``0 .. num_episodes - 1`` of ``sampler``; ``task`` is a
+    Task or any scoring with its ``objective``, ``summarise`` and ``metric`` (e.g. ``FewShotScoring``).
 
     Returns ``task.summarise`` of the summed tallies, with ``task.metric`` replaced by its mean over
     episodes (in percent for accuracy), ``ci95`` its 95% confidence interval and ``episodes``. The

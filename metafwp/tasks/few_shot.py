@@ -64,6 +64,29 @@ class FewShotData:
                 raise ConfigError(f"Unknown data.{key} {value!r}. Valid: {', '.join(valid)}")
 
 
+class FewShotScoring:
+    """The few-shot objective and its summary for episodes whose shot indices stay below ``num_shots``
+    (a sampler's ``num_shots``): what ``evaluate_episodes`` needs of a task."""
+
+    metric = "accuracy"
+
+    def __init__(self, num_shots: int):
+        self.num_shots = num_shots
+
+    def objective(self, model: nn.Module, batch) -> Scores:
+        """Cross-entropy on the loss mask; tallies ``[loss_sum, correct by shot, scored by shot]``."""
+        outputs, _ = model(batch)
+        result = episode_loss(outputs, batch, self.num_shots)
+        sums = torch.cat([result.loss_sum.reshape(1), result.correct, result.count]).double()
+        return Scores(result.loss, sums, result.episode_correct / result.episode_count)
+
+    def summarise(self, sums: torch.Tensor) -> dict:
+        correct, count = sums[1:].chunk(2)
+        by_shot = {shot: 100 * (correct[shot] / count[shot]).item() for shot in range(len(count)) if count[shot] > 0}
+        return {"loss": (sums[0] / count.sum()).item(), "accuracy": 100 * (correct.sum() / count.sum()).item(),
+                "by_shot": by_shot}
+
+
 def learner_name(model_config) -> str:
     """``srwm``, ``delta``, ``lstm``, ... for sequence learners, else the model kind."""
     return model_config.mixer if model_config.kind == "sequence" else model_config.kind
@@ -81,7 +104,7 @@ class FewShotTask(Task):
     def __init__(self, config, progress: bool = True):
         self.config, self.data, self.progress = config, config.data, progress
         self.learner = learner_name(config.model)
-        self.sampler = self.make_sampler(self.data.train_split, config.train.seed)
+        self.sampler = self.make_train_sampler()
         self.val_sampler = None
         if config.eval.val_every:
             self.val_sampler = self.make_sampler(self.data.val_split, config.eval.val_seed, key="data.val_split")
@@ -132,17 +155,25 @@ class FewShotTask(Task):
         except ValueError as error:  # a garbage or truncated file, named by the dataset
             raise DataError(str(error)) from None
 
-    def make_sampler(self, split: str, seed: int, key: str = "data") -> FewShotSampler:
-        """The seeded episodes of ``split``; a sampler value that does not fit raises a ConfigError."""
+    def frame_shape(self, dataset: ImageClasses) -> tuple[int, int, int]:
+        """``(C, H, W)`` of the episodes' frames: the dataset's, converted as ``data`` asks."""
+        channels, height, width = dataset.frame_shape
+        data = self.data
+        return data.channels or channels, data.image_size or height, data.image_size or width
+
+    def make_sampler(self, split: str, seed: int, key: str = "data", k_shot: int | None = None) -> FewShotSampler:
+        """The seeded episodes of ``split`` (with ``k_shot`` support shots; Default: ``data.k_shot``);
+        a sampler value that does not fit raises a ConfigError."""
         data = self.data
         dataset = self.load_split(split)
-        channels, height, width = dataset.frame_shape
-        shape = (data.channels or channels, data.image_size or height, data.image_size or width)
         try:
-            return FewShotSampler(dataset, data.n_way, data.k_shot, data.n_query, feedback=data.feedback, seed=seed,
-                                  frame_shape=shape)
+            return FewShotSampler(dataset, data.n_way, k_shot or data.k_shot, data.n_query, feedback=data.feedback,
+                                  seed=seed, frame_shape=self.frame_shape(dataset))
         except ValueError as error:
             raise ConfigError(f"{key} ({split}): {error}") from None
+
+    def make_train_sampler(self) -> FewShotSampler:
+        return self.make_sampler(self.data.train_split, self.config.train.seed)
 
     def train_sampler(self) -> FewShotSampler:
         return self.sampler
@@ -172,22 +203,22 @@ class FewShotTask(Task):
                                ff_multiplier=m.ff_multiplier, dropout=m.dropout, matched_init=m.matched_init,
                                srwm_input_norm=m.srwm_input_norm, **fast_weight_options)
 
+    @property
+    def scoring(self) -> FewShotScoring:
+        return FewShotScoring(self.sampler.num_shots)
+
     def objective(self, model: nn.Module, batch) -> Scores:
-        """Cross-entropy on the loss mask; tallies ``[loss_sum, correct by shot, scored by shot]``."""
-        outputs, _ = model(batch)
-        result = episode_loss(outputs, batch, self.sampler.num_shots)
-        sums = torch.cat([result.loss_sum.reshape(1), result.correct, result.count]).double()
-        return Scores(result.loss, sums, result.episode_correct / result.episode_count)
+        return self.scoring.objective(model, batch)
 
     def summarise(self, sums: torch.Tensor) -> dict:
-        correct, count = sums[1:].chunk(2)
-        by_shot = {shot: 100 * (correct[shot] / count[shot]).item() for shot in range(len(count)) if count[shot] > 0}
-        return {"loss": (sums[0] / count.sum()).item(), "accuracy": 100 * (correct.sum() / count.sum()).item(),
-                "by_shot": by_shot}
+        return self.scoring.summarise(sums)
 
-    def test(self, model: nn.Module, device: torch.device, split: str | None = None) -> dict[str, dict]:
-        """The learner, then each of ``eval.baselines``, on the same ``eval.episodes`` seeded episodes."""
-        sampler = self.make_sampler(split or self.data.test_split, self.config.eval.seed, key="data.test_split")
+    def test(self, model: nn.Module, device: torch.device, split: str | None = None,
+             k_shot: int | None = None) -> dict[str, dict]:
+        """The learner, then each of ``eval.baselines``, on the same ``eval.episodes`` seeded episodes
+        (with ``k_shot`` support shots; Default: ``data.k_shot``)."""
+        sampler = self.make_sampler(split or self.data.test_split, self.config.eval.seed, key="data.test_split",
+                                    k_shot=k_shot)
         episodes = self.config.eval.episodes
         results = {self.learner: self.evaluate(model, sampler, episodes, device, f"testing {self.learner}")}
         for baseline in self.baselines(self.config):
