@@ -157,6 +157,24 @@ class MultiTaskStream:
         self.samplers, self.shuffle, self.min_segment_steps = samplers, shuffle, min_segment_steps
         self.rng = make_rng(seed, generator)
 
+    @property
+    def frame_shape(self) -> tuple[int, int, int]:
+        return self.samplers[0].frame_shape
+
+    @property
+    def num_classes(self) -> int:
+        return self.samplers[0].n_way
+
+    @property
+    def num_shots(self) -> int:
+        """Slots of a by-shot tally over every segment's shots (0 being padding)."""
+        return max(s.num_shots for s in self.samplers)
+
+    def state_dict(self) -> dict:
+        """Each source's sampler state, the order and trimming settings and the seed."""
+        return {"sampler": type(self).__name__, "sources": [s.state_dict() for s in self.samplers],
+                "shuffle": self.shuffle, "min_segment_steps": self.min_segment_steps, "seed": self.rng.seed}
+
     def sample(self, episode_ids) -> EpisodeBatch:
         ids = as_episode_ids(episode_ids, self.samplers[0].class_ids.device)
         num_sources, batch = len(self.samplers), ids.shape[0]

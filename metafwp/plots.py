@@ -128,3 +128,32 @@ def plot_accuracy_by_support_shots(curves: dict[str, dict[int, tuple[float, floa
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
     return save_figure(figure, path)
+
+
+def plot_accuracy_across_switch(results: dict[str, dict], path: Path, *, chance: float, title: str = "") -> Path:
+    """Accuracy at every position of a multi-task sequence, across the switch: one panel per ordered
+    pair of sources (a, b), a's segment as the first, then b's as the second, one line per learner
+    (``results[learner]["segments"][source][slot]["by_position"]``); the switch as a vertical line."""
+    sources = list(next(iter(results.values()))["segments"])
+    pairs = [(a, b) for a in sources for b in sources if a != b]
+    figure = Figure(figsize=(5.5 * len(pairs), 3.8))
+    axes = figure.subplots(1, len(pairs), squeeze=False)[0]
+    for axis, (first, second) in zip(axes, pairs):
+        switch = None
+        for name, result in results.items():
+            segments = result["segments"]
+            if "first" not in segments[first] or "second" not in segments[second]:
+                continue
+            before, after = segments[first]["first"]["by_position"], segments[second]["second"]["by_position"]
+            switch = len(before)
+            curve = [float("nan") if value is None else value for value in before + after]
+            axis.plot(range(1, len(curve) + 1), curve, label=name)
+        if switch is not None:
+            axis.axvline(switch + 0.5, color="gray", linestyle=":", linewidth=1, label="switch")
+        axis.axhline(chance, color="black", linestyle="--", linewidth=1, label=f"chance ({chance:.0f} %)")
+        axis.set(xlabel="position in the sequence", ylabel="accuracy (%)", ylim=(0, 100),
+                 title=f"{first}, then {second}")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    figure.suptitle(title)
+    return save_figure(figure, path)

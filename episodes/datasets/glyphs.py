@@ -38,6 +38,12 @@ RENDER_SCALE = 4  # render at 4x, then downsample with an antialiasing filter
 FONT_PIXELS = 88  # font size at 4x: an em of 22 px in the 28 px image
 NEAR_DUPLICATE = 0.95
 CLASS_LIST_VERSION = 1
+# Unicode blocks of alphabets and phonetic letters; every other block is a symbol family (shapes,
+# arrows, box drawing, mathematical operators, punctuation): two styles of glyph for multi-task streams
+LETTER_BLOCKS = frozenset({"Basic Latin", "Latin-1 Supplement", "Latin Extended-A", "Latin Extended-B", "IPA Extensions",
+                           "Spacing Modifier Letters", "Greek and Coptic", "Cyrillic", "Phonetic Extensions Supplement",
+                           "Alphabetic Presentation Forms", "Letterlike Symbols"})
+GLYPH_FAMILIES = ("letters", "symbols")
 INVISIBLE_CATEGORIES = ("Zs", "Zl", "Zp", "Cc", "Cf", "Cs", "Co", "Cn", "Mn", "Mc", "Me")
 MISSING_CODEPOINT = 0x10FFFD  # a private-use code point no face draws: renders the missing-glyph box
 EVALUATION_BLOCKS = ("Cyrillic", "Arrows", "Box Drawing", "Miscellaneous Symbols", "Latin Extended-B",
@@ -215,6 +221,12 @@ class Glyphs(ImageClasses):
         names = [f"U+{entries[i][0]:04X} {chr(entries[i][0])}" for i in keep]
         labels = torch.arange(len(keep)).repeat_interleave(DRAWERS)
         super().__init__(per_class.reshape(-1, 1, IMAGE_SIZE, IMAGE_SIZE), labels, names)
+
+    def family_classes(self, family: str) -> list[int]:
+        """Class ids of ``family``: ``letters`` (alphabetic and phonetic Unicode blocks) or ``symbols``
+        (every other block), e.g. for ``FewShotSampler(glyphs, ..., classes=...)``."""
+        check_choice("family", family, GLYPH_FAMILIES)
+        return [i for i, block in enumerate(self.alphabets) if (block in LETTER_BLOCKS) == (family == "letters")]
 
     @staticmethod
     def _render_all(entries, progress: bool) -> torch.Tensor:

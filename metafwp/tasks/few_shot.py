@@ -64,6 +64,30 @@ class FewShotData:
                 raise ConfigError(f"Unknown data.{key} {value!r}. Valid: {', '.join(valid)}")
 
 
+def load_image_split(dataset: str, root: str | None, split: str, rotations: bool = False,
+                     progress: bool = True) -> ImageClasses:
+    """The ImageClasses of one split of ``dataset`` (one of DATASETS) under the user's ``root``; a
+    missing or garbage copy raises an error saying how to get it."""
+    if dataset == "glyphs":
+        try:
+            return Glyphs(split, progress=progress)
+        except ValueError as error:
+            raise ConfigError(f"{error} (glyph splits)") from None
+    if root is None:
+        raise ConfigError(f"data.dataset={dataset} needs data.root, the folder holding your copy: "
+                          f"{WHERE_TO_GET[dataset]}; then pass data.root=<that folder>")
+    try:
+        if dataset == "omniglot":
+            return Omniglot(root, split, rotations=rotations, progress=progress)
+        if dataset == "mini_imagenet":
+            return MiniImageNet(root, split, progress=progress)
+        return ImageFolderClasses(Path(root).expanduser() / split, progress=progress)
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"{error}. How to get it: {WHERE_TO_GET[dataset]}.") from None
+    except ValueError as error:  # a garbage or truncated file, named by the dataset
+        raise DataError(str(error)) from None
+
+
 class FewShotScoring:
     """The few-shot objective and its summary for episodes whose shot indices stay below ``num_shots``
     (a sampler's ``num_shots``): what ``evaluate_episodes`` needs of a task."""
@@ -85,6 +109,32 @@ class FewShotScoring:
         by_shot = {shot: 100 * (correct[shot] / count[shot]).item() for shot in range(len(count)) if count[shot] > 0}
         return {"loss": (sums[0] / count.sum()).item(), "accuracy": 100 * (correct.sum() / count.sum()).item(),
                 "by_shot": by_shot}
+
+
+def build_image_learner(model_config, frame_shape: tuple[int, int, int], n_way: int) -> nn.Module:
+    """A SequenceLearner, PrototypicalNetwork, PixelNearestNeighbour or MAMLLearner (backbone and a
+    linear head) for episodes of ``frame_shape`` frames and ``n_way`` classes."""
+    m, shape = model_config, frame_shape
+    if m.kind == "pixel_nn":
+        return PixelNearestNeighbour()
+    try:  # MAML's vmap over tasks batches frames in 5-d tensors, which have no channels-last layout
+        backbone = build_backbone(m.backbone, shape[0], m.filters, m.norm, m.backbone_dropout, shape[-1],
+                                  channels_last=m.kind != "maml")
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    if m.kind == "maml":
+        network = nn.Sequential(backbone, nn.Linear(feature_size(backbone, shape), n_way))
+        return MAMLLearner(network, inner_lr=m.inner_lr, inner_steps=m.inner_steps,
+                           test_inner_steps=m.test_inner_steps, first_order=m.first_order)
+    if m.kind == "prototypical":
+        return PrototypicalNetwork(backbone)
+    fast_weight_options = {"beta_activation": m.beta_activation}
+    if m.feature_map is not None:
+        fast_weight_options["feature_map"] = m.feature_map
+    return SequenceLearner(backbone, feature_size(backbone, shape), n_way, n_way + 1, mixer=m.mixer,
+                           d_model=m.d_model, num_layers=m.num_layers, num_heads=m.num_heads,
+                           ff_multiplier=m.ff_multiplier, dropout=m.dropout, matched_init=m.matched_init,
+                           srwm_input_norm=m.srwm_input_norm, **fast_weight_options)
 
 
 def learner_name(model_config) -> str:
@@ -135,25 +185,7 @@ class FewShotTask(Task):
 
     def load_split(self, split: str) -> ImageClasses:
         """The ImageClasses of one split of ``data.dataset``."""
-        data = self.data
-        if data.dataset == "glyphs":
-            try:
-                return Glyphs(split, progress=self.progress)
-            except ValueError as error:
-                raise ConfigError(f"{error} (glyph splits)") from None
-        if data.root is None:
-            raise ConfigError(f"data.dataset={data.dataset} needs data.root, the folder holding your copy: "
-                              f"{WHERE_TO_GET[data.dataset]}; then pass data.root=<that folder>")
-        try:
-            if data.dataset == "omniglot":
-                return Omniglot(data.root, split, rotations=data.rotations, progress=self.progress)
-            if data.dataset == "mini_imagenet":
-                return MiniImageNet(data.root, split, progress=self.progress)
-            return ImageFolderClasses(Path(data.root).expanduser() / split, progress=self.progress)
-        except FileNotFoundError as error:
-            raise FileNotFoundError(f"{error}. How to get it: {WHERE_TO_GET[data.dataset]}.") from None
-        except ValueError as error:  # a garbage or truncated file, named by the dataset
-            raise DataError(str(error)) from None
+        return load_image_split(self.data.dataset, self.data.root, split, self.data.rotations, self.progress)
 
     def frame_shape(self, dataset: ImageClasses) -> tuple[int, int, int]:
         """``(C, H, W)`` of the episodes' frames: the dataset's, converted as ``data`` asks."""
@@ -179,29 +211,7 @@ class FewShotTask(Task):
         return self.sampler
 
     def build_learner(self, model_config) -> nn.Module:
-        """A SequenceLearner, PrototypicalNetwork, PixelNearestNeighbour or MAMLLearner (backbone and a
-        linear head) for this task's frames and classes."""
-        m, shape, n_way = model_config, self.sampler.frame_shape, self.sampler.num_classes
-        if m.kind == "pixel_nn":
-            return PixelNearestNeighbour()
-        try:  # MAML's vmap over tasks batches frames in 5-d tensors, which have no channels-last layout
-            backbone = build_backbone(m.backbone, shape[0], m.filters, m.norm, m.backbone_dropout, shape[-1],
-                                      channels_last=m.kind != "maml")
-        except ValueError as error:
-            raise ConfigError(str(error)) from None
-        if m.kind == "maml":
-            network = nn.Sequential(backbone, nn.Linear(feature_size(backbone, shape), n_way))
-            return MAMLLearner(network, inner_lr=m.inner_lr, inner_steps=m.inner_steps,
-                               test_inner_steps=m.test_inner_steps, first_order=m.first_order)
-        if m.kind == "prototypical":
-            return PrototypicalNetwork(backbone)
-        fast_weight_options = {"beta_activation": m.beta_activation}
-        if m.feature_map is not None:
-            fast_weight_options["feature_map"] = m.feature_map
-        return SequenceLearner(backbone, feature_size(backbone, shape), n_way, n_way + 1, mixer=m.mixer,
-                               d_model=m.d_model, num_layers=m.num_layers, num_heads=m.num_heads,
-                               ff_multiplier=m.ff_multiplier, dropout=m.dropout, matched_init=m.matched_init,
-                               srwm_input_norm=m.srwm_input_norm, **fast_weight_options)
+        return build_image_learner(model_config, self.sampler.frame_shape, self.sampler.num_classes)
 
     @property
     def scoring(self) -> FewShotScoring:
