@@ -22,6 +22,7 @@ import multiprocessing
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 from episodes import FewShotSampler, Glyphs
@@ -38,6 +39,19 @@ LEARNERS = {"SRWM": "glyphs_5way1shot_srwm", "MAML": "glyphs_5way1shot_maml", "D
             "LSTM": "glyphs_5way1shot_lstm", "Prototypical Network": "glyphs_5way1shot_protonet"}
 GD_STUDY = "regression_von_oswald_linear_attention"
 GD_LR_TASKS = 200_000  # training tasks the GD step's learning rate is fitted on
+
+
+@contextmanager
+def training_pool(jobs: int):
+    """A pool of ``jobs`` spawned processes whose C library keeps freed memory (set before they start)."""
+    environment = dict(os.environ)
+    os.environ.update(KEEP_FREED_MEMORY)  # read by each job's C library when its process starts
+    try:
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            yield pool
+    finally:
+        os.environ.clear()
+        os.environ.update(environment)
 
 
 def run_learner(recipe: str, overrides: list[str]) -> dict:
@@ -85,9 +99,8 @@ def main(argv=None) -> dict:
     print(f"Glyphs: {glyphs!r}; one 5-way 1-shot training episode drawn in {out / 'episode.png'}\n")
     Glyphs("evaluation")  # rendered once here, not by every job
 
-    jobs, environment = {}, dict(os.environ)
-    os.environ.update(KEEP_FREED_MEMORY)  # read by each job's C library when its process starts
-    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+    jobs = {}
+    with training_pool(args.jobs) as pool:
         for index, (learner, recipe) in enumerate(LEARNERS.items()):
             overrides = [f"train.out_dir={out}", f"train.name={recipe.rsplit('_', 1)[-1]}", "train.resume=true",
                          "train.threads=1", "train.progress=lines"]
@@ -104,8 +117,6 @@ def main(argv=None) -> dict:
         print(f"\nTraining {len(jobs) + 1} learners, {args.jobs} at a time (a line every log_every steps):", flush=True)
         results = {learner: job.result() for learner, job in jobs.items()}
         comparison = gd_study.result()
-    os.environ.clear()
-    os.environ.update(environment)
 
     rows = []
     for learner, metrics in results.items():

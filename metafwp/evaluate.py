@@ -1,7 +1,7 @@
 """``python -m metafwp.evaluate <run dir> [key=value ...]``: test a trained run again on the fixed,
 seeded held-out episodes of its config, beside its baselines, with the run's ``best.pt`` when it
 has one (else ``checkpoint.pt``). Overrides, in the style of ``python -m metafwp.train``:
-``data.test_split``, ``eval.episodes``, ``eval.batch_size``, ``eval.seed``, ``eval.baselines``,
+``data.test_split`` (``data.test_splits`` for multi-task streams), ``eval.episodes``, ``eval.batch_size``, ``eval.seed``, ``eval.baselines``,
 ``train.device``, ``train.progress``. ``eval.baselines=[pixel_nn,prototypes_on_backbone]`` adds
 nearest prototypes on the run's trained backbone (a Prototypical Network's classifier on the
 learner's features): how much of its accuracy the features alone carry, and how much its
@@ -23,7 +23,7 @@ from metafwp.train.checkpoint import load_checkpoint
 from metafwp.train.config import load_config
 from metafwp.train.distributed import resolve_device
 
-EVALUATE_KEYS = ("data.test_split", "eval.episodes", "eval.batch_size", "eval.seed", "eval.baselines",
+EVALUATE_KEYS = ("data.test_split", "data.test_splits", "eval.episodes", "eval.batch_size", "eval.seed", "eval.baselines",
                  "train.device", "train.progress")
 
 
@@ -58,7 +58,8 @@ def evaluate_run(run_dir: Path, overrides: list[str] = (), progress: bool = True
     config, task, model, weights = load_run(run_dir, [*overrides, *([] if progress else ["train.progress=none"])])
     device = resolve_device(config.train.device)
     results = task.test(model.to(device), device)
-    split = getattr(config.data, "test_split", "tasks")  # regression tasks have no split: fresh seeded tasks
+    # multi-task streams have a split per source; regression tasks none (fresh seeded tasks)
+    split = getattr(config.data, "test_split", None) or "+".join(getattr(config.data, "test_splits", ["tasks"]))
     return {"split": split, "episodes": config.eval.episodes, "seed": config.eval.seed,
             "weights": weights, "metric": task.metric, "results": results}
 

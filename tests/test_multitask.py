@@ -122,3 +122,19 @@ def test_bad_settings_are_config_errors(override, message):
 def test_a_segment_longer_than_a_family_allows_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="source glyphs:symbols, split background.*k_shot"):
         MultiTaskTask(tiny_multitask(tmp_path, "data.k_shots=[2,21]"), progress=False)
+
+
+def test_the_studies_train_compare_and_plot(tmp_path, capsys):
+    from metafwp.studies import main
+
+    summary = main(["multitask", "--out", str(tmp_path), "--steps", "2", "--episodes", "10"])
+    assert set(summary["learners"]) == {"SRWM", "DeltaNet", "LSTM"} and Path(summary["figure"]).is_file()
+    for label, run in summary["runs"].items():
+        result = json.loads((Path(run) / "metrics.json").read_text())["test"]
+        (learner,) = result
+        assert summary["learners"][label]["second_segment_accuracy"] == result[learner]["second_segment_accuracy"]
+    summary = main(["bootstrap", "--out", str(tmp_path), "--steps", "2", "--episodes", "10"])
+    assert set(summary["curves"]) == {"bootstrapped SRWM", "plain SRWM", "pixel nearest neighbour"}
+    assert set(summary["curves"]["plain SRWM"]) == {"1", "3"} and (tmp_path / "bootstrap/comparison.png").is_file()
+    printed = capsys.readouterr().out
+    assert "second segment" in printed and "K = 3" in printed and "Study wall time" in printed

@@ -1,0 +1,116 @@
+"""Studies on the embedded data that compare several runs, each a few minutes on a 2-core CPU:
+
+    python -m metafwp.studies bootstrap [--out runs/studies] [--steps N] [--episodes N] [--jobs 2]
+    python -m metafwp.studies multitask [--out runs/studies] [--steps N] [--episodes N] [--jobs 2]
+
+``bootstrap``: the SRWM meta-trained with the bootstrapping objective beside the same SRWM trained on
+the plain K-shot loss for the same steps (``recipes/glyphs_bootstrap_10way1shot_srwm*.yaml``), tested
+on the same episodes at K = 1 and K = 3; a table and ``bootstrap/comparison.png``.
+``multitask``: SRWM, DeltaNet and LSTM on letter-then-symbol glyph sequences
+(``recipes/glyphs_multitask_*.yaml``), tested on the same sequences; each learner's accuracy on the
+second segment and ``multitask/accuracy_across_switch.png``.
+
+Every run is an ordinary run of its recipe with ``train.resume=true`` under ``--out/<study>/``: run a
+study again and finished runs are only re-tested. ``--jobs`` runs train side by side, one thread each.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from metafwp.demo import run_learner, training_pool
+from metafwp.plots import plot_accuracy_across_switch, plot_accuracy_by_support_shots
+
+STUDIES = {
+    "bootstrap": {"bootstrapped SRWM": "glyphs_bootstrap_10way1shot_srwm",
+                  "plain SRWM": "glyphs_bootstrap_10way1shot_srwm_plain"},
+    "multitask": {"SRWM": "glyphs_multitask_srwm", "DeltaNet": "glyphs_multitask_delta",
+                  "LSTM": "glyphs_multitask_lstm"},
+}
+
+
+def train_runs(study: str, out: Path, args) -> dict[str, dict]:
+    """``{label: metrics.json}`` of the study's runs, trained ``args.jobs`` at a time."""
+    jobs = {}
+    with training_pool(args.jobs) as pool:
+        for label, recipe in STUDIES[study].items():
+            overrides = [f"train.out_dir={out}", f"train.name={recipe}", "train.resume=true", "train.threads=1",
+                         "train.progress=lines", *([f"train.steps={args.steps}"] if args.steps else []),
+                         *([f"eval.episodes={args.episodes}"] if args.episodes else [])]
+            print(f"{label}: python -m metafwp.train recipes/{recipe}.yaml {' '.join(overrides)}")
+            jobs[label] = pool.submit(run_learner, recipe, overrides)
+        print(f"\nTraining {len(jobs)} runs, {args.jobs} at a time (a line every log_every steps):", flush=True)
+        return {label: job.result() for label, job in jobs.items()}
+
+
+def bootstrap_study(out: Path, args) -> dict:
+    """Bootstrapped vs plain at K and the larger K, with the pixel baseline, on the same episodes."""
+    runs = train_runs("bootstrap", out, args)
+    curves = {}
+    for label, metrics in runs.items():
+        for result in metrics["test"].values():
+            name = label if result["learner"] == metrics["learner"] else "pixel nearest neighbour"
+            curves.setdefault(name, {})[result["k_shot"]] = (result["accuracy"], result["ci95"])
+    shots = sorted({k for curve in curves.values() for k in curve})
+    first = next(iter(runs.values()))
+    episodes = next(iter(first["test"].values()))["episodes"]
+    print(f"\nGlyphs 10-way, meta-trained at K = {shots[0]}, held-out classes ({episodes} test episodes per K, "
+          f"the same for every learner):")
+    print(f"  {'learner':<24}" + "".join(f"{'K = ' + str(k):>18}" for k in shots) + f"{'training':>10}")
+    for name, curve in curves.items():
+        minutes = next((m["train_seconds"] / 60 for label, m in runs.items() if label == name), 0.0)
+        print(f"  {name:<24}" + "".join(f"{curve[k][0]:>9.2f} +/- {curve[k][1]:4.2f}" for k in shots)
+              + f"{minutes:>6.1f} min")
+    summary = {"curves": {name: {str(k): {"accuracy": a, "ci95": c} for k, (a, c) in curve.items()}
+                          for name, curve in curves.items()},
+               "train_seconds": {label: m["train_seconds"] for label, m in runs.items()},
+               "runs": {label: m["run"] for label, m in runs.items()}, "episodes": episodes}
+    figure = plot_accuracy_by_support_shots(curves, out / "comparison.png", chance=10.0, trained_shots=shots[0],
+                                            title=f"Glyphs 10-way, held-out classes, {episodes} episodes per K")
+    return dict(summary, figure=str(figure))
+
+
+def multitask_study(out: Path, args) -> dict:
+    """The learners' accuracy across the switch and on the second segment, on the same sequences."""
+    runs = train_runs("multitask", out, args)
+    results = {label: metrics["test"][metrics["learner"]] for label, metrics in runs.items()}
+    episodes = next(iter(results.values()))["episodes"]
+    print(f"\nGlyph letters and symbols, one 5-way segment each in random order, held-out blocks "
+          f"({episodes} test sequences, the same for every learner):")
+    print(f"  {'learner':<10} {'all steps':>16} {'second segment':>16} {'training':>10}")
+    for label, result in results.items():
+        print(f"  {label:<10} {result['accuracy']:>7.2f} +/- {result['ci95']:4.2f} "
+              f"{result['second_segment_accuracy']:>15.2f} {runs[label]['train_seconds'] / 60:>7.1f} min")
+    figure = plot_accuracy_across_switch(results, out / "accuracy_across_switch.png", chance=20.0,
+                                         title=f"Glyph multi-task sequences, {episodes} test sequences")
+    summary = {label: {"accuracy": r["accuracy"], "ci95": r["ci95"],
+                       "second_segment_accuracy": r["second_segment_accuracy"], "segments": r["segments"]}
+               for label, r in results.items()}
+    return {"learners": summary, "runs": {label: m["run"] for label, m in runs.items()}, "figure": str(figure)}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m metafwp.studies", description=__doc__.split("\n\n")[0])
+    parser.add_argument("study", choices=sorted(STUDIES))
+    parser.add_argument("--out", default="runs/studies", help="folder for the study's runs and summary")
+    parser.add_argument("--steps", type=int, help="training steps of every run (Default: the recipes')")
+    parser.add_argument("--episodes", type=int, help="test episodes (Default: the recipes' 1000)")
+    parser.add_argument("--jobs", type=int, default=2, help="runs trained at once, one thread each (Default: 2)")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    out = Path(args.out) / args.study
+    out.mkdir(parents=True, exist_ok=True)
+    summary = (bootstrap_study if args.study == "bootstrap" else multitask_study)(out, args)
+    summary["wall_seconds"] = time.perf_counter() - started
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(f"\nResults: {(out / 'summary.json').resolve()} and {Path(summary['figure']).resolve()}")
+    print(f"Per run (learning curves, metrics.json, checkpoint.pt): {out.resolve()}/<recipe>/")
+    seconds = summary["wall_seconds"]
+    print(f"Study wall time: {int(seconds // 60)} min {seconds % 60:.0f} s")
+    return summary
+
+
+if __name__ == "__main__":
+    main()
