@@ -233,6 +233,24 @@ class ContinualBatch:
     def num_tasks(self) -> int:
         return len(self.contexts)
 
+    @property
+    def batch_size(self) -> int:
+        return self.task_ids.shape[0]
+
+    def to(self, device, non_blocking: bool = False) -> "ContinualBatch":
+        return ContinualBatch([c.to(device, non_blocking) for c in self.contexts],
+                              [q.to(device, non_blocking) for q in self.queries], self.task_ids.to(device))
+
+    def pin_memory(self) -> "ContinualBatch":
+        return ContinualBatch([c.pin_memory() for c in self.contexts], [q.pin_memory() for q in self.queries],
+                              self.task_ids.pin_memory())
+
+    def __getitem__(self, index) -> "ContinualBatch":
+        """Episodes ``index`` of every task."""
+        rows = slice(index, index + 1) if isinstance(index, int) else index
+        return ContinualBatch([c[index] for c in self.contexts], [q[index] for q in self.queries],
+                              self.task_ids[rows])
+
 
 class ContinualSampler:
     """Continual-learning episodes (ACL, docs/protocols.md section 7): one task per sampler, in sequence.
@@ -258,8 +276,7 @@ class ContinualSampler:
                                  "after later tasks")
         if shuffle and len({(s.n_way, s.k_shot, s.n_query) for s in samplers}) > 1:
             raise ValueError("shuffle=True needs samplers with the same n_way, k_shot and n_query")
-        if shuffle:
-            _check_same_frames(samplers)
+        _check_same_frames(samplers)  # one learner reads every task
         self.samplers, self.class_incremental, self.shuffle = samplers, class_incremental, shuffle
         self.rng = make_rng(seed, generator)
 
@@ -267,6 +284,15 @@ class ContinualSampler:
     def num_classes(self) -> int:
         n = [s.n_way for s in self.samplers]
         return sum(n) if self.class_incremental else max(n)
+
+    @property
+    def frame_shape(self) -> tuple[int, int, int]:
+        return self.samplers[0].frame_shape
+
+    def state_dict(self) -> dict:
+        """Each task's sampler state, the label layout, the order setting and the seed."""
+        return {"sampler": type(self).__name__, "tasks": [s.state_dict() for s in self.samplers],
+                "class_incremental": self.class_incremental, "shuffle": self.shuffle, "seed": self.rng.seed}
 
     def _relabel(self, part: EpisodeBatch, offset: int) -> EpisodeBatch:
         """Shift labels by ``offset`` and move the unknown label to the stream's label space."""
@@ -297,3 +323,20 @@ class ContinualSampler:
             queries.append(part.steps(support, part.num_steps))
             offset += self.samplers[t].n_way
         return ContinualBatch(contexts, queries, task_ids.clone())
+
+
+SPLIT_MNIST_TASKS = ((0, 1), (2, 3), (4, 5), (6, 7), (8, 9))
+
+
+def split_mnist(dataset, k_shot: int, n_query: int = 1, *, class_incremental: bool = False, seed: int | None = None,
+                frame_shape: tuple[int, int, int] | None = None) -> ContinualSampler:
+    """Split-MNIST streams: the five 2-way tasks 0/1, 2/3, 4/5, 6/7, 8/9 of a digit dataset (MNIST,
+    MNIST5k: class ids are the digits), in that order, ``k_shot`` support and ``n_query`` query
+    examples per class. Domain-incremental (Default): labels 0/1 in every task, which digit gets
+    which drawn per episode; ``class_incremental``: task t's labels shifted to ``2t, 2t + 1``
+    (10-way)."""
+    if [str(d) for d in range(10)] != list(dataset.class_names):
+        raise ValueError(f"Split-MNIST needs the ten digit classes '0' .. '9' in order, got {dataset!r}")
+    samplers = [FewShotSampler(dataset, 2, k_shot, n_query, seed=seed, classes=list(digits), frame_shape=frame_shape)
+                for digits in SPLIT_MNIST_TASKS]
+    return ContinualSampler(samplers, class_incremental=class_incremental, seed=seed)

@@ -1,6 +1,7 @@
 """Masked episode losses and their metrics: synchronous feedback scores the queries, delayed feedback
 every step, regression the masked steps by MSE; all read the batch's ``loss_mask``. The
-bootstrapping objective (Irie & Schmidhuber 2023) scores one query from two states."""
+bootstrapping objective (Irie & Schmidhuber 2023) scores one query from two states, the continual
+(ACL) objective every task's queries after each later task."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,7 +9,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from episodes import BootstrapBatch, EpisodeBatch
+from episodes import BootstrapBatch, ContinualBatch, EpisodeBatch
 from episodes.batch import concatenate_steps
 
 
@@ -174,3 +175,65 @@ def bootstrap_loss(model, batch: BootstrapBatch, weights=(1.0, 1.0, 10.0), targe
     loss = main_weight * main + future_weight * future + bootstrap_weight * bootstrap
     return BootstrapLoss(loss=loss, main=main, future=future, bootstrap=bootstrap,
                          student_correct=correct(student.detach()), teacher_correct=teacher_correct, count=count)
+
+
+@dataclass
+class ContinualLoss:
+    """The continual (ACL) objective of a batch of task streams and the forgetting tallies.
+
+    Fields:
+        loss: the weighted mean of the scored terms (carries the graph).
+        terms: ``[T, T]`` cross-entropy of task s's queries read after tasks ``1 .. t`` (row s,
+            column t; NaN where not read: s > t, or s < t when earlier tasks are not read).
+        correct, count: ``[B, T, T]`` float, correct and scored queries of each cell, per episode.
+    """
+
+    loss: torch.Tensor
+    terms: torch.Tensor
+    correct: torch.Tensor
+    count: torch.Tensor
+
+
+def continual_loss(model, batch: ContinualBatch, *, backward: bool = True, first_task_scale: float = 1.0,
+                   read_earlier: bool | None = None) -> ContinualLoss:
+    """The ACL objective (Irie, Csordas & Schmidhuber 2025) of a SequenceLearner on a ContinualBatch.
+
+    The contexts of tasks ``1 .. T`` are read one after another, the state carried; after task t the
+    queries of task t (learning) and, with ``backward``, of every earlier task s < t (remembering:
+    the ACL terms) are read from that state, each a branch that does not change it. The loss is
+    the mean of these cross-entropies, the first task's learning term (task 1 after task 1)
+    weighted by ``first_task_scale`` (the authors' ``loss_scale_task_a``). Every frame goes through
+    the backbone once.
+
+    Args:
+        read_earlier: read the earlier tasks' queries even when they are not in the loss (for the
+            forgetting matrix). Default: ``backward``.
+    """
+    if not isinstance(batch, ContinualBatch):
+        raise TypeError(f"the continual loss reads a ContinualBatch (tasks one after another; from a "
+                        f"ContinualSampler), got {type(batch).__name__}")
+    read_earlier = backward if read_earlier is None else read_earlier
+    num_tasks = batch.num_tasks
+    parts = batch.contexts + batch.queries
+    h = model.embed(concatenate_steps(parts)).split([part.num_steps for part in parts], 1)
+    first = batch.queries[0]
+    terms = torch.full((num_tasks, num_tasks), float("nan"), device=first.targets.device)
+    correct = torch.zeros(first.batch_size, num_tasks, num_tasks, device=first.targets.device)
+    count = torch.zeros_like(correct)
+    scored, weights, state = [], [], None
+    for t in range(num_tasks):
+        _, state = model.read(h[t], state)
+        for s in range(t + 1) if read_earlier else (t,):
+            query = batch.queries[s]
+            logits, _ = model.read(h[num_tasks + s], state)
+            mask = query.loss_mask
+            term = F.cross_entropy(logits[mask].float(), query.targets[mask])
+            terms[s, t] = term.detach()
+            hits = torch.zeros_like(mask, dtype=torch.float)
+            hits[mask] = (logits[mask].argmax(-1) == query.targets[mask]).float()
+            correct[:, s, t], count[:, s, t] = hits.sum(1), mask.float().sum(1)
+            if s == t or backward:
+                scored.append(term)
+                weights.append(first_task_scale if s == t == 0 else 1.0)
+    loss = sum(w * term for w, term in zip(weights, scored)) / len(scored)
+    return ContinualLoss(loss=loss, terms=terms, correct=correct.detach(), count=count)

@@ -157,3 +157,44 @@ def plot_accuracy_across_switch(results: dict[str, dict], path: Path, *, chance:
         axis.legend(fontsize=8)
     figure.suptitle(title)
     return save_figure(figure, path)
+
+
+def plot_forgetting(results: dict[str, dict], path: Path, *, chance: float, quoted: dict | None = None,
+                    kind: str = "domain", title: str = "") -> Path:
+    """For each learner (``results[name]["forgetting"]``: ``mean`` / ``ci95`` matrices, row task s,
+    column after task t): a heat map of the accuracy of task s after tasks 1 .. t, and lines of each
+    task's accuracy as later tasks arrive (95% CIs); ``quoted`` final average accuracies
+    (``{name: (domain, class)}``) are listed beside them, marked as quoted."""
+    figure = Figure(figsize=(10, 3.9 * len(results)))
+    rows = figure.subplots(len(results), 2, squeeze=False)
+    for (heat_axis, line_axis), (name, result) in zip(rows, results.items()):
+        mean, ci95 = result["forgetting"]["mean"], result["forgetting"]["ci95"]
+        n = len(mean)
+        grid = [[float("nan") if v is None else v for v in row] for row in mean]
+        image = heat_axis.imshow(grid, vmin=0, vmax=100, cmap="viridis")
+        for s in range(n):
+            for t in range(n):
+                if mean[s][t] is not None:
+                    heat_axis.text(t, s, f"{mean[s][t]:.0f}", ha="center", va="center", fontsize=8,
+                                   color="white" if mean[s][t] < 60 else "black")
+        heat_axis.set(xticks=range(n), yticks=range(n), xticklabels=[str(t + 1) for t in range(n)],
+                      yticklabels=[str(s + 1) for s in range(n)], xlabel="after learning task t",
+                      ylabel="accuracy on task s", title=f"{name}: accuracy (%)")
+        figure.colorbar(image, ax=heat_axis, fraction=0.046)
+        for s in range(n):
+            steps = [t for t in range(n) if mean[s][t] is not None]
+            line_axis.errorbar([t + 1 for t in steps], [mean[s][t] for t in steps], yerr=[ci95[s][t] for t in steps],
+                               marker="o", capsize=3, label=f"task {s + 1}")
+        line_axis.axhline(chance, color="black", linestyle="--", linewidth=1, label=f"chance ({chance:.0f} %)")
+        final = result.get("final_average")
+        line_axis.set(xlabel="after learning task t", ylabel="accuracy (%)", ylim=(0, 100), xticks=range(1, n + 1),
+                      title=f"{name}: final average {final:.1f} %" if final is not None else name)
+        line_axis.grid(alpha=0.3)
+        line_axis.legend(fontsize=7, loc="lower left")
+        if quoted:
+            column = 0 if kind == "domain" else 1
+            text = "\n".join(f"{label} {values[column]:.1f}" for label, values in quoted.items())
+            line_axis.text(1.02, 1.0, f"quoted, {kind}-incr.\n(Hsu et al. 2018,\nfull MNIST):\n{text}",
+                           transform=line_axis.transAxes, fontsize=7, va="top")
+    figure.suptitle(title)
+    return save_figure(figure, path)

@@ -2,10 +2,11 @@
 A recipe picks one with ``task: <name>``; adding a task is a module and an entry here."""
 from metafwp.tasks.base import Scores, Task, autocast, confidence_interval, evaluate_episodes
 from metafwp.tasks.bootstrap import BootstrapTask
+from metafwp.tasks.continual import ContinualTask
 from metafwp.tasks.few_shot import FewShotTask
 from metafwp.tasks.multitask import MultiTaskTask
 from metafwp.tasks.regression import RegressionTask
 
-TASKS: dict[str, type[Task]] = {task.name: task for task in (FewShotTask, RegressionTask, BootstrapTask, MultiTaskTask)}
+TASKS: dict[str, type[Task]] = {task.name: task for task in (FewShotTask, RegressionTask, BootstrapTask, MultiTaskTask, ContinualTask)}
 
-__all__ = ["TASKS", "BootstrapTask", "FewShotTask", "MultiTaskTask", "RegressionTask", "Scores", "Task", "autocast", "confidence_interval", "evaluate_episodes"]
+__all__ = ["TASKS", "BootstrapTask", "ContinualTask", "FewShotTask", "MultiTaskTask", "RegressionTask", "Scores", "Task", "autocast", "confidence_interval", "evaluate_episodes"]

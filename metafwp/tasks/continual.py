@@ -1,0 +1,236 @@
+"""Continual meta-learning (ACL; Irie, Csordas & Schmidhuber 2025): streams of few-shot tasks read one
+after another with the state carried over; the loss scores each task after it is learned and,
+with the ACL terms, again after every later task. Meta-tested on Split-MNIST (the embedded 5,000
+MNIST digits or a torchvision copy), domain- or class-incremental: the forgetting matrix, accuracy
+of task s after tasks 1 .. t, with 95% CIs over a fixed set of seeded test streams."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, List, Optional
+
+import torch
+import torch.nn as nn
+
+from episodes import MNIST, ContinualSampler, FewShotSampler, MNIST5k, split_mnist
+from episodes.datasets.base import ImageClasses
+from metafwp.errors import ConfigError, DataError
+from metafwp.losses import continual_loss
+from metafwp.plots import plot_forgetting
+from metafwp.tasks.base import Scores, Task
+from metafwp.tasks.few_shot import DATASETS, build_image_learner, learner_name, load_image_split
+
+TEST_DATASETS = ("mnist5k", "mnist")
+# Hsu et al. 2018 (full MNIST, conventional training, no replay), as quoted by Irie et al. 2025:
+# (domain-incremental, class-incremental) final average accuracy in %
+QUOTED_BASELINES = {"SGD": (63.20, 19.46), "Adam": (55.16, 19.71), "L2": (66.00, 22.52), "EWC": (58.85, 19.80),
+                    "Online EWC": (57.33, 19.77), "SI": (64.76, 19.67), "MAS": (68.57, 19.52),
+                    "LwF": (71.02, 24.17), "offline (upper bound)": (98.59, 97.53)}
+
+
+@dataclass
+class ContinualData:
+    """Meta-training streams of ``num_tasks`` few-shot tasks (``n_way``-way, ``k_shot`` support and
+    ``n_query`` queries per class), task t drawn from ``train_sources[t % len(train_sources)]``
+    (one of glyphs, omniglot, mini_imagenet, folder; ``roots`` one folder each; ``shuffle_tasks``
+    draws the order per stream); ``class_incremental`` shifts task t's labels by ``t n_way``;
+    ``acl`` keeps the backward terms in the loss; ``first_task_scale`` weights the first task's own
+    term. The meta-test reads Split-MNIST from ``test_dataset`` (``mnist5k``: the embedded digits;
+    ``mnist``: torchvision's layout under ``test_root``) with ``test_k_shot`` shots per class,
+    ``invert_test`` turning its white-on-black digits into the dark-on-light ink of glyphs and
+    Omniglot. Frames are converted to ``channels`` x ``image_size`` x ``image_size`` when given."""
+    train_sources: List[str] = field(default_factory=lambda: ["glyphs"])
+    roots: Optional[List[Optional[str]]] = None
+    train_split: str = "background"
+    num_tasks: int = 5
+    n_way: int = 2
+    k_shot: int = 5
+    n_query: int = 1
+    shuffle_tasks: bool = False
+    class_incremental: bool = False
+    acl: bool = True
+    first_task_scale: float = 1.0
+    test_dataset: str = "mnist5k"
+    test_root: Optional[str] = None
+    test_split: str = "test"
+    test_k_shot: int = 15
+    test_n_query: int = 1
+    invert_test: bool = True
+    image_size: Optional[int] = None
+    channels: Optional[int] = None
+    num_workers: int = 0
+
+    DECIDING_KEYS: ClassVar[tuple[str, ...]] = ("test_dataset",)
+
+    def unread_keys(self) -> set[str]:
+        return {"test_root", "test_split"} if self.test_dataset == "mnist5k" else set()
+
+    def check(self) -> None:
+        for source in self.train_sources:
+            if source not in DATASETS:
+                raise ConfigError(f"Unknown data.train_sources entry {source!r}. Valid: {', '.join(DATASETS)}")
+        if self.test_dataset not in TEST_DATASETS:
+            raise ConfigError(f"Unknown data.test_dataset {self.test_dataset!r}. Valid: {', '.join(TEST_DATASETS)}")
+        if self.roots is not None and len(self.roots) != len(self.train_sources):
+            raise ConfigError(f"data.roots gives {len(self.roots)} folders for {len(self.train_sources)} "
+                              f"data.train_sources; give one per source")
+        for key in ("num_tasks", "n_way", "k_shot", "n_query", "test_k_shot", "test_n_query"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"data.{key} must be >= 1, got {getattr(self, key)}")
+        if self.first_task_scale < 0:
+            raise ConfigError(f"data.first_task_scale must be >= 0, got {self.first_task_scale}")
+
+    @property
+    def num_classes(self) -> int:
+        """The learner's label space: ``n_way``, or ``num_tasks n_way`` when class-incremental."""
+        return self.num_tasks * self.n_way if self.class_incremental else self.n_way
+
+
+def check_label_space(stream: ContinualSampler, num_outputs: int, what: str) -> None:
+    """A stream whose labels the learner's outputs cannot hold raises a ConfigError saying why."""
+    ways = sorted({s.n_way for s in stream.samplers})
+    if stream.num_classes > num_outputs:
+        kind = "class-incremental stream of" if stream.class_incremental else "stream of"
+        raise ConfigError(f"the {what} {kind} {len(stream.samplers)} tasks of {'/'.join(map(str, ways))} ways needs "
+                          f"{stream.num_classes} labels, but the learner has {num_outputs} outputs; meta-train with "
+                          f"data.num_tasks and data.n_way that give at least {stream.num_classes} "
+                          f"{'(class-incremental: num_tasks x n_way)' if stream.class_incremental else ''}".rstrip())
+
+
+class ContinualTask(Task):
+    """``task: continual``: meta-train on task streams, meta-test on Split-MNIST."""
+
+    name = "continual"
+    DataConfig = ContinualData
+    learner_kinds = ("sequence",)
+    metric = "accuracy"
+    higher_is_better = True
+
+    def __init__(self, config, progress: bool = True):
+        self.config, self.data, self.progress = config, config.data, progress
+        self.learner = learner_name(config.model)
+        self.sampler = self.make_train_stream()
+        self.val_sampler = None
+        check_label_space(self.sampler, self.data.num_classes, "meta-training")
+
+    @classmethod
+    def default_baselines(cls, config) -> list[str]:
+        return []
+
+    @classmethod
+    def unread_model_keys(cls, model_config) -> set[str]:
+        return {"mlp_hidden"}
+
+    @classmethod
+    def check_config(cls, config) -> None:
+        if cls.baselines(config):
+            raise ConfigError(f"task=continual has no baselines to run (the README quotes the published ones); "
+                              f"set eval.baselines=[], got {cls.baselines(config)}")
+        if config.eval.val_every:
+            raise ConfigError("task=continual has no validation split; set eval.val_every=0")
+
+    def frame_shape(self, dataset: ImageClasses) -> tuple[int, int, int]:
+        channels, height, width = dataset.frame_shape
+        return self.data.channels or channels, self.data.image_size or height, self.data.image_size or width
+
+    def make_train_stream(self) -> ContinualSampler:
+        data, seed, samplers, datasets = self.data, self.config.train.seed, [], {}
+        for t in range(data.num_tasks):
+            index = t % len(data.train_sources)
+            if index not in datasets:
+                root = None if data.roots is None else data.roots[index]
+                datasets[index] = load_image_split(data.train_sources[index], root, data.train_split,
+                                                   progress=self.progress)
+            try:
+                samplers.append(FewShotSampler(datasets[index], data.n_way, data.k_shot, data.n_query, seed=seed,
+                                               frame_shape=self.frame_shape(datasets[index])))
+            except ValueError as error:
+                raise ConfigError(f"data (task {t + 1}, {data.train_sources[index]}): {error}") from None
+        try:
+            return ContinualSampler(samplers, class_incremental=data.class_incremental, shuffle=data.shuffle_tasks,
+                                    seed=seed)
+        except ValueError as error:
+            raise ConfigError(f"data: {error}; set data.image_size and data.channels" if "shapes" in str(error)
+                              else f"data: {error}") from None
+
+    def load_test_digits(self) -> ImageClasses:
+        data = self.data
+        try:
+            if data.test_dataset == "mnist5k":
+                digits = MNIST5k()
+            else:
+                if data.test_root is None:
+                    raise ConfigError("data.test_dataset=mnist needs data.test_root, the folder that holds MNIST/ "
+                                      "(torchvision.datasets.MNIST(root, download=True) writes it)")
+                digits = MNIST(data.test_root, data.test_split)
+        except ValueError as error:
+            raise DataError(str(error)) from None
+        if data.invert_test:
+            digits = ImageClasses(255 - digits.images, digits.labels, digits.class_names)
+        return digits
+
+    def make_test_stream(self, seed: int) -> ContinualSampler:
+        """Split-MNIST, domain- or class-incremental as the meta-training streams, frames as the training ones."""
+        data = self.data
+        stream = split_mnist(self.load_test_digits(), data.test_k_shot, data.test_n_query,
+                             class_incremental=data.class_incremental, seed=seed, frame_shape=self.sampler.frame_shape)
+        check_label_space(stream, data.num_classes, "Split-MNIST test")
+        return stream
+
+    def train_sampler(self) -> ContinualSampler:
+        return self.sampler
+
+    def build_learner(self, model_config) -> nn.Module:
+        return build_image_learner(model_config, self.sampler.frame_shape, self.data.num_classes)
+
+    def objective(self, model: nn.Module, batch) -> Scores:
+        """``continual_loss`` (the forgetting matrix read too when not training); tallies
+        ``[loss, correct [T, T], scored [T, T], per-episode accuracy [T, T] and its square, episodes]``."""
+        result = continual_loss(model, batch, backward=self.data.acl, first_task_scale=self.data.first_task_scale,
+                                read_earlier=self.data.acl or not model.training)
+        accuracy = result.correct / result.count.clamp_min(1)  # [B, T, T]
+        last_read = bool((result.count[:, :, -1] > 0).all())  # every task read after the last one
+        final = accuracy[:, :, -1].mean(1) if last_read else accuracy.diagonal(0, 1, 2).mean(1)
+        sums = torch.cat([result.loss.detach().reshape(1) * batch.batch_size, result.correct.sum(0).flatten(),
+                          result.count.sum(0).flatten(), accuracy.sum(0).flatten(), accuracy.square().sum(0).flatten(),
+                          torch.tensor([float(batch.batch_size)], device=accuracy.device)]).double()
+        return Scores(result.loss, sums, final)
+
+    def summarise(self, sums: torch.Tensor) -> dict:
+        """Loss; ``accuracy`` (each task right after learning it), ``remembered`` (earlier tasks
+        after later ones) where read; the ``forgetting`` matrix (``mean`` and ``ci95``, rows the
+        task s, columns after task t; None where not read) and ``final_average`` (after the last task)."""
+        n = self.data.num_tasks
+        correct, count, acc_sum, acc_square = (t.view(n, n) for t in sums[1:-1].split(n * n))
+        episodes = sums[-1]
+        read = count > 0
+        mean = acc_sum / episodes
+        variance = ((acc_square - episodes * mean.square()) / (episodes - 1).clamp_min(1)).clamp_min(0)
+        ci95 = 1.96 * variance.sqrt() / math.sqrt(float(episodes))
+
+        def matrix(values):
+            return [[100 * values[s, t].item() if read[s, t] else None for t in range(n)] for s in range(n)]
+
+        diagonal = torch.eye(n, dtype=torch.bool)
+        record = {"loss": (sums[0] / episodes).item(),
+                  "accuracy": 100 * (correct[diagonal].sum() / count[diagonal].sum()).item(),
+                  "forgetting": {"mean": matrix(mean), "ci95": matrix(ci95)}}
+        earlier = read & ~diagonal
+        if earlier.any():
+            record["remembered"] = 100 * (correct[earlier].sum() / count[earlier].sum()).item()
+        if read[:, -1].all():
+            record["final_average"] = 100 * mean[:, -1].mean().item()
+        return record
+
+    def test(self, model: nn.Module, device: torch.device, split: str | None = None) -> dict[str, dict]:
+        """The learner on ``eval.episodes`` seeded Split-MNIST streams; ``accuracy`` is the final
+        average accuracy over the tasks (with its 95% CI over streams)."""
+        stream = self.make_test_stream(self.config.eval.seed)
+        return {self.learner: self.evaluate(model, stream, self.config.eval.episodes, device,
+                                            f"testing {self.learner}")}
+
+    def write_figures(self, results: dict[str, dict], run_dir: Path, title: str) -> list[Path]:
+        kind = "class" if self.data.class_incremental else "domain"
+        return [plot_forgetting(results, run_dir / "forgetting.png", quoted=QUOTED_BASELINES, kind=kind,
+                                chance=100 / self.data.num_classes, title=title)]
