@@ -2,6 +2,7 @@
 
     python -m metafwp.studies bootstrap [--out runs/studies] [--steps N] [--episodes N] [--jobs 2]
     python -m metafwp.studies multitask [--out runs/studies] [--steps N] [--episodes N] [--jobs 2]
+    python -m metafwp.studies continual | continual-class [...]
 
 ``bootstrap``: the SRWM meta-trained with the bootstrapping objective beside the same SRWM trained on
 the plain K-shot loss for the same steps (``recipes/glyphs_bootstrap_10way1shot_srwm*.yaml``), tested
@@ -9,6 +10,10 @@ on the same episodes at K = 1 and K = 3; a table and ``bootstrap/comparison.png`
 ``multitask``: SRWM, DeltaNet and LSTM on letter-then-symbol glyph sequences
 (``recipes/glyphs_multitask_*.yaml``), tested on the same sequences; each learner's accuracy on the
 second segment and ``multitask/accuracy_across_switch.png``.
+``continual`` / ``continual-class``: the SRWM meta-trained on glyph task streams with and without the
+ACL terms (``recipes/glyphs_continual_{domain,class}_{acl,plain}.yaml``), meta-tested on the same
+Split-MNIST streams (the embedded MNIST digits); the forgetting matrices beside the quoted
+replay-free baselines, and ``forgetting.png``.
 
 Every run is an ordinary run of its recipe with ``train.resume=true`` under ``--out/<study>/``: run a
 study again and finished runs are only re-tested. ``--jobs`` runs train side by side, one thread each.
@@ -21,13 +26,17 @@ import time
 from pathlib import Path
 
 from metafwp.demo import run_learner, training_pool
-from metafwp.plots import plot_accuracy_across_switch, plot_accuracy_by_support_shots
+from metafwp.plots import plot_accuracy_across_switch, plot_accuracy_by_support_shots, plot_forgetting
+from metafwp.tasks.continual import QUOTED_BASELINES
 
 STUDIES = {
     "bootstrap": {"bootstrapped SRWM": "glyphs_bootstrap_10way1shot_srwm",
                   "plain SRWM": "glyphs_bootstrap_10way1shot_srwm_plain"},
     "multitask": {"SRWM": "glyphs_multitask_srwm", "DeltaNet": "glyphs_multitask_delta",
                   "LSTM": "glyphs_multitask_lstm"},
+    "continual": {"SRWM with ACL": "glyphs_continual_domain_acl", "SRWM without ACL": "glyphs_continual_domain_plain"},
+    "continual-class": {"SRWM with ACL": "glyphs_continual_class_acl",
+                        "SRWM without ACL": "glyphs_continual_class_plain"},
 }
 
 
@@ -91,6 +100,30 @@ def multitask_study(out: Path, args) -> dict:
     return {"learners": summary, "runs": {label: m["run"] for label, m in runs.items()}, "figure": str(figure)}
 
 
+def continual_study(out: Path, args, kind: str) -> dict:
+    """The forgetting matrices with and without the ACL terms on the same Split-MNIST streams."""
+    runs = train_runs("continual" if kind == "domain" else "continual-class", out, args)
+    results = {label: metrics["test"][metrics["learner"]] for label, metrics in runs.items()}
+    episodes = next(iter(results.values()))["episodes"]
+    column = 0 if kind == "domain" else 1
+    print(f"\nSplit-MNIST {kind}-incremental, meta-trained on glyph task streams ({episodes} test streams, the "
+          f"same for every learner); accuracy of task s (rows) after learning tasks 1 .. t (columns), %:")
+    for label, result in results.items():
+        print(f"\n  {label}: final average {result['final_average']:.2f} +/- {result['ci95']:.2f} "
+              f"({runs[label]['train_seconds'] / 60:.1f} min of training)")
+        for s, row in enumerate(result["forgetting"]["mean"]):
+            print(f"    task {s + 1}: " + " ".join("     " if v is None else f"{v:5.1f}" for v in row))
+    print("\n  quoted (Hsu et al. 2018, full MNIST, conventional training, no replay): "
+          + ", ".join(f"{name} {values[column]:.1f}" for name, values in QUOTED_BASELINES.items()))
+    figure = plot_forgetting(results, out / "forgetting.png", chance=100 / (2 if kind == "domain" else 10),
+                             quoted=QUOTED_BASELINES, kind=kind,
+                             title=f"Split-MNIST {kind}-incremental, {episodes} test streams")
+    summary = {label: {"final_average": r["final_average"], "ci95": r["ci95"], "forgetting": r["forgetting"]}
+               for label, r in results.items()}
+    return {"learners": summary, "quoted": {name: values[column] for name, values in QUOTED_BASELINES.items()},
+            "runs": {label: m["run"] for label, m in runs.items()}, "figure": str(figure)}
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m metafwp.studies", description=__doc__.split("\n\n")[0])
     parser.add_argument("study", choices=sorted(STUDIES))
@@ -102,7 +135,10 @@ def main(argv=None) -> dict:
     started = time.perf_counter()
     out = Path(args.out) / args.study
     out.mkdir(parents=True, exist_ok=True)
-    summary = (bootstrap_study if args.study == "bootstrap" else multitask_study)(out, args)
+    if args.study.startswith("continual"):
+        summary = continual_study(out, args, "class" if args.study == "continual-class" else "domain")
+    else:
+        summary = (bootstrap_study if args.study == "bootstrap" else multitask_study)(out, args)
     summary["wall_seconds"] = time.perf_counter() - started
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"\nResults: {(out / 'summary.json').resolve()} and {Path(summary['figure']).resolve()}")

@@ -168,7 +168,7 @@ def test_streams_whose_labels_the_learner_cannot_hold_are_refused(tmp_path):
     ("data.num_tasks=0", "data.num_tasks must be >= 1"),
     ("eval.val_every=10", "task=continual has no validation split"),
     ("eval.baselines=[pixel_nn]", "task=continual has no baselines to run"),
-    ("data.roots=[a,b]", "data.roots gives 2 folders for 1 data.train_sources"),
+    ("data.roots=[a,b]", "data.roots gives 2 values for 1 data.train_sources"),
 ])
 def test_bad_settings_are_config_errors(override, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[")):

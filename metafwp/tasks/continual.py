@@ -33,7 +33,7 @@ QUOTED_BASELINES = {"SGD": (63.20, 19.46), "Adam": (55.16, 19.71), "L2": (66.00,
 class ContinualData:
     """Meta-training streams of ``num_tasks`` few-shot tasks (``n_way``-way, ``k_shot`` support and
     ``n_query`` queries per class), task t drawn from ``train_sources[t % len(train_sources)]``
-    (one of glyphs, omniglot, mini_imagenet, folder; ``roots`` one folder each; ``shuffle_tasks``
+    (one of glyphs, omniglot, mini_imagenet, folder; ``roots`` and ``train_splits`` one each; ``shuffle_tasks``
     draws the order per stream); ``class_incremental`` shifts task t's labels by ``t n_way``;
     ``acl`` keeps the backward terms in the loss; ``first_task_scale`` weights the first task's own
     term. The meta-test reads Split-MNIST from ``test_dataset`` (``mnist5k``: the embedded digits;
@@ -42,7 +42,7 @@ class ContinualData:
     Omniglot. Frames are converted to ``channels`` x ``image_size`` x ``image_size`` when given."""
     train_sources: List[str] = field(default_factory=lambda: ["glyphs"])
     roots: Optional[List[Optional[str]]] = None
-    train_split: str = "background"
+    train_splits: List[str] = field(default_factory=lambda: ["background"])
     num_tasks: int = 5
     n_way: int = 2
     k_shot: int = 5
@@ -72,9 +72,11 @@ class ContinualData:
                 raise ConfigError(f"Unknown data.train_sources entry {source!r}. Valid: {', '.join(DATASETS)}")
         if self.test_dataset not in TEST_DATASETS:
             raise ConfigError(f"Unknown data.test_dataset {self.test_dataset!r}. Valid: {', '.join(TEST_DATASETS)}")
-        if self.roots is not None and len(self.roots) != len(self.train_sources):
-            raise ConfigError(f"data.roots gives {len(self.roots)} folders for {len(self.train_sources)} "
-                              f"data.train_sources; give one per source")
+        for key in ("roots", "train_splits"):
+            value = getattr(self, key)
+            if value is not None and len(value) != len(self.train_sources):
+                raise ConfigError(f"data.{key} gives {len(value)} values for {len(self.train_sources)} "
+                                  f"data.train_sources; give one per source")
         for key in ("num_tasks", "n_way", "k_shot", "n_query", "test_k_shot", "test_n_query"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"data.{key} must be >= 1, got {getattr(self, key)}")
@@ -140,7 +142,7 @@ class ContinualTask(Task):
             index = t % len(data.train_sources)
             if index not in datasets:
                 root = None if data.roots is None else data.roots[index]
-                datasets[index] = load_image_split(data.train_sources[index], root, data.train_split,
+                datasets[index] = load_image_split(data.train_sources[index], root, data.train_splits[index],
                                                    progress=self.progress)
             try:
                 samplers.append(FewShotSampler(datasets[index], data.n_way, data.k_shot, data.n_query, seed=seed,
