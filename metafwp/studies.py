@@ -1,7 +1,7 @@
 """Studies on the embedded data that compare several runs, each a few minutes on a 2-core CPU:
 
-    python -m metafwp.studies bootstrap [--out runs/studies] [--steps N] [--episodes N] [--jobs 2]
-    python -m metafwp.studies multitask [--out runs/studies] [--steps N] [--episodes N] [--jobs 2]
+    python -m metafwp.studies bootstrap [--out runs/studies] [--steps N] [--episodes N] [--jobs N]
+    python -m metafwp.studies multitask [--out runs/studies] [--steps N] [--episodes N] [--jobs N]
     python -m metafwp.studies continual | continual-class [...]
 
 ``bootstrap``: the SRWM meta-trained with the bootstrapping objective beside the same SRWM trained on
@@ -16,7 +16,8 @@ Split-MNIST streams (the embedded MNIST digits); the forgetting matrices beside 
 replay-free baselines, and ``forgetting.png``.
 
 Every run is an ordinary run of its recipe with ``train.resume=true`` under ``--out/<study>/``: run a
-study again and finished runs are only re-tested. ``--jobs`` runs train side by side, one thread each.
+study again and finished runs are only re-tested. ``--jobs`` runs (Default: all of the study's) train
+side by side, one thread each.
 """
 from __future__ import annotations
 
@@ -57,11 +58,12 @@ def train_runs(study: str, out: Path, args) -> dict[str, dict]:
 def bootstrap_study(out: Path, args) -> dict:
     """Bootstrapped vs plain at K and the larger K, with the pixel baseline, on the same episodes."""
     runs = train_runs("bootstrap", out, args)
-    curves = {}
+    curves, baseline = {}, {}
     for label, metrics in runs.items():
-        for result in metrics["test"].values():
-            name = label if result["learner"] == metrics["learner"] else "pixel nearest neighbour"
-            curves.setdefault(name, {})[result["k_shot"]] = (result["accuracy"], result["ci95"])
+        for result in metrics["test"].values():  # every run tests the pixel baseline on the same episodes
+            curve = curves.setdefault(label, {}) if result["learner"] == metrics["learner"] else baseline
+            curve[result["k_shot"]] = (result["accuracy"], result["ci95"])
+    curves["pixel nearest neighbour"] = baseline
     shots = sorted({k for curve in curves.values() for k in curve})
     first = next(iter(runs.values()))
     episodes = next(iter(first["test"].values()))["episodes"]
@@ -69,9 +71,8 @@ def bootstrap_study(out: Path, args) -> dict:
           f"the same for every learner):")
     print(f"  {'learner':<24}" + "".join(f"{'K = ' + str(k):>18}" for k in shots) + f"{'training':>10}")
     for name, curve in curves.items():
-        minutes = next((m["train_seconds"] / 60 for label, m in runs.items() if label == name), 0.0)
-        print(f"  {name:<24}" + "".join(f"{curve[k][0]:>9.2f} +/- {curve[k][1]:4.2f}" for k in shots)
-              + f"{minutes:>6.1f} min")
+        minutes = f"{runs[name]['train_seconds'] / 60:>6.1f} min" if name in runs else ""
+        print(f"  {name:<24}" + "".join(f"{curve[k][0]:>9.2f} +/- {curve[k][1]:4.2f}" for k in shots) + minutes)
     summary = {"curves": {name: {str(k): {"accuracy": a, "ci95": c} for k, (a, c) in curve.items()}
                           for name, curve in curves.items()},
                "train_seconds": {label: m["train_seconds"] for label, m in runs.items()},
@@ -130,8 +131,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", default="runs/studies", help="folder for the study's runs and summary")
     parser.add_argument("--steps", type=int, help="training steps of every run (Default: the recipes')")
     parser.add_argument("--episodes", type=int, help="test episodes (Default: the recipes' 1000)")
-    parser.add_argument("--jobs", type=int, default=2, help="runs trained at once, one thread each (Default: 2)")
+    parser.add_argument("--jobs", type=int, help="runs trained at once, one thread each (Default: all the study's "
+                                                 "runs: on 2 cores three runs side by side end sooner than 2 + 1)")
     args = parser.parse_args(argv)
+    args.jobs = args.jobs or len(STUDIES[args.study])
     started = time.perf_counter()
     out = Path(args.out) / args.study
     out.mkdir(parents=True, exist_ok=True)

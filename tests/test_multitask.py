@@ -136,5 +136,9 @@ def test_the_studies_train_compare_and_plot(tmp_path, capsys):
     summary = main(["bootstrap", "--out", str(tmp_path), "--steps", "2", "--episodes", "10"])
     assert set(summary["curves"]) == {"bootstrapped SRWM", "plain SRWM", "pixel nearest neighbour"}
     assert set(summary["curves"]["plain SRWM"]) == {"1", "3"} and (tmp_path / "bootstrap/comparison.png").is_file()
+    summary = main(["continual", "--out", str(tmp_path), "--steps", "2", "--episodes", "10"])
+    assert set(summary["learners"]) == {"SRWM with ACL", "SRWM without ACL"} and summary["quoted"]["LwF"] == 71.02
+    assert len(summary["learners"]["SRWM with ACL"]["forgetting"]["mean"]) == 5
     printed = capsys.readouterr().out
     assert "second segment" in printed and "K = 3" in printed and "Study wall time" in printed
+    assert "final average" in printed and "LwF 71.0" in printed

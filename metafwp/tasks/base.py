@@ -13,6 +13,7 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from episodes import EpisodeStream
+from metafwp.errors import ConfigError
 
 
 @dataclass
@@ -117,6 +118,29 @@ class Task:
     def write_figures(self, results: dict[str, dict], run_dir: Path, title: str) -> list[Path]:
         """The task's test figures under ``run_dir``."""
         raise NotImplementedError
+
+
+class StreamTask(Task):
+    """A task that meta-trains sequence learners on streams of image tasks and runs no baselines
+    beside them (multi-task and continual streams; the README quotes the published ones)."""
+
+    learner_kinds = ("sequence",)
+    metric = "accuracy"
+    higher_is_better = True
+
+    @classmethod
+    def default_baselines(cls, config) -> list[str]:
+        return []
+
+    @classmethod
+    def unread_model_keys(cls, model_config) -> set[str]:
+        return {"mlp_hidden"}
+
+    @classmethod
+    def check_config(cls, config) -> None:
+        if cls.baselines(config):
+            raise ConfigError(f"task={cls.name} has no baselines to run beside the learner; set eval.baselines=[], "
+                              f"got {cls.baselines(config)}")
 
 
 def autocast(device: torch.device, bf16: bool):

@@ -18,8 +18,8 @@ from episodes.datasets.base import ImageClasses
 from metafwp.errors import ConfigError, DataError
 from metafwp.losses import continual_loss
 from metafwp.plots import plot_forgetting
-from metafwp.tasks.base import Scores, Task
-from metafwp.tasks.few_shot import DATASETS, build_image_learner, learner_name, load_image_split
+from metafwp.tasks.base import Scores, StreamTask
+from metafwp.tasks.few_shot import DATASETS, build_image_learner, converted_shape, learner_name, load_image_split
 
 TEST_DATASETS = ("mnist5k", "mnist")
 # Hsu et al. 2018 (full MNIST, conventional training, no replay), as quoted by Irie et al. 2025:
@@ -100,14 +100,11 @@ def check_label_space(stream: ContinualSampler, num_outputs: int, what: str) -> 
                           f"{'(class-incremental: num_tasks x n_way)' if stream.class_incremental else ''}".rstrip())
 
 
-class ContinualTask(Task):
+class ContinualTask(StreamTask):
     """``task: continual``: meta-train on task streams, meta-test on Split-MNIST."""
 
     name = "continual"
     DataConfig = ContinualData
-    learner_kinds = ("sequence",)
-    metric = "accuracy"
-    higher_is_better = True
 
     def __init__(self, config, progress: bool = True):
         self.config, self.data, self.progress = config, config.data, progress
@@ -117,24 +114,10 @@ class ContinualTask(Task):
         check_label_space(self.sampler, self.data.num_classes, "meta-training")
 
     @classmethod
-    def default_baselines(cls, config) -> list[str]:
-        return []
-
-    @classmethod
-    def unread_model_keys(cls, model_config) -> set[str]:
-        return {"mlp_hidden"}
-
-    @classmethod
     def check_config(cls, config) -> None:
-        if cls.baselines(config):
-            raise ConfigError(f"task=continual has no baselines to run (the README quotes the published ones); "
-                              f"set eval.baselines=[], got {cls.baselines(config)}")
+        super().check_config(config)
         if config.eval.val_every:
             raise ConfigError("task=continual has no validation split; set eval.val_every=0")
-
-    def frame_shape(self, dataset: ImageClasses) -> tuple[int, int, int]:
-        channels, height, width = dataset.frame_shape
-        return self.data.channels or channels, self.data.image_size or height, self.data.image_size or width
 
     def make_train_stream(self) -> ContinualSampler:
         data, seed, samplers, datasets = self.data, self.config.train.seed, [], {}
@@ -146,7 +129,8 @@ class ContinualTask(Task):
                                                    progress=self.progress)
             try:
                 samplers.append(FewShotSampler(datasets[index], data.n_way, data.k_shot, data.n_query, seed=seed,
-                                               frame_shape=self.frame_shape(datasets[index])))
+                                               frame_shape=converted_shape(datasets[index], data.channels,
+                                                                           data.image_size)))
             except ValueError as error:
                 raise ConfigError(f"data (task {t + 1}, {data.train_sources[index]}): {error}") from None
         try:

@@ -64,6 +64,12 @@ class FewShotData:
                 raise ConfigError(f"Unknown data.{key} {value!r}. Valid: {', '.join(valid)}")
 
 
+def converted_shape(dataset: ImageClasses, channels: int | None, image_size: int | None) -> tuple[int, int, int]:
+    """``(C, H, W)`` of ``dataset``'s frames with ``channels`` and ``image_size`` where given."""
+    stored_channels, height, width = dataset.frame_shape
+    return channels or stored_channels, image_size or height, image_size or width
+
+
 def load_image_split(dataset: str, root: str | None, split: str, rotations: bool = False,
                      progress: bool = True) -> ImageClasses:
     """The ImageClasses of one split of ``dataset`` (one of DATASETS) under the user's ``root``; a
@@ -189,9 +195,7 @@ class FewShotTask(Task):
 
     def frame_shape(self, dataset: ImageClasses) -> tuple[int, int, int]:
         """``(C, H, W)`` of the episodes' frames: the dataset's, converted as ``data`` asks."""
-        channels, height, width = dataset.frame_shape
-        data = self.data
-        return data.channels or channels, data.image_size or height, data.image_size or width
+        return converted_shape(dataset, self.data.channels, self.data.image_size)
 
     def make_sampler(self, split: str, seed: int, key: str = "data", k_shot: int | None = None) -> FewShotSampler:
         """The seeded episodes of ``split`` (with ``k_shot`` support shots; Default: ``data.k_shot``);

@@ -16,8 +16,8 @@ from episodes.batch import EpisodeBatch
 from metafwp.errors import ConfigError
 from metafwp.losses import episode_loss
 from metafwp.plots import plot_accuracy_across_switch
-from metafwp.tasks.base import Scores, Task
-from metafwp.tasks.few_shot import DATASETS, build_image_learner, learner_name, load_image_split
+from metafwp.tasks.base import Scores, StreamTask
+from metafwp.tasks.few_shot import DATASETS, build_image_learner, converted_shape, learner_name, load_image_split
 
 GLYPH_FAMILY_SOURCES = ("glyphs:letters", "glyphs:symbols")
 SOURCES = DATASETS + GLYPH_FAMILY_SOURCES
@@ -78,14 +78,11 @@ def segment_positions(segment: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     return change.long().cumsum(1) - 1, steps - start
 
 
-class MultiTaskTask(Task):
+class MultiTaskTask(StreamTask):
     """``task: multitask``: delayed-feedback sequences of one segment per source, in random order."""
 
     name = "multitask"
     DataConfig = MultiTaskData
-    learner_kinds = ("sequence",)
-    metric = "accuracy"
-    higher_is_better = True
 
     def __init__(self, config, progress: bool = True):
         self.config, self.data, self.progress = config, config.data, progress
@@ -99,18 +96,8 @@ class MultiTaskTask(Task):
         self.num_shots = max(self.data.k_shots) + 1
 
     @classmethod
-    def default_baselines(cls, config) -> list[str]:
-        return []
-
-    @classmethod
-    def unread_model_keys(cls, model_config) -> set[str]:
-        return {"mlp_hidden"}
-
-    @classmethod
     def check_config(cls, config) -> None:
-        if cls.baselines(config):
-            raise ConfigError(f"task=multitask has no baselines (its episodes are delayed-feedback streams); "
-                              f"set eval.baselines=[], got {cls.baselines(config)}")
+        super().check_config(config)
         if config.eval.val_every and config.data.val_splits is None:
             raise ConfigError(f"eval.val_every={config.eval.val_every} needs data.val_splits, one split per source")
 
@@ -128,8 +115,7 @@ class MultiTaskTask(Task):
         data, samplers = self.data, []
         for source, split in enumerate(splits):
             dataset, classes = self.load_source(source, split)
-            channels, height, width = dataset.frame_shape
-            shape = (data.channels or channels, data.image_size or height, data.image_size or width)
+            shape = converted_shape(dataset, data.channels, data.image_size)
             try:
                 samplers.append(FewShotSampler(dataset, data.n_way, data.k_shots[source], feedback="delayed",
                                                seed=seed, classes=classes, frame_shape=shape))
