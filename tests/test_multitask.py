@@ -142,3 +142,10 @@ def test_the_studies_train_compare_and_plot(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "second segment" in printed and "K = 3" in printed and "Study wall time" in printed
     assert "final average" in printed and "LwF 71.0" in printed
+
+
+def test_user_data_sources_without_a_folder_say_which_position_of_data_roots_to_fill():
+    config = load_config(ROOT / "recipes/omniglot_mini_imagenet_multitask_srwm_conv4.yaml")
+    with pytest.raises(ConfigError, match=r"omniglot needs data.roots\[0\].*data.roots=\[...\] with that folder at "
+                                          r"position 0"):
+        MultiTaskTask(config, progress=False)

@@ -126,7 +126,7 @@ class ContinualTask(StreamTask):
             if index not in datasets:
                 root = None if data.roots is None else data.roots[index]
                 datasets[index] = load_image_split(data.train_sources[index], root, data.train_splits[index],
-                                                   progress=self.progress)
+                                                   progress=self.progress, root_key=f"data.roots[{index}]")
             try:
                 samplers.append(FewShotSampler(datasets[index], data.n_way, data.k_shot, data.n_query, seed=seed,
                                                frame_shape=converted_shape(datasets[index], data.channels,

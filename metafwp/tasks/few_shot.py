@@ -70,18 +70,20 @@ def converted_shape(dataset: ImageClasses, channels: int | None, image_size: int
     return channels or stored_channels, image_size or height, image_size or width
 
 
-def load_image_split(dataset: str, root: str | None, split: str, rotations: bool = False,
-                     progress: bool = True) -> ImageClasses:
-    """The ImageClasses of one split of ``dataset`` (one of DATASETS) under the user's ``root``; a
-    missing or garbage copy raises an error saying how to get it."""
+def load_image_split(dataset: str, root: str | None, split: str, rotations: bool = False, progress: bool = True,
+                     root_key: str = "data.root") -> ImageClasses:
+    """The ImageClasses of one split of ``dataset`` (one of DATASETS) under the user's ``root`` (the
+    recipe key ``root_key``); a missing or garbage copy raises an error saying how to get it."""
     if dataset == "glyphs":
         try:
             return Glyphs(split, progress=progress)
         except ValueError as error:
             raise ConfigError(f"{error} (glyph splits)") from None
     if root is None:
-        raise ConfigError(f"data.dataset={dataset} needs data.root, the folder holding your copy: "
-                          f"{WHERE_TO_GET[dataset]}; then pass data.root=<that folder>")
+        how = f"{root_key}=<that folder>" if "[" not in root_key else \
+            f"data.roots=[...] with that folder at position {root_key.split('[')[1].rstrip(']')}"
+        raise ConfigError(f"{dataset} needs {root_key}, the folder holding your copy: {WHERE_TO_GET[dataset]}; "
+                          f"then pass {how}")
     try:
         if dataset == "omniglot":
             return Omniglot(root, split, rotations=rotations, progress=progress)

@@ -107,7 +107,8 @@ class MultiTaskTask(StreamTask):
         if name in GLYPH_FAMILY_SOURCES:
             glyphs = load_image_split("glyphs", None, split, progress=self.progress)
             return glyphs, glyphs.family_classes(name.split(":")[1])
-        return load_image_split(name, self.data.root(source), split, self.data.rotations, self.progress), None
+        return load_image_split(name, self.data.root(source), split, self.data.rotations, self.progress,
+                                root_key=f"data.roots[{source}]"), None
 
     def make_stream(self, splits: list[str], seed: int, min_segment_steps: int | None = None,
                     key: str = "data") -> MultiTaskStream:
