@@ -24,7 +24,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/sampling.py
 	$(PY) benchmarks/train_cpu.py
 	$(PY) benchmarks/maml_cpu.py
-	$(PY) benchmarks/objectives_cpu.py
+	MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=4294967296 $(PY) benchmarks/objectives_cpu.py
 
 bench-gpu: $(STAMP)
 	$(PY) benchmarks/ops_gpu.py

@@ -13,7 +13,11 @@ Continual (ACL): the loss with the backward terms (every earlier task's queries 
 each task: T (T + 1) / 2 query reads) against the loss without them (T reads), on the glyph recipe's
 streams (five 2-way 5-shot tasks, InstanceNorm Conv-4, one SRWM layer, batch 16).
 
-    python benchmarks/objectives_cpu.py [--repeats 5] [--threads 2]
+    MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=4294967296 \
+        python benchmarks/objectives_cpu.py [--repeats 5] [--threads 2]
+
+(glibc then keeps freed memory, as ``make demo`` and the studies do; without it the larger batches
+of the bootstrapping step get fresh pages from the OS every step, which inflates its ratio.)
 """
 from __future__ import annotations
 
