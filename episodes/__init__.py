@@ -9,5 +9,5 @@ from episodes.streams import (BootstrapBatch, BootstrapSampler, ContinualBatch, 
                               split_mnist)
 
 __all__ = ["BootstrapBatch", "BootstrapSampler", "ContinualBatch", "ContinualSampler", "EpisodeBatch", "EpisodeRNG",
-           "EpisodeStream", "FewShotSampler", "Glyphs", "ImageClasses", "ImageFolderClasses", "MNIST", "MNIST5k", "MiniImageNet",
-           "MultiTaskStream", "Omniglot", "RegressionSampler", "split_mnist"]
+           "EpisodeStream", "FewShotSampler", "Glyphs", "ImageClasses", "ImageFolderClasses", "MNIST", "MNIST5k",
+           "MiniImageNet", "MultiTaskStream", "Omniglot", "RegressionSampler", "split_mnist"]

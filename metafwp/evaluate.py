@@ -1,8 +1,8 @@
 """``python -m metafwp.evaluate <run dir> [key=value ...]``: test a trained run again on the fixed,
 seeded held-out episodes of its config, beside its baselines, with the run's ``best.pt`` when it
 has one (else ``checkpoint.pt``). Overrides, in the style of ``python -m metafwp.train``:
-``data.test_split`` (``data.test_splits`` for multi-task streams), ``eval.episodes``, ``eval.batch_size``, ``eval.seed``, ``eval.baselines``,
-``train.device``, ``train.progress``. ``eval.baselines=[pixel_nn,prototypes_on_backbone]`` adds
+``data.test_split`` (``data.test_splits`` for multi-task streams), ``eval.episodes``,
+``eval.batch_size``, ``eval.seed``, ``eval.baselines``, ``train.device``, ``train.progress``. ``eval.baselines=[pixel_nn,prototypes_on_backbone]`` adds
 nearest prototypes on the run's trained backbone (a Prototypical Network's classifier on the
 learner's features): how much of its accuracy the features alone carry, and how much its
 in-context matching adds or loses.

@@ -121,7 +121,8 @@ def plot_accuracy_by_support_shots(curves: dict[str, dict[int, tuple[float, floa
         axis.errorbar(shots, [curve[k][0] for k in shots], yerr=[curve[k][1] for k in shots], marker="o", capsize=4,
                       label=name)
     if trained_shots is not None:
-        axis.axvline(trained_shots, color="gray", linestyle=":", linewidth=1, label=f"meta-trained at K = {trained_shots}")
+        axis.axvline(trained_shots, color="gray", linestyle=":", linewidth=1,
+                     label=f"meta-trained at K = {trained_shots}")
     axis.axhline(chance, color="black", linestyle="--", linewidth=1, label=f"chance ({chance:.0f} %)")
     all_shots = sorted({k for curve in curves.values() for k in curve})
     axis.set(xlabel="support shots K per class", ylabel="query accuracy (%)", xticks=all_shots, title=title)

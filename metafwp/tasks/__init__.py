@@ -7,6 +7,8 @@ from metafwp.tasks.few_shot import FewShotTask
 from metafwp.tasks.multitask import MultiTaskTask
 from metafwp.tasks.regression import RegressionTask
 
-TASKS: dict[str, type[Task]] = {task.name: task for task in (FewShotTask, RegressionTask, BootstrapTask, MultiTaskTask, ContinualTask)}
+TASKS: dict[str, type[Task]] = {task.name: task for task in (FewShotTask, RegressionTask, BootstrapTask, MultiTaskTask,
+                                                              ContinualTask)}
 
-__all__ = ["TASKS", "BootstrapTask", "ContinualTask", "FewShotTask", "MultiTaskTask", "RegressionTask", "Scores", "Task", "autocast", "confidence_interval", "evaluate_episodes"]
+__all__ = ["TASKS", "BootstrapTask", "ContinualTask", "FewShotTask", "MultiTaskTask", "RegressionTask", "Scores", "Task",
+           "autocast", "confidence_interval", "evaluate_episodes"]
