@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from episodes import EpisodeBatch
 from metafwp.nn.blocks import MixerBlock, build_mixer
+from metafwp.ops import RULES
 
 
 def frames_to_float(inputs: torch.Tensor) -> torch.Tensor:
@@ -25,14 +26,15 @@ class SequenceLearner(nn.Module):
         num_outputs: n_way logits, or Dy for regression.
         feedback_dim: width of the encoded feedback: ``n_way + 1`` (one-hot label incl. unknown)
             or ``Dy + 1`` (regression target and unknown flag).
-        mixer: ``srwm``, ``lstm``, ``attention`` or a Table-1 rule name.
+        mixer: one of ``metafwp.nn.MIXERS``: ``srwm``, ``lstm``, ``attention``, a Table-1 rule,
+            ``mesa`` or a recurrent FWP (``delta_rnn``, ...).
         d_model, num_layers, num_heads, ff_multiplier, dropout: the sequence model's size.
         matched_init: start every mixer that has keys with keys matched to queries
             (``match_keys_to_queries``): shortens the plateau at chance before in-context learning
             starts. Default: False (the reference initialisation).
         srwm_input_norm: the SRWM mixers read the LayerNorm'd stream (``SRWMLayer(input_norm=True)``).
             Default: False (the reference wrapping: the raw stream).
-        fast_weight_options: passed to FastWeightLayer (feature_map, beta_activation, backend).
+        fast_weight_options: passed to FastWeightLayer (feature_map, beta_activation, mesa_lambda, backend).
 
     ``forward(batch, state=None) -> (outputs [B, T, num_outputs], state)``: ``state`` is the list of
     each layer's state after the last step, so a later call with ``batch.steps(a, b)`` continues
@@ -57,6 +59,23 @@ class SequenceLearner(nn.Module):
                     block.mixer.match_keys_to_queries()
         self.out_norm = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, num_outputs)
+
+    @classmethod
+    def from_config(cls, model_config, backbone: nn.Module | None, feature_dim: int, num_outputs: int,
+                    feedback_dim: int) -> "SequenceLearner":
+        """The learner of a recipe's ``model`` section (``metafwp.train.config.ModelConfig``), passing
+        each mixer only the options it reads."""
+        m = model_config
+        options = {}
+        if m.mixer in RULES:
+            options["beta_activation"] = m.beta_activation
+        if m.mixer == "mesa":
+            options["mesa_lambda"] = m.mesa_lambda
+        if m.mixer in RULES + ("mesa",) and m.feature_map is not None:
+            options["feature_map"] = m.feature_map
+        return cls(backbone, feature_dim, num_outputs, feedback_dim, mixer=m.mixer, d_model=m.d_model,
+                   num_layers=m.num_layers, num_heads=m.num_heads, ff_multiplier=m.ff_multiplier, dropout=m.dropout,
+                   matched_init=m.matched_init, srwm_input_norm=m.srwm_input_norm, **options)
 
     def encode_feedback(self, batch: EpisodeBatch) -> torch.Tensor:
         """``[B, T, feedback_dim]``: one-hot labels (the unknown label is the last slot) or the

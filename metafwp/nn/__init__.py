@@ -2,8 +2,9 @@
 state so sequences can be continued."""
 from metafwp.nn.baseline_layers import CausalAttentionLayer, LSTMLayer
 from metafwp.nn.blocks import MIXERS, FeedForward, MixerBlock, build_mixer
-from metafwp.nn.fast_weight_layer import BETA_ACTIVATIONS, FEATURE_MAPS, FastWeightLayer
+from metafwp.nn.fast_weight_layer import BETA_ACTIVATIONS, FEATURE_MAPS, LAYER_RULES, FastWeightLayer
+from metafwp.nn.recurrent_fwp_layer import RecurrentFWPLayer
 from metafwp.nn.srwm_layer import SRWMLayer
 
-__all__ = ["BETA_ACTIVATIONS", "FEATURE_MAPS", "MIXERS", "CausalAttentionLayer", "FastWeightLayer", "FeedForward",
-           "LSTMLayer", "MixerBlock", "SRWMLayer", "build_mixer"]
+__all__ = ["BETA_ACTIVATIONS", "FEATURE_MAPS", "LAYER_RULES", "MIXERS", "CausalAttentionLayer", "FastWeightLayer",
+           "FeedForward", "LSTMLayer", "MixerBlock", "RecurrentFWPLayer", "SRWMLayer", "build_mixer"]

@@ -1,11 +1,11 @@
-"""FastWeightLayer: multi-head fast-weight mixer for every Table-1 rule (and DeltaProduct)."""
+"""FastWeightLayer: multi-head fast-weight mixer for every Table-1 rule, DeltaProduct and the mesa rule."""
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from metafwp.ops import RULES, delta_product, fast_weight
+from metafwp.ops import RULES, delta_product, fast_weight, mesa
 
 
 def elu_plus_one(x: torch.Tensor) -> torch.Tensor:
@@ -27,40 +27,45 @@ FEATURE_MAPS = {"identity": lambda x: x, "elu_plus_one": elu_plus_one, "elu_sum_
                 "silu_l2": silu_l2}
 BETA_ACTIVATIONS = {"sigmoid": torch.sigmoid, "2sigmoid": lambda x: 2.0 * torch.sigmoid(x)}
 DECAY_RULES = ("decay", "gla", "gated_delta")
+LAYER_RULES = RULES + ("mesa",)
 
 
 def default_feature_map(rule: str) -> str:
-    """silu_l2 for the error-correcting rules (delta, gated_delta, oja), elu_sum_norm for the others."""
-    return "silu_l2" if rule in ("delta", "gated_delta", "oja") else "elu_sum_norm"
+    """silu_l2 for the error-correcting rules (delta, gated_delta, oja, mesa), elu_sum_norm for the others."""
+    return "silu_l2" if rule in ("delta", "gated_delta", "oja", "mesa") else "elu_sum_norm"
 
 
 class FastWeightLayer(nn.Module):
     """Projections to q, k, v, a learning rate beta (and a log-decay for the decaying rules), the
-    fast-weight recurrence per head, and an output projection.
+    fast-weight recurrence per head, and an output projection. The mesa rule has no learning rate:
+    its fast weights solve the ridge regression of all keys and values so far (``ops.mesa``).
 
     Args:
         d_model: input and output width.
         num_heads: H; head_dim defaults to d_model // num_heads.
-        rule: one of ``metafwp.ops.RULES``. Default: ``delta``.
+        rule: one of ``metafwp.ops.RULES`` or ``mesa``. Default: ``delta``.
         feature_map: applied to q and k: identity, elu_plus_one, elu_sum_norm or silu_l2.
-            Default: silu_l2 for delta/gated_delta/oja, elu_sum_norm otherwise.
+            Default: silu_l2 for delta/gated_delta/oja/mesa, elu_sum_norm otherwise.
         beta_activation: ``sigmoid`` (b in (0, 1)) or ``2sigmoid`` (b in (0, 2): negative
             eigenvalues; Irie & Gershman 2025, sections 3.4 and 3.6). Default: sigmoid.
         head_dim: K = V per head. Default: d_model // num_heads.
         num_householder: n > 1 makes the delta rule a DeltaProduct with n micro-steps per token
             (rule ``delta`` or ``gated_delta`` only). Default: 1.
+        mesa_lambda: the mesa rule's ridge lambda > 0. Default: 1.
         backend, chunk_size: passed to the op. Default: auto, the op's default chunk size.
 
-    ``forward(x [B, T, d_model], state [B, H, K, V] or None) -> (y [B, T, d_model], state)``: the
-    returned state continues the sequence exactly in a later call.
+    ``forward(x [B, T, d_model], state [B, H, K, V] ([B, H, K, K + V] for mesa) or None) ->
+    (y [B, T, d_model], state)``: the returned state continues the sequence exactly in a later call.
     """
 
     def __init__(self, d_model: int, num_heads: int, rule: str = "delta", feature_map: str | None = None,
                  beta_activation: str = "sigmoid", head_dim: int | None = None, num_householder: int = 1,
-                 backend: str = "auto", chunk_size: int | None = None):
+                 mesa_lambda: float = 1.0, backend: str = "auto", chunk_size: int | None = None):
         super().__init__()
-        if rule not in RULES:
-            raise ValueError(f"Unknown rule {rule!r}. Valid: {', '.join(RULES)}")
+        if rule not in LAYER_RULES:
+            raise ValueError(f"Unknown rule {rule!r}. Valid: {', '.join(LAYER_RULES)}")
+        if rule == "mesa" and not mesa_lambda > 0:
+            raise ValueError(f"mesa_lambda must be > 0, got {mesa_lambda}")
         feature_map = feature_map or default_feature_map(rule)
         if feature_map not in FEATURE_MAPS:
             raise ValueError(f"Unknown feature_map {feature_map!r}. Valid: {', '.join(FEATURE_MAPS)}")
@@ -75,12 +80,13 @@ class FastWeightLayer(nn.Module):
                              f"'gated_delta' and n >= 1, got rule {rule!r}")
         self.rule, self.num_heads, self.head_dim, self.num_householder = rule, num_heads, head_dim, num_householder
         self.feature_map_name, self.beta_activation_name = feature_map, beta_activation
-        self.backend, self.chunk_size = backend, chunk_size
+        self.backend, self.chunk_size, self.mesa_lambda = backend, chunk_size, mesa_lambda
         H, K, n = num_heads, head_dim, num_householder
         self.q_proj = nn.Linear(d_model, H * K, bias=False)
         self.k_proj = nn.Linear(d_model, H * n * K, bias=False)
         self.v_proj = nn.Linear(d_model, H * n * K, bias=False)
-        self.beta_proj = nn.Linear(d_model, H * n)
+        if rule != "mesa":
+            self.beta_proj = nn.Linear(d_model, H * n)
         if rule in DECAY_RULES:
             self.decay_proj = nn.Linear(d_model, H * K if rule == "gla" else H)
         self.out_proj = nn.Linear(H * K, d_model, bias=False)
@@ -101,6 +107,10 @@ class FastWeightLayer(nn.Module):
         q = phi(self.q_proj(x).view(B, T, H, K))
         k = phi(self.k_proj(x).view(B, T, H, n, K))
         v = self.v_proj(x).view(B, T, H, n, K)
+        if self.rule == "mesa":
+            o, state = mesa(q, k.squeeze(3), v.squeeze(3), lam=self.mesa_lambda, initial_state=state,
+                            output_final_state=True, backend=self.backend, chunk_size=self.chunk_size)
+            return self.out_proj(o.reshape(B, T, H * K)), state
         beta = BETA_ACTIVATIONS[self.beta_activation_name](self.beta_proj(x).view(B, T, H, n))
         g = None
         if self.rule in DECAY_RULES:
@@ -116,6 +126,6 @@ class FastWeightLayer(nn.Module):
         return self.out_proj(o.reshape(B, T, H * K)), state
 
     def extra_repr(self) -> str:
+        rate = f"lambda={self.mesa_lambda}" if self.rule == "mesa" else f"beta={self.beta_activation_name}"
         return (f"rule={self.rule}, heads={self.num_heads}, head_dim={self.head_dim}, "
-                f"feature_map={self.feature_map_name}, beta={self.beta_activation_name}, "
-                f"num_householder={self.num_householder}")
+                f"feature_map={self.feature_map_name}, {rate}, num_householder={self.num_householder}")

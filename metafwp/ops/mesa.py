@@ -23,7 +23,7 @@ MESA_CHUNK_SIZE = 64
 
 def mesa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, lam: float | torch.Tensor = 1.0,
          scale: float | None = None, initial_state: torch.Tensor | None = None, output_final_state: bool = False,
-         backend: str = "auto", chunk_size: int = MESA_CHUNK_SIZE):
+         backend: str = "auto", chunk_size: int | None = None):
     """Run the mesa layer's recurrence over a batch of sequences.
 
     Args:
@@ -50,6 +50,7 @@ def mesa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, lam: float | torc
     check_same_dtype_device("q", q, k=k, v=v)
     check_state("initial_state", initial_state, (B, H, K, K + V), "[B, H, K, K + V]", q)
     check_backend(backend, MESA_BACKENDS)
+    chunk_size = MESA_CHUNK_SIZE if chunk_size is None else chunk_size
     check_chunk_size(chunk_size)
     scale = resolve_scale(scale, K)
     in_dtype, dtype = q.dtype, compute_dtype(q.dtype)

@@ -136,13 +136,7 @@ def build_image_learner(model_config, frame_shape: tuple[int, int, int], n_way: 
                            test_inner_steps=m.test_inner_steps, first_order=m.first_order)
     if m.kind == "prototypical":
         return PrototypicalNetwork(backbone)
-    fast_weight_options = {"beta_activation": m.beta_activation}
-    if m.feature_map is not None:
-        fast_weight_options["feature_map"] = m.feature_map
-    return SequenceLearner(backbone, feature_size(backbone, shape), n_way, n_way + 1, mixer=m.mixer,
-                           d_model=m.d_model, num_layers=m.num_layers, num_heads=m.num_heads,
-                           ff_multiplier=m.ff_multiplier, dropout=m.dropout, matched_init=m.matched_init,
-                           srwm_input_norm=m.srwm_input_norm, **fast_weight_options)
+    return SequenceLearner.from_config(m, backbone, feature_size(backbone, shape), n_way, n_way + 1)
 
 
 def learner_name(model_config) -> str:

@@ -162,13 +162,7 @@ class RegressionTask(Task):
         if m.kind == "maml":
             return MAMLLearner(relu_mlp([dim, *m.mlp_hidden, 1]), inner_lr=m.inner_lr, inner_steps=m.inner_steps,
                                test_inner_steps=m.test_inner_steps, first_order=m.first_order, loss="mse")
-        fast_weight_options = {"beta_activation": m.beta_activation}
-        if m.feature_map is not None:
-            fast_weight_options["feature_map"] = m.feature_map
-        return SequenceLearner(None, dim, 1, 2, mixer=m.mixer, d_model=m.d_model, num_layers=m.num_layers,
-                               num_heads=m.num_heads, ff_multiplier=m.ff_multiplier, dropout=m.dropout,
-                               matched_init=m.matched_init, srwm_input_norm=m.srwm_input_norm,
-                               **fast_weight_options)
+        return SequenceLearner.from_config(m, None, dim, 1, 2)
 
     def objective(self, model: nn.Module, batch: EpisodeBatch) -> Scores:
         """Mean squared error on the loss mask; tallies ``[squared error by k, scored steps by k]``

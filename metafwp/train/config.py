@@ -21,7 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 from metafwp.errors import ConfigError
 from metafwp.models.backbones import BACKBONES, NORMS
 from metafwp.nn import BETA_ACTIVATIONS, FEATURE_MAPS, MIXERS
-from metafwp.ops import RULES
+from metafwp.ops import RECURRENT_FWPS, RULES
 from metafwp.tasks import TASKS, FewShotTask
 
 SCHEDULES = ("constant", "noam", "cosine")
@@ -37,7 +37,7 @@ class ModelConfig:
     filters: Optional[int] = None     # Conv-4 width (Default: 64 up to 28x28, 32 above)
     norm: str = "batch"
     backbone_dropout: float = 0.0
-    mixer: str = "srwm"               # srwm, lstm, attention or a Table-1 rule (delta, ...)
+    mixer: str = "srwm"               # srwm, lstm, attention, a Table-1 rule (delta, ...), mesa or a recurrent FWP
     d_model: int = 256
     num_layers: int = 2
     num_heads: int = 16
@@ -45,6 +45,7 @@ class ModelConfig:
     dropout: float = 0.0
     feature_map: Optional[str] = None
     beta_activation: str = "sigmoid"
+    mesa_lambda: float = 1.0          # mesa: the ridge lambda of its least-squares fast weights
     matched_init: bool = False        # keys start matched to queries: a shorter plateau at chance
     srwm_input_norm: bool = False     # the SRWM reads LayerNorm(h) instead of the raw stream h
     tied_layers: bool = False         # linear_attention: one layer's weights applied num_layers times
@@ -68,9 +69,11 @@ class ModelConfig:
             read |= {"inner_lr", "inner_steps", "test_inner_steps", "first_order", "mlp_hidden"}
         if self.kind == "sequence":
             read |= {"mixer", "d_model", "num_layers", "ff_multiplier", "dropout"}
-            read |= {"num_heads", "matched_init"} if self.mixer != "lstm" else set()
+            read |= {"num_heads"} if self.mixer != "lstm" else set()
+            read |= {"matched_init"} if self.mixer not in ("lstm",) + RECURRENT_FWPS else set()
             read |= {"srwm_input_norm"} if self.mixer == "srwm" else set()
             read |= {"feature_map", "beta_activation"} if self.mixer in RULES else set()
+            read |= {"feature_map", "mesa_lambda"} if self.mixer == "mesa" else set()
         return names - read
 
     def check(self) -> None:
@@ -81,6 +84,8 @@ class ModelConfig:
         for key, value, valid in choices:
             if value not in valid:
                 raise ConfigError(f"Unknown model.{key} {value!r}. Valid: {', '.join(valid)}")
+        if not self.mesa_lambda > 0:
+            raise ConfigError(f"model.mesa_lambda must be > 0 (the ridge term of the mesa rule), got {self.mesa_lambda}")
 
 
 @dataclass

@@ -72,7 +72,8 @@ def learner(mixer, batch, **options):
     return model.eval()
 
 
-MIXERS = ["srwm", "delta", "gated_delta", "hebbian", "lstm", "attention"]
+MIXERS = ["srwm", "delta", "gated_delta", "hebbian", "lstm", "attention", "mesa", "delta_rnn", "delta_lstm",
+          "recurrent_delta", "delta_mlp", "delta_delta"]
 
 
 @pytest.mark.parametrize("mixer", MIXERS)

@@ -8,7 +8,7 @@ from metafwp.ops import RULES, srwm
 from tests.helpers import assert_close
 
 LAYERS = [(rule, backend, 1) for rule in RULES for backend in ("reference", "chunk")]
-LAYERS += [("delta", "chunk", 2), ("gated_delta", "reference", 3)]
+LAYERS += [("delta", "chunk", 2), ("gated_delta", "reference", 3), ("mesa", "reference", 1), ("mesa", "chunk", 1)]
 
 
 def run_in_pieces(layer, x, cuts):
