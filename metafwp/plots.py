@@ -160,6 +160,23 @@ def plot_accuracy_across_switch(results: dict[str, dict], path: Path, *, chance:
     return save_figure(figure, path)
 
 
+def plot_accuracy_by_position(results: dict[str, dict], path: Path, *, chance: float, train_length: int,
+                              title: str = "") -> Path:
+    """Accuracy of the prefix's label at every position (``results[name]["by_position"]``), one line
+    per result, the longest training string as a vertical line: what a model keeps beyond it."""
+    figure = Figure(figsize=(7.5, 3.8))
+    axis = figure.subplots()
+    for name, result in results.items():
+        curve = [float("nan") if value is None else value for value in result["by_position"]]
+        axis.plot(range(1, len(curve) + 1), curve, label=f"{name}: {result['accuracy']:.1f} % at the last step")
+    axis.axvline(train_length + 0.5, color="gray", linestyle=":", linewidth=1, label="longest training string")
+    axis.axhline(chance, color="black", linestyle="--", linewidth=1, label=f"chance ({chance:.0f} %)")
+    axis.set(xlabel="position in the string", ylabel="accuracy of the prefix's label (%)", ylim=(0, 101), title=title)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    return save_figure(figure, path)
+
+
 def plot_forgetting(results: dict[str, dict], path: Path, *, chance: float, quoted: dict | None = None,
                     kind: str = "domain", title: str = "") -> Path:
     """For each learner (``results[name]["forgetting"]``: ``mean`` / ``ci95`` matrices, row task s,

@@ -3,6 +3,7 @@
     python -m metafwp.studies bootstrap [--out runs/studies] [--steps N] [--episodes N] [--jobs N]
     python -m metafwp.studies multitask [--out runs/studies] [--steps N] [--episodes N] [--jobs N]
     python -m metafwp.studies continual | continual-class [...]
+    python -m metafwp.studies expressivity [--language parity|mod_add|anbn] [--seeds N] [...]
 
 ``bootstrap``: the SRWM meta-trained with the bootstrapping objective beside the same SRWM trained on
 the plain K-shot loss for the same steps (``recipes/glyphs_bootstrap_10way1shot_srwm*.yaml``), tested
@@ -14,6 +15,9 @@ second segment and ``multitask/accuracy_across_switch.png``.
 ACL terms (``recipes/glyphs_continual_{domain,class}_{acl,plain}.yaml``), meta-tested on the same
 Split-MNIST streams (the embedded MNIST digits); the forgetting matrices beside the quoted
 replay-free baselines, and ``forgetting.png``.
+``expressivity``: every mixer family on a formal language (``recipes/expressivity_<language>.yaml``),
+``--seeds`` seeds each (Default: 3), tested on the same strings at the training length and at 4x it;
+a table of mean accuracies with 95% CIs over seeds (Student's t), and ``accuracy_by_length.png``.
 
 Every run is an ordinary run of its recipe with ``train.resume=true`` under ``--out/<study>/``: run a
 study again and finished runs are only re-tested. ``--jobs`` runs (Default: all of the study's) train
@@ -23,11 +27,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from pathlib import Path
 
 from metafwp.demo import run_learner, training_pool
-from metafwp.plots import plot_accuracy_across_switch, plot_accuracy_by_support_shots, plot_forgetting
+from metafwp.plots import (plot_accuracy_across_switch, plot_accuracy_bars, plot_accuracy_by_support_shots,
+                           plot_forgetting)
 from metafwp.tasks.continual import QUOTED_BASELINES
 
 STUDIES = {
@@ -41,12 +47,37 @@ STUDIES = {
 }
 
 
-def train_runs(study: str, out: Path, args) -> dict[str, dict]:
-    """``{label: metrics.json}`` of the study's runs, trained ``args.jobs`` at a time."""
+# The expressivity study's mixers: label -> overrides of the language's recipe (DeltaNet, beta in (0, 2)).
+EXPRESSIVITY_MIXERS = {
+    "delta, beta in (0, 1)": ["model.beta_activation=sigmoid"],
+    "delta, beta in (0, 2)": [],
+    "gated_delta, beta in (0, 2)": ["model.mixer=gated_delta"],
+    "DeltaProduct n=2, beta in (0, 2)": ["model.num_householder=2"],
+    "hebbian": ["model.mixer=hebbian", "model.beta_activation=sigmoid"],
+    "decay": ["model.mixer=decay", "model.beta_activation=sigmoid"],
+    "gla": ["model.mixer=gla", "model.beta_activation=sigmoid"],
+    "mesa": ["model.mixer=mesa"],
+    "srwm": ["model.mixer=srwm"],
+    "delta_rnn": ["model.mixer=delta_rnn"],
+    "delta_lstm": ["model.mixer=delta_lstm"],
+    "recurrent_delta": ["model.mixer=recurrent_delta"],
+    "delta_mlp": ["model.mixer=delta_mlp"],
+    "delta_delta": ["model.mixer=delta_delta"],
+    "attention": ["model.mixer=attention"],
+    "lstm": ["model.mixer=lstm"],
+}
+T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+
+
+def train_runs(study: str, out: Path, args, runs: dict[str, tuple[str, list[str]]] | None = None) -> dict[str, dict]:
+    """``{label: metrics.json}`` of the study's runs (Default: ``STUDIES[study]``; else ``{label:
+    (recipe, overrides)}``), trained ``args.jobs`` at a time."""
     jobs = {}
+    runs = runs or {label: (recipe, []) for label, recipe in STUDIES[study].items()}
     with training_pool(args.jobs) as pool:
-        for label, recipe in STUDIES[study].items():
-            overrides = [f"train.out_dir={out}", f"train.name={recipe}", "train.resume=true", "train.threads=1",
+        for label, (recipe, extra) in runs.items():
+            name = recipe if not extra else f"{recipe}_{label}"
+            overrides = [*extra, f"train.out_dir={out}", f"train.name={name}", "train.resume=true", "train.threads=1",
                          "train.progress=lines", *([f"train.steps={args.steps}"] if args.steps else []),
                          *([f"eval.episodes={args.episodes}"] if args.episodes else [])]
             print(f"{label}: python -m metafwp.train recipes/{recipe}.yaml {' '.join(overrides)}")
@@ -125,20 +156,73 @@ def continual_study(out: Path, args, kind: str) -> dict:
             "runs": {label: m["run"] for label, m in runs.items()}, "figure": str(figure)}
 
 
+def expressivity_study(out: Path, args) -> dict:
+    """Every mixer of ``EXPRESSIVITY_MIXERS`` on ``args.language``, ``args.seeds`` seeds each."""
+    recipe = f"expressivity_{args.language}"
+    runs = {f"{label} / seed {seed}": (recipe, [*overrides, f"train.seed={seed}"])
+            for label, overrides in EXPRESSIVITY_MIXERS.items() for seed in range(args.seeds)}
+    finished = train_runs("expressivity", out, args, runs={run_label(label): run for label, run in runs.items()})
+    table, lengths = {}, None
+    for label in EXPRESSIVITY_MIXERS:
+        per_seed = [finished[run_label(f"{label} / seed {seed}")] for seed in range(args.seeds)]
+        lengths = [result_name.rsplit("@", 1)[1] for result_name in per_seed[0]["test"]]
+        table[label] = {length: seed_interval([list(m["test"].values())[i]["accuracy"] for m in per_seed])
+                        for i, length in enumerate(lengths)}
+        table[label]["train_seconds"] = sum(m["train_seconds"] for m in per_seed) / len(per_seed)
+    episodes = next(iter(next(iter(finished.values()))["test"].values()))["episodes"]
+    print(f"\n{args.language}: trained on strings up to {lengths[0]}, {episodes} test strings per length, the same "
+          f"for every run; accuracy of the whole string's label, mean and 95% CI over {args.seeds} seeds (%):")
+    print(f"  {'mixer':<34}" + "".join(f"{'length ' + length:>20}" for length in lengths) + f"{'training':>12}")
+    for label, row in table.items():
+        print(f"  {label:<34}" + "".join(f"{row[length][0]:>11.1f} +/- {row[length][1]:4.1f}" for length in lengths)
+              + f"{row['train_seconds'] / 60:>8.1f} min")
+    chance = 100 / (3 if args.language == "mod_add" else 2)
+    figure = plot_accuracy_bars(list(table), [row[lengths[-1]][0] for row in table.values()],
+                                [row[lengths[-1]][1] for row in table.values()], out / "accuracy_by_length.png",
+                                chance=chance, ylabel=f"accuracy at length {lengths[-1]} (%)",
+                                title=f"{args.language}, trained up to length {lengths[0]}, {args.seeds} seeds")
+    summary = {label: {**{f"length {length}": {"accuracy": row[length][0], "ci95": row[length][1]}
+                          for length in lengths}, "train_seconds": row["train_seconds"]}
+               for label, row in table.items()}
+    return {"language": args.language, "mixers": summary, "seeds": args.seeds, "episodes": episodes,
+            "runs": {label: m["run"] for label, m in finished.items()}, "figure": str(figure)}
+
+
+def run_label(label: str) -> str:
+    """A run-folder-safe form of a study label."""
+    return re.sub(r"[^A-Za-z0-9]+", "_", label).strip("_")
+
+
+def seed_interval(values: list[float]) -> tuple[float, float]:
+    """Mean and the 95% confidence half-width over seeds (Student's t with n - 1 degrees of freedom)."""
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, 0.0
+    std = (sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5
+    return mean, T_975.get(n - 1, 1.96) * std / n ** 0.5
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m metafwp.studies", description=__doc__.split("\n\n")[0])
-    parser.add_argument("study", choices=sorted(STUDIES))
+    parser.add_argument("study", choices=sorted([*STUDIES, "expressivity"]))
     parser.add_argument("--out", default="runs/studies", help="folder for the study's runs and summary")
     parser.add_argument("--steps", type=int, help="training steps of every run (Default: the recipes')")
     parser.add_argument("--episodes", type=int, help="test episodes (Default: the recipes' 1000)")
     parser.add_argument("--jobs", type=int, help="runs trained at once, one thread each (Default: all the study's "
-                                                 "runs: on 2 cores three runs side by side end sooner than 2 + 1)")
+                                                 "runs: on 2 cores three runs side by side end sooner than 2 + 1; "
+                                                 "expressivity: 2)")
+    parser.add_argument("--language", choices=["parity", "mod_add", "anbn"], default="parity",
+                        help="expressivity: the formal language (Default: parity)")
+    parser.add_argument("--seeds", type=int, default=3, help="expressivity: seeds per mixer (Default: 3)")
     args = parser.parse_args(argv)
-    args.jobs = args.jobs or len(STUDIES[args.study])
+    args.jobs = args.jobs or (2 if args.study == "expressivity" else len(STUDIES[args.study]))
     started = time.perf_counter()
-    out = Path(args.out) / args.study
+    out = Path(args.out) / (f"expressivity_{args.language}" if args.study == "expressivity" else args.study)
     out.mkdir(parents=True, exist_ok=True)
-    if args.study.startswith("continual"):
+    if args.study == "expressivity":
+        summary = expressivity_study(out, args)
+    elif args.study.startswith("continual"):
         summary = continual_study(out, args, "class" if args.study == "continual-class" else "domain")
     else:
         summary = (bootstrap_study if args.study == "bootstrap" else multitask_study)(out, args)

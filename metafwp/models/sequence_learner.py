@@ -69,6 +69,8 @@ class SequenceLearner(nn.Module):
         options = {}
         if m.mixer in RULES:
             options["beta_activation"] = m.beta_activation
+        if m.mixer in ("delta", "gated_delta"):
+            options["num_householder"] = m.num_householder
         if m.mixer == "mesa":
             options["mesa_lambda"] = m.mesa_lambda
         if m.mixer in RULES + ("mesa",) and m.feature_map is not None:

@@ -3,12 +3,13 @@ A recipe picks one with ``task: <name>``; adding a task is a module and an entry
 from metafwp.tasks.base import Scores, Task, autocast, confidence_interval, evaluate_episodes
 from metafwp.tasks.bootstrap import BootstrapTask
 from metafwp.tasks.continual import ContinualTask
+from metafwp.tasks.expressivity import ExpressivityTask
 from metafwp.tasks.few_shot import FewShotTask
 from metafwp.tasks.multitask import MultiTaskTask
 from metafwp.tasks.regression import RegressionTask
 
 TASKS: dict[str, type[Task]] = {task.name: task for task in (FewShotTask, RegressionTask, BootstrapTask, MultiTaskTask,
-                                                              ContinualTask)}
+                                                              ContinualTask, ExpressivityTask)}
 
-__all__ = ["TASKS", "BootstrapTask", "ContinualTask", "FewShotTask", "MultiTaskTask", "RegressionTask", "Scores", "Task",
+__all__ = ["TASKS", "BootstrapTask", "ContinualTask", "ExpressivityTask", "FewShotTask", "MultiTaskTask", "RegressionTask", "Scores", "Task",
            "autocast", "confidence_interval", "evaluate_episodes"]

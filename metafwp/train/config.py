@@ -46,6 +46,7 @@ class ModelConfig:
     feature_map: Optional[str] = None
     beta_activation: str = "sigmoid"
     mesa_lambda: float = 1.0          # mesa: the ridge lambda of its least-squares fast weights
+    num_householder: int = 1          # delta, gated_delta: n > 1 delta micro-steps per token (DeltaProduct)
     matched_init: bool = False        # keys start matched to queries: a shorter plateau at chance
     srwm_input_norm: bool = False     # the SRWM reads LayerNorm(h) instead of the raw stream h
     tied_layers: bool = False         # linear_attention: one layer's weights applied num_layers times
@@ -73,6 +74,7 @@ class ModelConfig:
             read |= {"matched_init"} if self.mixer not in ("lstm",) + RECURRENT_FWPS else set()
             read |= {"srwm_input_norm"} if self.mixer == "srwm" else set()
             read |= {"feature_map", "beta_activation"} if self.mixer in RULES else set()
+            read |= {"num_householder"} if self.mixer in ("delta", "gated_delta") else set()
             read |= {"feature_map", "mesa_lambda"} if self.mixer == "mesa" else set()
         return names - read
 
@@ -84,6 +86,9 @@ class ModelConfig:
         for key, value, valid in choices:
             if value not in valid:
                 raise ConfigError(f"Unknown model.{key} {value!r}. Valid: {', '.join(valid)}")
+        if self.num_householder < 1:
+            raise ConfigError(f"model.num_householder must be >= 1 (1: the delta rule, n > 1: DeltaProduct), got "
+                              f"{self.num_householder}")
         if not self.mesa_lambda > 0:
             raise ConfigError(f"model.mesa_lambda must be > 0 (the ridge term of the mesa rule), got {self.mesa_lambda}")
 

@@ -1,0 +1,141 @@
+"""Expressivity: formal languages that tell the sequence models apart (parity, modular addition,
+``a^n b^n``). Trained on strings up to ``train_length`` with the prefix's label at every step,
+tested on fixed seeded strings of exactly ``train_length`` and ``test_length`` (Default: 4x) steps:
+the whole string's label is its last step's, so accuracy there measures length generalisation."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from episodes import EpisodeBatch
+from episodes.formal import LANGUAGES, FormalLanguageSampler
+from metafwp.errors import ConfigError
+from metafwp.models import SequenceLearner
+from metafwp.plots import plot_accuracy_by_position
+from metafwp.tasks.base import Scores, Task
+from metafwp.tasks.few_shot import learner_name
+from metafwp.tasks.regression import BACKBONE_KEYS
+
+
+@dataclass
+class ExpressivityData:
+    """``language`` (parity, mod_add, anbn) with ``modulus`` m for mod_add; training strings of
+    ``min_train_length .. train_length`` steps; test strings of exactly ``train_length`` and of
+    exactly ``test_length`` steps (Default: 4 x train_length)."""
+    language: str = "parity"
+    modulus: int = 2
+    train_length: int = 16
+    min_train_length: Optional[int] = None  # Default: 1 (2 for anbn)
+    test_length: Optional[int] = None
+    num_workers: int = 0
+
+    DECIDING_KEYS: ClassVar[tuple[str, ...]] = ("language",)
+
+    def unread_keys(self) -> set[str]:
+        return set() if self.language == "mod_add" else {"modulus"}
+
+    def check(self) -> None:
+        if self.language not in LANGUAGES:
+            raise ConfigError(f"Unknown data.language {self.language!r}. Valid: {', '.join(LANGUAGES)}")
+        if self.train_length < 1:
+            raise ConfigError(f"data.train_length must be >= 1, got {self.train_length}")
+        if self.language == "mod_add" and self.modulus < 2:
+            raise ConfigError(f"data.modulus must be >= 2, got {self.modulus}")
+        if self.test_length is not None and self.test_length < self.train_length:
+            raise ConfigError(f"data.test_length={self.test_length} is shorter than data.train_length="
+                              f"{self.train_length}; length generalisation tests longer strings (Default: 4x)")
+
+    @property
+    def test_lengths(self) -> tuple[int, int]:
+        return self.train_length, self.test_length or 4 * self.train_length
+
+
+class ExpressivityTask(Task):
+    """``task: expressivity``: a formal language, every prefix labelled."""
+
+    name = "expressivity"
+    DataConfig = ExpressivityData
+    learner_kinds = ("sequence",)
+    metric = "accuracy"
+    higher_is_better = True
+
+    def __init__(self, config, progress: bool = True):
+        self.config, self.data, self.progress = config, config.data, progress
+        self.learner = learner_name(config.model)
+        self.sampler = self.make_sampler(self.data.train_length, self.data.min_train_length, config.train.seed)
+        self.val_sampler = (self.make_sampler(self.data.train_length, self.data.train_length, config.eval.val_seed)
+                            if config.eval.val_every else None)
+
+    @classmethod
+    def unread_model_keys(cls, model_config) -> set[str]:
+        return set(BACKBONE_KEYS) | {"mlp_hidden"}
+
+    @classmethod
+    def default_baselines(cls, config) -> list[str]:
+        return []
+
+    @classmethod
+    def check_config(cls, config) -> None:
+        if cls.baselines(config):
+            raise ConfigError(f"task=expressivity has no baselines (chance is on the plot); set eval.baselines=[], "
+                              f"got {cls.baselines(config)}")
+
+    def make_sampler(self, max_length: int, min_length: int | None, seed: int) -> FormalLanguageSampler:
+        data = self.data
+        try:
+            return FormalLanguageSampler(data.language, max_length, min_length=min_length, modulus=data.modulus,
+                                         seed=seed)
+        except ValueError as error:
+            raise ConfigError(f"data: {error}") from None
+
+    def train_sampler(self) -> FormalLanguageSampler:
+        return self.sampler
+
+    def build_learner(self, model_config) -> nn.Module:
+        """A SequenceLearner on the one-hot tokens, no feedback, ``num_classes`` outputs."""
+        return SequenceLearner.from_config(model_config, None, self.sampler.vocab_size, self.sampler.num_classes, 0)
+
+    def objective(self, model: nn.Module, batch: EpisodeBatch) -> Scores:
+        """Cross-entropy on every real step; tallies ``[loss sum, steps, correct at the last step,
+        correct by position [T], scored by position [T]]``; per episode: the last step right or not."""
+        outputs, _ = model(batch)
+        mask = batch.loss_mask
+        loss_per_step = F.cross_entropy(outputs.flatten(0, 1).float(), batch.targets.flatten(), reduction="none")
+        loss_sum = (loss_per_step * mask.flatten()).sum()
+        loss = loss_sum / mask.sum()
+        correct = (outputs.detach().argmax(-1) == batch.targets) & mask  # [B, T]
+        last = batch.shot.argmax(1)  # the position of each string's last step
+        last_correct = correct.gather(1, last[:, None]).squeeze(1).double()
+        sums = torch.cat([torch.stack([loss_sum.detach().double(), mask.sum().double(), last_correct.sum()]),
+                          correct.sum(0).double(), mask.sum(0).double()])
+        return Scores(loss, sums, last_correct)
+
+    def summarise(self, sums: torch.Tensor) -> dict:
+        """``loss``; ``accuracy`` of the whole string (its last step), ``step_accuracy`` over every
+        step, ``by_position`` (None where no string reaches it)."""
+        loss_sum, steps, last_correct = sums[:3].tolist()
+        correct, scored = sums[3:].chunk(2)
+        strings = scored[0].item()
+        return {"loss": loss_sum / steps, "accuracy": 100 * last_correct / strings,
+                "step_accuracy": 100 * (correct.sum() / scored.sum()).item(),
+                "by_position": [100 * (c / s).item() if s > 0 else None for c, s in zip(correct, scored)]}
+
+    def test(self, model: nn.Module, device: torch.device, split: str | None = None) -> dict[str, dict]:
+        """The learner on ``eval.episodes`` strings of exactly the training length and of the test
+        length, keyed ``"<learner>@<length>"``."""
+        results = {}
+        for length in self.data.test_lengths:
+            sampler = self.make_sampler(length, length, self.config.eval.seed)
+            results[f"{self.learner}@{length}"] = self.evaluate(model, sampler, self.config.eval.episodes, device,
+                                                                f"testing {self.learner} at length {length}")
+        return results
+
+    def write_figures(self, results: dict[str, dict], run_dir: Path, title: str) -> list[Path]:
+        return [plot_accuracy_by_position(results, run_dir / "accuracy_by_position.png",
+                                          chance=100 / self.sampler.num_classes, train_length=self.data.train_length,
+                                          title=title)]
