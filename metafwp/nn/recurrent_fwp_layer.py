@@ -24,7 +24,7 @@ class RecurrentFWPLayer(nn.Module):
             ``delta_delta`` (q, k, beta and the 3d + 1 wide value of the matrix that writes W).
         fast_hidden: F, the hidden width of delta_mlp's fast MLP. Default: 2d.
         fast_layers: n, delta_mlp's fast layers. Default: 1.
-        backend: of the ops' delta-rule parts. Default: auto.
+        backend: of the ops (their delta-rule parts and the Triton kernels of the loops). Default: auto.
         recompute: C > 0 makes the time loops keep their state every C steps only (the ops'
             ``recompute``). Default: None.
 
@@ -76,7 +76,8 @@ class RecurrentFWPLayer(nn.Module):
                           rates(rbeta).sigmoid(), backend=self.backend, recompute=self.recompute, **options)
         elif self.kind == "recurrent_delta":
             q, k, v, beta = parts
-            y, state = recurrent_delta(q, k, v, beta.squeeze(-1), self.recurrent, recompute=self.recompute, **options)
+            y, state = recurrent_delta(q, k, v, beta.squeeze(-1), self.recurrent, backend=self.backend,
+                                       recompute=self.recompute, **options)
         elif self.kind == "delta_mlp":
             q, k1, v1, beta1, k2, v2, beta2 = (p.unflatten(-1, (n, -1)) if i else p for i, p in enumerate(parts))
             y, state = delta_mlp(q, sum_normalised_elu(k1), v1, beta1.squeeze(-1).sigmoid(), sum_normalised_elu(k2),

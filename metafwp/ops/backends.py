@@ -21,6 +21,7 @@ TRITON_MAX_HEAD_DIM = 128
 # it spills registers and auto prefers the chunk form (explicit backend="triton" still runs).
 OJA_MAX_STATE = 64 * 128
 SRWM_TRITON_MAX_HEAD_DIM = 64
+RFWP_TRITON_MAX_HEAD_DIM = 64  # delta_rnn's R loop and recurrent_delta (fused_recurrent_fwp.py)
 TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 # Where the chunk form overtakes the loop on CPU (fwd+bwd, measured at B*H = 2048, K = 16 and
@@ -120,6 +121,26 @@ def srwm_backend(backend: str, head_dim: int, dtype: torch.dtype, device: torch.
     if dtype not in TRITON_DTYPES:
         return BackendChoice("reference", f"no Triton kernel for {dtype}")
     return BackendChoice("triton", f"CUDA tensors, SRWM kernel with W [{head_dim}, {3 * head_dim + 4}] on chip")
+
+
+def recurrent_loop_backend(backend: str, head_dim: int, dtype: torch.dtype, device: torch.device) -> BackendChoice:
+    """Resolve ``backend`` for the time loop of ``delta_rnn`` / ``recurrent_delta``: ``triton`` or
+    ``reference`` (the loop, also for ``chunk``); raise ValueError if ``"triton"`` was asked for and
+    cannot run."""
+    check_backend(backend)
+    problem = triton_unavailable(device)
+    if head_dim > RFWP_TRITON_MAX_HEAD_DIM:
+        problem = f"D={head_dim}: the kernel keeps the fast matrix on chip for D <= {RFWP_TRITON_MAX_HEAD_DIM}"
+    elif dtype not in TRITON_DTYPES:
+        problem = f"no Triton kernel for {dtype}"
+    if backend == "triton":
+        if problem:
+            raise ValueError(f"backend='triton' cannot run here: {problem}; use 'reference'")
+        return BackendChoice("triton", "asked for")
+    if backend == "auto" and device.type == "cuda" and not problem:
+        return BackendChoice("triton", f"CUDA tensors, recurrent kernel with a [{head_dim}, {head_dim}] matrix on chip")
+    return BackendChoice("reference", "asked for" if backend == "reference" else
+                         problem if device.type == "cuda" else f"{device.type} tensors: the batched time loop")
 
 
 def explain_backend(op: str, x: torch.Tensor, *, rule: str = "delta", value_dim: int | None = None,

@@ -19,7 +19,10 @@ all of delta_mlp and delta_delta) are plain delta rules and run through ``fast_w
 given backend (the chunk form from 16 steps). The recurrent parts are batched time loops with one
 einsum per step. Autograd through a loop stores the fast matrices of every step; ``recompute=C``
 keeps them every C steps only and recomputes the steps in between in backward
-(``torch.utils.checkpoint``), trading one more forward pass for T / C times less memory.
+(``torch.utils.checkpoint``), trading one more forward pass for T / C times less memory. On CUDA
+(or under TRITON_INTERPRET=1 with ``backend="triton"``) the loops of delta_rnn and recurrent_delta
+run as Triton kernels that keep the matrix on chip and recompute it from checkpoints in backward
+(``fused_recurrent_fwp.py``).
 """
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from metafwp.ops.backends import recurrent_loop_backend
 from metafwp.ops.common import check_backend, check_same_dtype_device, check_shape, check_tensor, compute_dtype
 from metafwp.ops.fast_weight import fast_weight
 
@@ -128,8 +132,10 @@ def delta_rnn(q, k, v, beta, rk, rv, rbeta, *, initial_state: DeltaRNNState | No
         rbeta: [B, T, H] R's learning rate.
         initial_state: DeltaRNNState or None (zeros; ``softmax(0)`` is uniform).
         output_final_state: also return the final DeltaRNNState.
-        backend: of W's delta rule (``fast_weight``); R's part is the time loop.
-        recompute: C > 0 stores R every C steps only (see module docstring). Default: None.
+        backend: of W's delta rule (``fast_weight``), and of R's loop: ``triton`` (or ``auto`` on
+            CUDA, D <= 64) runs it as a kernel, any other the batched loop. Default: auto.
+        recompute: C > 0 makes the loop store R every C steps only (see module docstring; the
+            kernel always does). Default: None.
 
     Returns:
         y [B, T, H, d] in q's dtype, and the final state (compute dtype) or None.
@@ -141,6 +147,11 @@ def delta_rnn(q, k, v, beta, rk, rv, rbeta, *, initial_state: DeltaRNNState | No
     dtype = compute_dtype(q.dtype)
     z, W = fast_weight(q, k, v, rule="delta", beta=beta, scale=1.0, initial_state=state.W, output_final_state=True,
                        backend=backend)
+    if recurrent_loop_backend(backend, d, q.dtype, q.device).backend == "triton":
+        from metafwp.ops.fused_recurrent_fwp import fused_delta_rnn_loop
+
+        y, R = fused_delta_rnn_loop(rk, rv, rbeta, z, state.R, state.y)
+        return y, (DeltaRNNState(W.to(dtype), R, y[:, -1].to(dtype)) if output_final_state else None)
 
     def step(carry, rk_t, rv_t, rb_t, z_t):
         R, y = carry
@@ -200,7 +211,7 @@ def delta_lstm(q, k, v, beta, rk, rv, rbeta, *, initial_state: DeltaLSTMState | 
 
 
 def recurrent_delta(q, k, v, beta, recurrent, *, initial_state: RecurrentDeltaState | None = None,
-                    output_final_state: bool = False, recompute: int | None = None):
+                    output_final_state: bool = False, backend: str = "auto", recompute: int | None = None):
     """Recurrent Delta Net: with ``a = tanh(y_{t-1})`` and ``[r_q | r_k | r_v | r_b] = a recurrent``,
     ``q = softmax(q_x + r_q)``, ``k = softmax(k_x + r_k)``, ``v = v_x + r_v``,
     ``b = sigmoid(b_x + r_b)``; delta update of W, ``y_t = W_t q_t``.
@@ -210,7 +221,10 @@ def recurrent_delta(q, k, v, beta, recurrent, *, initial_state: RecurrentDeltaSt
         beta: [B, T, H] the learning rate's projection of x (before the sigmoid).
         recurrent: [H, d, 3d+1] the slow recurrent weights ``[R_q^T | R_k^T | R_v^T | r_b]``.
         initial_state: RecurrentDeltaState or None (zeros).
-        output_final_state, recompute: as ``delta_rnn``.
+        output_final_state: also return the final state.
+        backend: ``reference`` or ``chunk`` (the batched loop: there is no chunk form), ``triton``
+            (the kernel; D <= 64) or ``auto`` (triton on CUDA where it fits). Default: auto.
+        recompute: as ``delta_rnn``.
 
     Returns:
         y [B, T, H, d] in q's dtype, and the final state or None.
@@ -221,6 +235,11 @@ def recurrent_delta(q, k, v, beta, recurrent, *, initial_state: RecurrentDeltaSt
     check_same_dtype_device("q", q, recurrent=recurrent)
     state = _initial_state(initial_state, RecurrentDeltaState, dict(W=(B, H, d, d), y=(B, H, d)), q)
     dtype = compute_dtype(q.dtype)
+    if recurrent_loop_backend(backend, d, q.dtype, q.device).backend == "triton":
+        from metafwp.ops.fused_recurrent_fwp import fused_recurrent_delta
+
+        y, W = fused_recurrent_delta(q, k, v, beta, recurrent, state.W, state.y)
+        return y, (RecurrentDeltaState(W, y[:, -1].to(dtype)) if output_final_state else None)
     recurrent = recurrent.to(dtype)
 
     def step(carry, q_t, k_t, v_t, b_t):

@@ -10,9 +10,9 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from metafwp.ops import fused_recurrent, fused_srwm
+from metafwp.ops import fused_recurrent, fused_recurrent_fwp, fused_srwm
 
-HALF_INPUTS = {"q", "k", "v", "beta", "g", "do", "x", "dy"}  # compiled with bf16 pointers
+HALF_INPUTS = {"q", "k", "v", "beta", "g", "do", "x", "dy", "rk", "rv", "rb", "z", "qx", "kx", "vx", "bx"}  # bf16
 SCALARS = {"scale": "fp32", "T": "i32", "NB": "i32", "NUM_CHECKPOINTS": "i32"}
 CUOBJDUMP = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
 
@@ -51,6 +51,13 @@ def variants():
         shape = dict(H=4, D=D, BD=BD, C=fused_srwm.CHECKPOINT_EVERY)
         yield fused_srwm.srwm_fwd_kernel, shape, num_warps
         yield fused_srwm.srwm_bwd_kernel, {**shape, "HAS_DWT": True}, num_warps
+    for D in (5, 16, 32, 64):
+        BD, num_warps = fused_recurrent_fwp.launch_shape(D)
+        shape = dict(H=4, D=D, BD=BD, C=fused_recurrent_fwp.CHECKPOINT_EVERY)
+        yield fused_recurrent_fwp.delta_rnn_fwd_kernel, shape, num_warps
+        yield fused_recurrent_fwp.delta_rnn_bwd_kernel, {**shape, "HAS_DRT": True}, num_warps
+        yield fused_recurrent_fwp.recurrent_delta_fwd_kernel, shape, num_warps
+        yield fused_recurrent_fwp.recurrent_delta_bwd_kernel, {**shape, "HAS_DWT": True}, num_warps
 
 
 if __name__ == "__main__":

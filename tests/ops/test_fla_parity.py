@@ -1,9 +1,9 @@
-"""Delta-rule and gated-delta semantics equal fla-core 0.6.0's pure-torch references on CPU."""
+"""Delta-rule, gated-delta and mesa semantics equal fla-core 0.6.0's pure-torch references on CPU."""
 import pytest
 import torch
 import torch.nn.functional as F
 
-from metafwp.ops import delta_rule, fast_weight
+from metafwp.ops import delta_rule, fast_weight, mesa
 from tests.helpers import assert_close
 
 fla_delta = pytest.importorskip("fla.ops.delta_rule.naive", reason="fla-core is a test dependency: pip install -e .[test]")
@@ -57,3 +57,17 @@ def test_gated_delta_equals_fla_references(T, backend):
     for name, o_fla, S_fla in [("recurrent", o_rec, S_rec), ("chunk", o_chunk, S_chunk)]:
         assert_close(f"o vs fla {name}", o, o_fla, 1e-5)
         assert_close(f"final state vs fla {name}", S, S_fla, 1e-5)
+
+
+@pytest.mark.parametrize("backend", ["reference", "chunk"])
+def test_mesa_equals_fla_exact_mesa_net(backend):
+    """fla's mesa_net with no decay (g = 0), beta = 1 and the same lambda on every key dim is ours."""
+    fla_mesa = pytest.importorskip("fla.ops.mesa_net.naive")
+    q, k, v, _, _, _ = inputs(2, 29, 3, 8, 8)
+    lam = torch.tensor([0.5, 1.0, 2.0])
+    o_fla, h_kk, h_kv = fla_mesa.naive_mesa_net_exact(q, k, v, torch.zeros(2, 29, 3), lam[:, None].expand(3, 8),
+                                                      torch.ones(2, 29, 3))
+    o, state = mesa(q, k, v, lam=lam, scale=1.0, output_final_state=True, backend=backend, chunk_size=8)
+    assert_close("o", o, o_fla, 1e-4)
+    assert_close("sum k k^T", state[..., :8], h_kk, 1e-5)
+    assert_close("sum k v^T", state[..., 8:], h_kv, 1e-5)

@@ -147,3 +147,33 @@ def test_explain_backend_says_what_runs_and_why(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     with pytest.raises(ValueError, match="the Triton kernels need CUDA"):
         srwm(torch.zeros(1, 2, 1, 4), torch.zeros(1, 4, srwm_columns(4)), backend="triton")
+
+
+@pytest.mark.parametrize("T,D", [(1, 4), (37, 13)], ids=["T1-D4", "T37-D13"])
+def test_recurrent_fwp_kernels_match_the_loops(T, D):
+    """delta_rnn's R loop and the Recurrent Delta Net as kernels: outputs, final states (including a
+    carried initial state) and every gradient against the batched loops."""
+    from metafwp.ops import DeltaRNNState, RecurrentDeltaState, delta_rnn, recurrent_delta
+    from metafwp.ops.recurrent_fwp import sum_normalised_elu
+
+    B, H = 2, 3
+    gen = torch.Generator().manual_seed(T * D)
+    rand = lambda *shape: torch.randn(*shape, generator=gen)  # noqa: E731
+    rnn = [sum_normalised_elu(rand(B, T, H, D)), sum_normalised_elu(rand(B, T, H, D)), rand(B, T, H, D),
+           torch.rand(B, T, H, generator=gen), rand(B, T, H, D).softmax(-1), rand(B, T, H, D),
+           torch.rand(B, T, H, generator=gen)]
+    rdn = [rand(B, T, H, D), rand(B, T, H, D), rand(B, T, H, D), rand(B, T, H), rand(H, D, 3 * D + 1) / D ** 0.5]
+    for op, inputs, kind, state in (
+            (delta_rnn, rnn, DeltaRNNState, [rand(B, H, D, D) / D, rand(B, H, D, D) / D, rand(B, H, D)]),
+            (recurrent_delta, rdn, RecurrentDeltaState, [rand(B, H, D, D) / D, rand(B, H, D)])):
+        tensors = on_device(inputs + state)
+        results = {}
+        for backend in ("triton", "reference"):
+            initial = kind(*tensors[len(inputs):])
+            y, final = op(*tensors[:len(inputs)], initial_state=initial, output_final_state=True, backend=backend)
+            cotangent = torch.Generator().manual_seed(1)
+            pairs = [(x, torch.randn(x.shape, generator=cotangent).to(x)) for x in (y, *final)]
+            results[backend] = [y, *final, *gradients(pairs, tensors)]
+        names = ["y", *final._fields, *[f"d input {i}" for i in range(len(tensors))]]
+        for name, ours, expected in zip(names, results["triton"], results["reference"]):
+            assert_close(f"{op.__name__} {name}", ours, expected, 2e-5)

@@ -19,6 +19,6 @@ def test_kernels_compile_for_sm90_without_spilling():
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [json.loads(line) for line in result.stdout.splitlines()]
-    assert len(rows) == 3 * 2 * 3 + 4 * 2
+    assert len(rows) == 3 * 2 * 3 + 4 * 2 + 4 * 4
     spilled = [row for row in rows if row["stack"] > 0]
     assert not spilled, f"register spills: {spilled}"

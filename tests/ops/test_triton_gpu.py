@@ -79,3 +79,27 @@ def test_srwm_memory_beyond_inputs_and_outputs_stays_small():
     per_step_mib = 128 * 16 * 16 * srwm_columns(16) * 4 / 2 ** 20  # what one stored W per step would cost
     for T in (128, 512):
         assert benchmark.srwm_peak_extra_mib(T) < per_step_mib * (T // 16 + 16 + 2)
+
+
+@pytest.mark.parametrize("dtype, rtol", [(torch.float32, 1e-4), (torch.bfloat16, 3e-2)], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("D", [16, 64])
+def test_recurrent_fwp_kernels_match_the_loops_on_cuda(D, dtype, rtol):
+    """delta_rnn's R loop and the Recurrent Delta Net at B=32 T=128 H=4, against the float32 loops."""
+    from metafwp.ops import delta_rnn, recurrent_delta
+    from metafwp.ops.recurrent_fwp import sum_normalised_elu
+
+    B, T, H = 32, 128, 4
+    gen = torch.Generator().manual_seed(D)
+    rand = lambda *shape: torch.randn(*shape, generator=gen)  # noqa: E731
+    rnn = [sum_normalised_elu(rand(B, T, H, D)), sum_normalised_elu(rand(B, T, H, D)), rand(B, T, H, D),
+           torch.rand(B, T, H, generator=gen), rand(B, T, H, D).softmax(-1), rand(B, T, H, D),
+           torch.rand(B, T, H, generator=gen)]
+    rdn = [rand(B, T, H, D), rand(B, T, H, D), rand(B, T, H, D), rand(B, T, H), rand(H, D, 3 * D + 1) / D ** 0.5]
+    for op, inputs in ((delta_rnn, rnn), (recurrent_delta, rdn)):
+        results = []
+        for tensors, backend in ((cuda(inputs, dtype), "triton"), (cuda(inputs, torch.float32), "reference")):
+            y, final = op(*tensors, output_final_state=True, backend=backend)
+            dy = torch.randn(y.shape, generator=torch.Generator().manual_seed(1)).cuda()
+            results.append([y, *final, *gradients([(y, dy.to(y.dtype))], tensors)])
+        for i, (a, e) in enumerate(zip(*results)):
+            assert_close(f"{op.__name__} result {i}", a.float(), e, rtol)

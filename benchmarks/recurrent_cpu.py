@@ -1,0 +1,88 @@
+"""CPU forward+backward time of the recurrent FWPs and the mesa rule, beside the SRWM loop and the delta
+rule's chunk form measured in the same run: the price of recurrence.
+
+    python benchmarks/recurrent_cpu.py                 # B=32 T=128 H=4 D=16, fp32 (about a minute)
+    python benchmarks/recurrent_cpu.py --threads 2 --repeats 7
+
+Every op gets the inputs its layer would give it (mapped keys, rates in (0, 1)); times are medians
+over interleaved repeats (one warm-up), so all ops see the same machine noise.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+import torch.nn.functional as F
+
+from metafwp.ops import delta_delta, delta_lstm, delta_mlp, delta_rnn, delta_rule, mesa, recurrent_delta, srwm
+from metafwp.ops.recurrent_fwp import sum_normalised_elu
+from ops_cpu import interleaved_medians  # benchmarks/ is on the path when run as a script
+
+
+def recurrent_inputs(B: int, T: int, H: int, d: int) -> dict[str, list[torch.Tensor]]:
+    gen = torch.Generator().manual_seed(0)
+    rand = lambda *shape: torch.randn(*shape, generator=gen)  # noqa: E731
+    rate = lambda *shape: torch.rand(*shape, generator=gen)  # noqa: E731
+    keys = lambda *shape: sum_normalised_elu(rand(*shape))  # noqa: E731
+    F_ = 2 * d
+    tensors = {
+        "delta_rnn": [keys(B, T, H, d), keys(B, T, H, d), rand(B, T, H, d), rate(B, T, H), rand(B, T, H, d).softmax(-1),
+                      rand(B, T, H, d), rate(B, T, H)],
+        "delta_lstm": [keys(B, T, H, 3, d), keys(B, T, H, 3, d), rand(B, T, H, 3, d), rate(B, T, H, 3),
+                       rand(B, T, H, 3, d).softmax(-1), rand(B, T, H, 3, d), rate(B, T, H, 3)],
+        "recurrent_delta": [rand(B, T, H, d), rand(B, T, H, d), rand(B, T, H, d), rand(B, T, H),
+                            rand(H, d, 3 * d + 1) / d ** 0.5],
+        "delta_mlp": [rand(B, T, H, d), keys(B, T, H, 1, d), rand(B, T, H, 1, F_), rate(B, T, H, 1),
+                      keys(B, T, H, 1, F_), rand(B, T, H, 1, d), rate(B, T, H, 1)],
+        "delta_delta": [keys(B, T, H, d), keys(B, T, H, d), rand(B, T, H, 3 * d + 1), rate(B, T, H)],
+        "srwm": [rand(B, T, H, d), rand(H, d, 3 * d + 4) / d ** 0.5],
+        "delta": [rand(B, T, H, d), F.normalize(rand(B, T, H, d), dim=-1), rand(B, T, H, d), rate(B, T, H)],
+        "mesa": [rand(B, T, H, d), F.normalize(rand(B, T, H, d), dim=-1), rand(B, T, H, d)],
+    }
+    return {name: [x.requires_grad_() for x in xs] for name, xs in tensors.items()}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=128)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--head-dim", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    B, T, H, d = args.batch, args.steps, args.heads, args.head_dim
+    x = recurrent_inputs(B, T, H, d)
+    ops = {
+        "delta_rnn": lambda: delta_rnn(*x["delta_rnn"])[0],
+        "delta_rnn, recompute=16": lambda: delta_rnn(*x["delta_rnn"], recompute=16)[0],
+        "delta_lstm": lambda: delta_lstm(*x["delta_lstm"])[0],
+        "recurrent_delta": lambda: recurrent_delta(*x["recurrent_delta"])[0],
+        "recurrent_delta, recompute=16": lambda: recurrent_delta(*x["recurrent_delta"], recompute=16)[0],
+        "delta_mlp (chunk delta rules)": lambda: delta_mlp(*x["delta_mlp"])[0],
+        "delta_delta (chunk delta rules)": lambda: delta_delta(*x["delta_delta"])[0],
+        "mesa, a solve per step": lambda: mesa(*x["mesa"], backend="reference")[0],
+        "mesa, chunk (batched Cholesky)": lambda: mesa(*x["mesa"], backend="chunk")[0],
+        "peer: SRWM loop": lambda: srwm(*x["srwm"], backend="reference")[0],
+        "peer: delta rule, chunk form": lambda: delta_rule(*x["delta"], backend="chunk")[0],
+        "peer: delta rule, loop": lambda: delta_rule(*x["delta"], backend="reference")[0],
+    }
+
+    def forward_backward(op):
+        return lambda: op().sum().backward()
+
+    medians = interleaved_medians({name: forward_backward(op) for name, op in ops.items()}, args.repeats)
+    chunk = medians["peer: delta rule, chunk form"]
+    print(f"fwd+bwd, B={B} T={T} H={H} D={d} fp32, {args.threads} threads, median of {args.repeats}:")
+    print(f"  {'op':<34}{'ms':>9}{'x delta chunk':>15}{'episodes/s':>12}")
+    for name, seconds in medians.items():
+        print(f"  {name:<34}{1000 * seconds:>9.1f}{seconds / chunk:>15.1f}{B / seconds:>12.0f}")
+    result = {"shape": [B, T, H, d], "threads": args.threads, "ms": {n: 1000 * s for n, s in medians.items()}}
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""Expressivity: the formal-language strings and labels against plain Python, the task's tallies
+against a loop over the trained learner, a short training run that learns parity, the study, and
+the errors a user can cause."""
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from episodes.formal import FormalLanguageSampler
+from metafwp.tasks import ExpressivityTask
+from metafwp.train import ConfigError, load_config, train
+from tests.helpers import learner_of
+
+ROOT = Path(__file__).parents[1]
+RECIPE = ROOT / "recipes/expressivity_parity.yaml"
+TINY = ["model.d_model=16", "model.num_heads=2", "train.batch_size=8", "train.log_every=1",
+        "train.checkpoint_every=5", "train.progress=none", "eval.episodes=20", "eval.batch_size=8", "train.threads=1"]
+
+
+def strings(batch):
+    """Each episode's string (its real steps) and targets as Python lists."""
+    for i in range(batch.batch_size):
+        length = int(batch.loss_mask[i].sum())
+        assert batch.loss_mask[i, :length].all() and not batch.loss_mask[i, length:].any()
+        yield batch.inputs[i, :length].argmax(-1).tolist(), batch.targets[i, :length].tolist(), length
+
+
+@pytest.mark.parametrize("language,modulus", [("parity", 2), ("mod_add", 2), ("mod_add", 5)])
+def test_prefix_sums_match_plain_python(language, modulus):
+    sampler = FormalLanguageSampler(language, 12, min_length=3, modulus=modulus, seed=4)
+    batch = sampler.sample(range(200))
+    assert batch.inputs.shape == (200, 12, modulus) and batch.feedback.shape == (200, 12, 0)
+    lengths = set()
+    for tokens, targets, length in strings(batch):
+        lengths.add(length)
+        assert targets == [sum(tokens[:t + 1]) % modulus for t in range(length)]
+    assert lengths == set(range(3, 13))
+    assert batch.inputs[~batch.loss_mask].abs().sum() == 0  # padding is all zeros
+    assert torch.equal(sampler.sample(range(5, 9)).inputs, batch.inputs[5:9])  # episode i is the same in any batch
+
+
+def test_anbn_labels_every_prefix_and_balances_the_strings():
+    sampler = FormalLanguageSampler("anbn", 20, seed=1)
+    batch = sampler.sample(range(2000))
+    finals, counts_right, order_right = [], 0, 0
+    for tokens, targets, length in strings(batch):
+        assert length % 2 == 0
+        word = "".join("ab"[t] for t in tokens)
+        assert targets == [int(re.fullmatch(r"(a+)(b+)", word[:t + 1]) is not None
+                               and word[:t + 1].count("a") == word[:t + 1].count("b")) for t in range(length)]
+        finals.append(targets[-1])
+        if not targets[-1]:
+            counts_right += word.count("a") == length // 2
+            order_right += re.fullmatch(r"a*b*", word) is not None
+    negatives = finals.count(0)
+    assert 0.46 < sum(finals) / len(finals) < 0.54
+    assert 0.4 < counts_right / negatives < 0.6 and 0.4 < order_right / negatives < 0.6  # both kinds of negative
+
+
+def test_bad_sampler_settings():
+    with pytest.raises(ValueError, match="max_length must be an int >= 1 for parity, got 0"):
+        FormalLanguageSampler("parity", 0)
+    with pytest.raises(ValueError, match="modulus must be an int >= 2, got 1"):
+        FormalLanguageSampler("mod_add", 8, modulus=1)
+    with pytest.raises(ValueError, match="anbn strings have even length"):
+        FormalLanguageSampler("anbn", 7, min_length=7)
+    with pytest.raises(ValueError, match="Unknown language 'dyck'"):
+        FormalLanguageSampler("dyck", 8)
+
+
+@pytest.mark.parametrize("override,message", [
+    ("data.train_length=0", "data.train_length must be >= 1, got 0"),
+    ("data.test_length=8", "data.test_length=8 is shorter than data.train_length=16"),
+    ("data.language=dyck", "Unknown data.language 'dyck'"),
+    ("eval.baselines=[pixel_nn]", "task=expressivity has no baselines"),
+    ("model.num_householder=0", "model.num_householder must be >= 1"),
+])
+def test_bad_settings_are_config_errors(override, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(RECIPE, [override])
+
+
+def test_a_modulus_below_two_is_a_config_error():
+    with pytest.raises(ConfigError, match="data.modulus must be >= 2, got 1"):
+        load_config(ROOT / "recipes/expressivity_mod_add.yaml", ["data.modulus=1"])
+
+
+def test_trains_tests_at_both_lengths_and_the_tallies_match_a_loop(tmp_path):
+    config = load_config(RECIPE, TINY + ["train.steps=6", "data.train_length=6", f"train.out_dir={tmp_path}",
+                                         "model.mixer=delta_rnn"])
+    run_dir = train(config)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert set(metrics["test"]) == {"delta_rnn@6", "delta_rnn@24"}
+    assert (run_dir / "accuracy_by_position.png").is_file()
+    _, model = learner_of(run_dir)
+    task = ExpressivityTask(config, progress=False)
+    for length in (6, 24):
+        batch = task.make_sampler(length, length, config.eval.seed).sample(range(20))
+        with torch.no_grad():
+            predictions = model(batch)[0].argmax(-1)
+        right = predictions == batch.targets
+        result = metrics["test"][f"delta_rnn@{length}"]
+        assert result["accuracy"] == pytest.approx(100 * right[:, -1].double().mean().item())
+        assert result["step_accuracy"] == pytest.approx(100 * right.double().mean().item())
+        assert result["by_position"] == pytest.approx((100 * right.double().mean(0)).tolist())
+
+
+def test_delta_with_negative_eigenvalues_learns_parity(tmp_path):
+    """300 steps of the recipe (DeltaNet, beta in (0, 2)) fit parity on the training lengths."""
+    config = load_config(RECIPE, ["train.steps=300", "train.progress=none", "train.threads=1", "eval.episodes=200",
+                                  f"train.out_dir={tmp_path}"])
+    result = json.loads((train(config) / "metrics.json").read_text())["test"]["delta@16"]
+    assert result["accuracy"] > 95
+
+
+def test_the_expressivity_study_tabulates_every_mixer(tmp_path, capsys):
+    from metafwp.studies import EXPRESSIVITY_MIXERS, main
+
+    summary = main(["expressivity", "--out", str(tmp_path), "--steps", "2", "--episodes", "10", "--seeds", "2"])
+    assert set(summary["mixers"]) == set(EXPRESSIVITY_MIXERS) and Path(summary["figure"]).is_file()
+    row = summary["mixers"]["srwm"]
+    accuracies = [json.loads((Path(summary["runs"][f"srwm_seed_{seed}"]) / "metrics.json").read_text())["test"]
+                  ["srwm@64"]["accuracy"] for seed in (0, 1)]
+    assert row["length 64"]["accuracy"] == pytest.approx(sum(accuracies) / 2)
+    assert row["length 64"]["ci95"] == pytest.approx(12.706 * abs(accuracies[0] - accuracies[1]) / 2)
+    assert "length 64" in capsys.readouterr().out
