@@ -177,6 +177,26 @@ def plot_accuracy_by_position(results: dict[str, dict], path: Path, *, chance: f
     return save_figure(figure, path)
 
 
+def plot_accuracy_by_length(table: dict[str, dict], path: Path, *, lengths: list[str], chance: float,
+                            title: str = "") -> Path:
+    """One row per mixer, a bar per test length (``table[mixer][length] = (mean, ci95)``), 95% CIs
+    as error bars, chance as a dashed line: in-distribution and length generalisation side by side."""
+    names = list(table)
+    figure = Figure(figsize=(9.5, 0.42 * len(names) + 1.6))
+    axis = figure.subplots()
+    height = 0.8 / len(lengths)
+    for i, (length, colour) in enumerate(zip(lengths, ["tab:blue", "tab:orange", "tab:green"])):
+        rows = [len(names) - 1 - j + (len(lengths) - 1 - 2 * i) * height / 2 for j in range(len(names))]
+        axis.barh(rows, [table[n][length][0] for n in names], height=height, xerr=[table[n][length][1] for n in names],
+                  capsize=2, color=colour, label=f"length {length}")
+    axis.axvline(chance, color="black", linestyle="--", linewidth=1, label=f"chance ({chance:.0f} %)")
+    axis.set_yticks(range(len(names)), names[::-1])
+    axis.set(xlabel="accuracy of the whole string's label (%)", xlim=(0, 100), title=title)
+    axis.grid(alpha=0.3, axis="x")
+    axis.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return save_figure(figure, path)
+
+
 def plot_forgetting(results: dict[str, dict], path: Path, *, chance: float, quoted: dict | None = None,
                     kind: str = "domain", title: str = "") -> Path:
     """For each learner (``results[name]["forgetting"]``: ``mean`` / ``ci95`` matrices, row task s,

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 from metafwp.demo import run_learner, training_pool
-from metafwp.plots import (plot_accuracy_across_switch, plot_accuracy_bars, plot_accuracy_by_support_shots,
+from metafwp.plots import (plot_accuracy_across_switch, plot_accuracy_by_length, plot_accuracy_by_support_shots,
                            plot_forgetting)
 from metafwp.tasks.continual import QUOTED_BASELINES
 
@@ -177,10 +177,9 @@ def expressivity_study(out: Path, args) -> dict:
         print(f"  {label:<34}" + "".join(f"{row[length][0]:>11.1f} +/- {row[length][1]:4.1f}" for length in lengths)
               + f"{row['train_seconds'] / 60:>8.1f} min")
     chance = 100 / (3 if args.language == "mod_add" else 2)
-    figure = plot_accuracy_bars(list(table), [row[lengths[-1]][0] for row in table.values()],
-                                [row[lengths[-1]][1] for row in table.values()], out / "accuracy_by_length.png",
-                                chance=chance, ylabel=f"accuracy at length {lengths[-1]} (%)",
-                                title=f"{args.language}, trained up to length {lengths[0]}, {args.seeds} seeds")
+    figure = plot_accuracy_by_length(table, out / "accuracy_by_length.png", lengths=lengths, chance=chance,
+                                     title=f"{args.language}, trained on lengths up to {lengths[0]}, "
+                                           f"{args.seeds} seeds (95% CI)")
     summary = {label: {**{f"length {length}": {"accuracy": row[length][0], "ci95": row[length][1]}
                           for length in lengths}, "train_seconds": row["train_seconds"]}
                for label, row in table.items()}
