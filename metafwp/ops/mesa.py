@@ -1,4 +1,4 @@
-"""The mesa rule (von Oswald et al. 2024): the fast weights that minimise the whole regularised local loss.
+"""The mesa rule (von Oswald et al. 2023): the fast weights that minimise the whole regularised local loss.
 
     W_t = argmin_W sum_{i<=t} ||W k_i - v_i||^2 + lambda ||W||^2 = (sum v_i k_i^T)(sum k_i k_i^T + lambda I)^-1
     o_t = W_t (scale q_t)
