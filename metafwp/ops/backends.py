@@ -148,9 +148,10 @@ def explain_backend(op: str, x: torch.Tensor, *, rule: str = "delta", value_dim:
     """Say which backend ``op`` would run on for inputs like ``x``, and why.
 
     Args:
-        op: ``fast_weight`` (also ``delta_rule``), ``delta_product`` or ``srwm``.
-        x: q [B, T, H, K] for the fast-weight ops, x [B, T, H, D] for ``srwm`` (only its shape,
-            dtype and device are read).
+        op: ``fast_weight`` (also ``delta_rule``), ``delta_product``, ``srwm``, or ``delta_rnn`` /
+            ``recurrent_delta`` (the backend of their time loop).
+        x: q [B, T, H, K] for the fast-weight ops and the recurrent FWPs, x [B, T, H, D] for ``srwm``
+            (only its shape, dtype and device are read).
         rule: the Table-1 rule of ``fast_weight``. Default: delta.
         value_dim: V. Default: K.
         micro_steps: n of ``delta_product``. Default: 1.
@@ -162,7 +163,10 @@ def explain_backend(op: str, x: torch.Tensor, *, rule: str = "delta", value_dim:
     B, T, H, K = x.shape
     if op == "srwm":
         return srwm_backend(backend, K, x.dtype, x.device)
+    if op in ("delta_rnn", "recurrent_delta"):
+        return recurrent_loop_backend(backend, K, x.dtype, x.device)
     if op in ("fast_weight", "delta_rule", "delta_product"):
         rule = rule if op == "fast_weight" else "delta"
         return fast_weight_backend(backend, rule, T * micro_steps, K, value_dim or K, x.dtype, x.device)
-    raise ValueError(f"Unknown op {op!r}. Valid: fast_weight, delta_rule, delta_product, srwm")
+    raise ValueError(f"Unknown op {op!r}. Valid: fast_weight, delta_rule, delta_product, srwm, delta_rnn, "
+                     f"recurrent_delta")

@@ -144,6 +144,9 @@ def test_explain_backend_says_what_runs_and_why(monkeypatch):
         explain_backend("srwm", torch.zeros(1, 4, 1, 80), backend="triton")
     with pytest.raises(ValueError, match="dtype torch.float64"):
         fast_weight(q.double(), q.double(), q.double(), rule="delta", backend="triton")
+    assert explain_backend("delta_rnn", q).backend == "reference"
+    with pytest.raises(ValueError, match="D=80: the kernel keeps the fast matrix on chip for D <= 64"):
+        explain_backend("recurrent_delta", torch.zeros(1, 4, 1, 80), backend="triton")
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     with pytest.raises(ValueError, match="the Triton kernels need CUDA"):
         srwm(torch.zeros(1, 2, 1, 4), torch.zeros(1, 4, srwm_columns(4)), backend="triton")

@@ -41,6 +41,8 @@ def test_auto_runs_the_kernel_on_cuda():
     q = torch.zeros(2, 8, 2, 16, device="cuda")
     assert explain_backend("delta_rule", q).backend == "triton"
     assert explain_backend("srwm", q).backend == "triton"
+    assert explain_backend("delta_rnn", q).backend == "triton"
+    assert explain_backend("recurrent_delta", q).backend == "triton"
     assert explain_backend("fast_weight", q, rule="gla").backend == "chunk"
 
 
