@@ -25,6 +25,17 @@ def check_shape(name: str, x: torch.Tensor, expected: tuple, layout: str) -> Non
         raise ValueError(f"{name} must have shape {layout} = {tuple(expected)}, got {tuple(x.shape)}")
 
 
+def check_qkv(q, k, v) -> tuple[int, int, int, int, int]:
+    """q, k [B, T, H, K] and v [B, T, H, V] of one shape; returns ``(B, T, H, K, V)``."""
+    check_tensor("q", q, 4, "[B, T, H, K]")
+    B, T, H, K = q.shape
+    check_tensor("k", k, 4, "[B, T, H, K]")
+    check_shape("k", k, (B, T, H, K), "[B, T, H, K]")
+    check_tensor("v", v, 4, "[B, T, H, V]")
+    check_shape("v", v, (B, T, H, v.shape[-1]), "[B, T, H, V] (B, T, H as q)")
+    return B, T, H, K, v.shape[-1]
+
+
 def check_same_dtype_device(reference_name: str, reference: torch.Tensor, **others) -> None:
     """Every tensor in ``others`` (None allowed) shares ``reference``'s dtype and device."""
     for name, x in others.items():

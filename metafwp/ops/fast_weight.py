@@ -8,6 +8,7 @@ from metafwp.ops.chunk_delta import chunk_delta, chunk_oja
 from metafwp.ops.chunk_linear import chunk_linear
 from metafwp.ops.common import (
     check_chunk_size,
+    check_qkv,
     check_same_dtype_device,
     check_shape,
     check_state,
@@ -71,13 +72,7 @@ def fast_weight(
     if chunk_size is None:
         chunk_size = GLA_CHUNK_SIZE if rule == "gla" else DEFAULT_CHUNK_SIZE
     check_chunk_size(chunk_size)
-    check_tensor("q", q, 4, "[B, T, H, K]")
-    B, T, H, K = q.shape
-    check_tensor("k", k, 4, "[B, T, H, K]")
-    check_shape("k", k, (B, T, H, K), "[B, T, H, K]")
-    check_tensor("v", v, 4, "[B, T, H, V]")
-    check_shape("v", v, (B, T, H, v.shape[-1]), "[B, T, H, V] (B, T, H as q)")
-    V = v.shape[-1]
+    B, T, H, K, V = check_qkv(q, k, v)
     if beta is not None:
         check_tensor("beta", beta, 3, "[B, T, H]")
         check_shape("beta", beta, (B, T, H), "[B, T, H]")

@@ -19,14 +19,9 @@ import torch
 import triton
 import triton.language as tl
 
+from metafwp.ops.fused_srwm import _softmax
+
 CHECKPOINT_EVERY = 16  # C: steps between checkpoints of the fast matrix
-
-
-@triton.jit
-def _softmax(a, mask):
-    a = tl.where(mask, a, float("-inf"))
-    e = tl.exp(a - tl.max(a, 0))
-    return e / tl.sum(e, 0)
 
 
 @triton.jit
@@ -47,6 +42,16 @@ def _load_matrix(pointer, i_d, mask2, D: tl.constexpr, stride: tl.constexpr):
 @triton.jit
 def _store_matrix(pointer, M, i_d, mask2, D: tl.constexpr):
     tl.store(pointer + i_d[:, None] * D + i_d[None, :], M, mask=mask2)
+
+
+@triton.jit
+def _previous_output(y, y0, step, t, i_bh, i_d, mask, H: tl.constexpr, D: tl.constexpr):
+    """``y_{t-1}``: the kernel's output one step back, or the initial y0 at t = 0."""
+    if t == 0:
+        previous = _load_vector(y0 + i_bh * D, i_d, mask)
+    else:
+        previous = _load_vector(y + (step - H) * D, i_d, mask)
+    return previous
 
 
 @triton.jit
@@ -114,10 +119,7 @@ def delta_rnn_bwd_kernel(rk, rv, rb, y, y0, checkpoints, scratch, dy, dRt, drk, 
             t = start + s
             step = (i_b * T + t) * H + i_h
             R = _load_matrix(scratch + (i_bh * C + s) * D * D, i_d, mask2, D, D)
-            if t == 0:
-                y_prev = _load_vector(y0 + i_bh * D, i_d, mask)
-            else:
-                y_prev = _load_vector(y + (step - H) * D, i_d, mask)
+            y_prev = _previous_output(y, y0, step, t, i_bh, i_d, mask, H, D)
             softmax = tl.where(mask, _softmax(y_prev, mask), 0.0)
             b_rk = _load_vector(rk + step * D, i_d, mask)
             b_rv = _load_vector(rv + step * D, i_d, mask)
@@ -215,10 +217,7 @@ def recurrent_delta_bwd_kernel(qx, kx, vx, bx, recurrent, y, y0, checkpoints, sc
             _store_matrix(scratch + (i_bh * C + s) * D * D, W, i_d, mask2, D)
             t = start + s
             step = (i_b * T + t) * H + i_h
-            if t == 0:
-                y_prev = _load_vector(y0 + i_bh * D, i_d, mask)
-            else:
-                y_prev = _load_vector(y + (step - H) * D, i_d, mask)
+            y_prev = _previous_output(y, y0, step, t, i_bh, i_d, mask, H, D)
             q, k, v, b = _rdn_read(_load_vector(qx + step * D, i_d, mask), _load_vector(kx + step * D, i_d, mask),
                                    _load_vector(vx + step * D, i_d, mask), tl.load(bx + step).to(tl.float32),
                                    tl.where(mask, _tanh(y_prev), 0.0), Rq, Rk, Rv, rbv, mask)
@@ -229,10 +228,7 @@ def recurrent_delta_bwd_kernel(qx, kx, vx, bx, recurrent, y, y0, checkpoints, sc
             t = start + s
             step = (i_b * T + t) * H + i_h
             W = _load_matrix(scratch + (i_bh * C + s) * D * D, i_d, mask2, D, D)
-            if t == 0:
-                y_prev = _load_vector(y0 + i_bh * D, i_d, mask)
-            else:
-                y_prev = _load_vector(y + (step - H) * D, i_d, mask)
+            y_prev = _previous_output(y, y0, step, t, i_bh, i_d, mask, H, D)
             a = tl.where(mask, _tanh(y_prev), 0.0)
             q, k, v, b = _rdn_read(_load_vector(qx + step * D, i_d, mask), _load_vector(kx + step * D, i_d, mask),
                                    _load_vector(vx + step * D, i_d, mask), tl.load(bx + step).to(tl.float32),

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import torch
 
-from metafwp.ops.common import (check_backend, check_chunk_size, check_same_dtype_device, check_shape, check_state,
-                                check_tensor, compute_dtype, pad_time, resolve_scale)
+from metafwp.ops.common import (check_backend, check_chunk_size, check_qkv, check_same_dtype_device, check_state,
+                                compute_dtype, pad_time, resolve_scale)
 
 MESA_BACKENDS = ("auto", "reference", "chunk")
 MESA_CHUNK_SIZE = 64
@@ -40,13 +40,7 @@ def mesa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, lam: float | torc
     Returns:
         o [B, T, H, V] in q's dtype, and the state [B, H, K, K + V] (compute dtype) or None.
     """
-    check_tensor("q", q, 4, "[B, T, H, K]")
-    B, T, H, K = q.shape
-    check_tensor("k", k, 4, "[B, T, H, K]")
-    check_shape("k", k, (B, T, H, K), "[B, T, H, K]")
-    check_tensor("v", v, 4, "[B, T, H, V]")
-    check_shape("v", v, (B, T, H, v.shape[-1]), "[B, T, H, V] (B, T, H as q)")
-    V = v.shape[-1]
+    B, T, H, K, V = check_qkv(q, k, v)
     check_same_dtype_device("q", q, k=k, v=v)
     check_state("initial_state", initial_state, (B, H, K, K + V), "[B, H, K, K + V]", q)
     check_backend(backend, MESA_BACKENDS)
