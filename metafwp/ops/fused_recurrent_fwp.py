@@ -144,12 +144,23 @@ def delta_rnn_bwd_kernel(rk, rv, rb, y, y0, checkpoints, scratch, dy, dRt, drk, 
 
 
 @triton.jit
-def _rdn_read(x_q, x_k, x_v, x_b, a, Rq, Rk, Rv, rbv, mask):
+def _load_slow(recurrent, i_h, i_d, mask, mask2, D: tl.constexpr):
+    """Head i_h's slow recurrent weights [D, 3D+1] as tiles R_q, R_k, R_v [D, D] and r_b [D]."""
+    slow = recurrent + i_h * D * (3 * D + 1)
+    Rq = _load_matrix(slow, i_d, mask2, D, 3 * D + 1)
+    Rk = _load_matrix(slow + D, i_d, mask2, D, 3 * D + 1)
+    Rv = _load_matrix(slow + 2 * D, i_d, mask2, D, 3 * D + 1)
+    rbv = tl.load(slow + i_d * (3 * D + 1) + 3 * D, mask=mask, other=0).to(tl.float32)
+    return Rq, Rk, Rv, rbv
+
+
+@triton.jit
+def _rdn_read(qx, kx, vx, bx, step, a, Rq, Rk, Rv, rbv, i_d, mask, D: tl.constexpr):
     """q, k, v, b of a Recurrent Delta Net step from the input's projections and ``a = tanh(y_{t-1})``."""
-    q = tl.where(mask, _softmax(x_q + tl.sum(a[:, None] * Rq, 0), mask), 0.0)
-    k = tl.where(mask, _softmax(x_k + tl.sum(a[:, None] * Rk, 0), mask), 0.0)
-    v = x_v + tl.sum(a[:, None] * Rv, 0)
-    b = tl.sigmoid(x_b + tl.sum(a * rbv, 0))
+    q = tl.where(mask, _softmax(_load_vector(qx + step * D, i_d, mask) + tl.sum(a[:, None] * Rq, 0), mask), 0.0)
+    k = tl.where(mask, _softmax(_load_vector(kx + step * D, i_d, mask) + tl.sum(a[:, None] * Rk, 0), mask), 0.0)
+    v = _load_vector(vx + step * D, i_d, mask) + tl.sum(a[:, None] * Rv, 0)
+    b = tl.sigmoid(tl.load(bx + step).to(tl.float32) + tl.sum(a * rbv, 0))
     return q, k, v, b
 
 
@@ -163,20 +174,14 @@ def recurrent_delta_fwd_kernel(qx, kx, vx, bx, recurrent, W0, y0, y, Wt, checkpo
     i_d = tl.arange(0, BD)
     mask = i_d < D
     mask2 = mask[:, None] & mask[None, :]
-    slow = recurrent + i_h * D * (3 * D + 1)
-    Rq = _load_matrix(slow, i_d, mask2, D, 3 * D + 1)
-    Rk = _load_matrix(slow + D, i_d, mask2, D, 3 * D + 1)
-    Rv = _load_matrix(slow + 2 * D, i_d, mask2, D, 3 * D + 1)
-    rbv = tl.load(slow + i_d * (3 * D + 1) + 3 * D, mask=mask, other=0).to(tl.float32)
+    Rq, Rk, Rv, rbv = _load_slow(recurrent, i_h, i_d, mask, mask2, D)
     W = _load_matrix(W0 + i_bh * D * D, i_d, mask2, D, D)
     y_prev = _load_vector(y0 + i_bh * D, i_d, mask)
     for t in range(T):
         if t % C == 0:
             _store_matrix(checkpoints + (i_bh * NUM_CHECKPOINTS + t // C) * D * D, W, i_d, mask2, D)
         step = (i_b * T + t) * H + i_h
-        q, k, v, b = _rdn_read(_load_vector(qx + step * D, i_d, mask), _load_vector(kx + step * D, i_d, mask),
-                               _load_vector(vx + step * D, i_d, mask), tl.load(bx + step).to(tl.float32),
-                               tl.where(mask, _tanh(y_prev), 0.0), Rq, Rk, Rv, rbv, mask)
+        q, k, v, b = _rdn_read(qx, kx, vx, bx, step, tl.where(mask, _tanh(y_prev), 0.0), Rq, Rk, Rv, rbv, i_d, mask, D)
         _, _, W = _delta_update(W, k, v, b)
         b_y = tl.sum(W * q[:, None], 0)
         tl.store(y + step * D + i_d, b_y.to(y.dtype.element_ty), mask=mask)
@@ -195,11 +200,7 @@ def recurrent_delta_bwd_kernel(qx, kx, vx, bx, recurrent, y, y0, checkpoints, sc
     i_d = tl.arange(0, BD)
     mask = i_d < D
     mask2 = mask[:, None] & mask[None, :]
-    slow = recurrent + i_h * D * (3 * D + 1)
-    Rq = _load_matrix(slow, i_d, mask2, D, 3 * D + 1)
-    Rk = _load_matrix(slow + D, i_d, mask2, D, 3 * D + 1)
-    Rv = _load_matrix(slow + 2 * D, i_d, mask2, D, 3 * D + 1)
-    rbv = tl.load(slow + i_d * (3 * D + 1) + 3 * D, mask=mask, other=0).to(tl.float32)
+    Rq, Rk, Rv, rbv = _load_slow(recurrent, i_h, i_d, mask, mask2, D)
     dRq = tl.zeros([BD, BD], dtype=tl.float32)
     dRk = tl.zeros([BD, BD], dtype=tl.float32)
     dRv = tl.zeros([BD, BD], dtype=tl.float32)
@@ -218,9 +219,8 @@ def recurrent_delta_bwd_kernel(qx, kx, vx, bx, recurrent, y, y0, checkpoints, sc
             t = start + s
             step = (i_b * T + t) * H + i_h
             y_prev = _previous_output(y, y0, step, t, i_bh, i_d, mask, H, D)
-            q, k, v, b = _rdn_read(_load_vector(qx + step * D, i_d, mask), _load_vector(kx + step * D, i_d, mask),
-                                   _load_vector(vx + step * D, i_d, mask), tl.load(bx + step).to(tl.float32),
-                                   tl.where(mask, _tanh(y_prev), 0.0), Rq, Rk, Rv, rbv, mask)
+            q, k, v, b = _rdn_read(qx, kx, vx, bx, step, tl.where(mask, _tanh(y_prev), 0.0), Rq, Rk, Rv, rbv, i_d,
+                                   mask, D)
             _, _, W = _delta_update(W, k, v, b)
         tl.debug_barrier()
         for s_back in range(steps):
@@ -230,9 +230,7 @@ def recurrent_delta_bwd_kernel(qx, kx, vx, bx, recurrent, y, y0, checkpoints, sc
             W = _load_matrix(scratch + (i_bh * C + s) * D * D, i_d, mask2, D, D)
             y_prev = _previous_output(y, y0, step, t, i_bh, i_d, mask, H, D)
             a = tl.where(mask, _tanh(y_prev), 0.0)
-            q, k, v, b = _rdn_read(_load_vector(qx + step * D, i_d, mask), _load_vector(kx + step * D, i_d, mask),
-                                   _load_vector(vx + step * D, i_d, mask), tl.load(bx + step).to(tl.float32),
-                                   a, Rq, Rk, Rv, rbv, mask)
+            q, k, v, b = _rdn_read(qx, kx, vx, bx, step, a, Rq, Rk, Rv, rbv, i_d, mask, D)
             Wk, u, W_t = _delta_update(W, k, v, b)
             g = _load_vector(dy + step * D, i_d, mask) + dy_next  # d loss / d y_t
             dq = tl.sum(W_t * g[None, :], 1)
