@@ -126,3 +126,12 @@ def test_the_expressivity_study_tabulates_every_mixer(tmp_path, capsys):
     assert row["length 64"]["accuracy"] == pytest.approx(sum(accuracies) / 2)
     assert row["length 64"]["ci95"] == pytest.approx(12.706 * abs(accuracies[0] - accuracies[1]) / 2)
     assert "length 64" in capsys.readouterr().out
+
+
+def test_a_mesa_lambda_that_is_not_positive_is_refused():
+    with pytest.raises(ConfigError, match=re.escape("model.mesa_lambda must be > 0 (the ridge term of the mesa rule), "
+                                                    "got 0.0")):
+        load_config(RECIPE, ["model.mixer=mesa", "model.mesa_lambda=0.0"])
+    from metafwp.nn import FastWeightLayer
+    with pytest.raises(ValueError, match="mesa_lambda must be > 0, got -1"):
+        FastWeightLayer(16, 2, rule="mesa", mesa_lambda=-1)
