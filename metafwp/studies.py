@@ -31,10 +31,12 @@ import re
 import time
 from pathlib import Path
 
-from metafwp.demo import run_learner, training_pool
+from episodes.formal import LANGUAGES
+from metafwp.demo import RECIPES, run_learner, training_pool
 from metafwp.plots import (plot_accuracy_across_switch, plot_accuracy_by_length, plot_accuracy_by_support_shots,
                            plot_forgetting)
 from metafwp.tasks.continual import QUOTED_BASELINES
+from metafwp.train import load_config
 
 STUDIES = {
     "bootstrap": {"bootstrapped SRWM": "glyphs_bootstrap_10way1shot_srwm",
@@ -176,7 +178,8 @@ def expressivity_study(out: Path, args) -> dict:
     for label, row in table.items():
         print(f"  {label:<34}" + "".join(f"{row[length][0]:>11.1f} +/- {row[length][1]:4.1f}" for length in lengths)
               + f"{row['train_seconds'] / 60:>8.1f} min")
-    chance = 100 / (3 if args.language == "mod_add" else 2)
+    data = load_config(RECIPES / f"{recipe}.yaml").data
+    chance = 100 / (data.modulus if data.language == "mod_add" else 2)
     figure = plot_accuracy_by_length(table, out / "accuracy_by_length.png", lengths=lengths, chance=chance,
                                      title=f"{args.language}, trained on lengths up to {lengths[0]}, "
                                            f"{args.seeds} seeds (95% CI)")
@@ -211,7 +214,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--jobs", type=int, help="runs trained at once, one thread each (Default: all the study's "
                                                  "runs: on 2 cores three runs side by side end sooner than 2 + 1; "
                                                  "expressivity: 2)")
-    parser.add_argument("--language", choices=["parity", "mod_add", "anbn"], default="parity",
+    parser.add_argument("--language", choices=LANGUAGES, default="parity",
                         help="expressivity: the formal language (Default: parity)")
     parser.add_argument("--seeds", type=int, default=3, help="expressivity: seeds per mixer (Default: 3)")
     args = parser.parse_args(argv)
