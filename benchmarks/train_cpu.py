@@ -41,7 +41,7 @@ def bare_loop(config, steps: int, warmup: int) -> float:
     sampler = task.train_sampler()
     torch.manual_seed(config.train.seed)
     model = task.build_learner(config.model)
-    optimizer, _ = make_optimizer(config, model)
+    optimizer, _ = make_optimizer(config, model.parameters())
     for step, batch in enumerate(EpisodeStream(sampler, config.train.batch_size, num_batches=steps)):
         if step == warmup:
             start = time.perf_counter()

@@ -6,6 +6,7 @@ from dataclasses import dataclass, fields
 import torch
 
 PADDING_SEGMENT = -1
+PADDING_TOKEN = -1  # the id of a padding step in token inputs
 
 
 @dataclass
@@ -13,8 +14,8 @@ class EpisodeBatch:
     """A batch of B episodes laid out as sequences of T steps.
 
     Fields:
-        inputs: ``[B, T, C, H, W]`` uint8 frames (convert to float on the device), or
-            ``[B, T, Dx]`` float for regression.
+        inputs: ``[B, T, C, H, W]`` uint8 frames (convert to float on the device), ``[B, T, Dx]``
+            float for regression, or ``[B, T]`` int64 token ids (``PADDING_TOKEN`` on padding).
         feedback: what the learner is shown beside each input. Classification: ``[B, T]`` int64
             label ids where ``num_classes`` (the ``unknown_label``) means no label is given.
             Regression: ``[B, T, Dy + 1]`` float, the target followed by an unknown flag

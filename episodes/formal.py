@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from episodes.batch import PADDING_SEGMENT, EpisodeBatch
+from episodes.batch import PADDING_SEGMENT, PADDING_TOKEN, EpisodeBatch
 from episodes.sampling import as_episode_ids, make_rng
 
 LANGUAGES = ("parity", "mod_add", "anbn")
@@ -34,7 +34,7 @@ class FormalLanguageSampler:
         modulus: m of ``mod_add`` (>= 2). Default: 2.
         seed, generator: the randomness. Default: seed 0.
 
-    ``sample(range(0, 64))`` gives inputs ``[B, T, V]`` (one-hot tokens, zeros on padding), feedback
+    ``sample(range(0, 64))`` gives inputs ``[B, T]`` (int64 token ids in ``[0, V)``, -1 on padding), feedback
     ``[B, T, 0]`` (nothing is fed back), targets ``[B, T]`` int64 in ``[0, num_classes)``, the loss
     mask on every real step, ``shot`` the position ``1 .. length`` (0 on padding), segment 0
     (-1 on padding) and ``num_classes=None`` (no label feedback).
@@ -120,9 +120,9 @@ class FormalLanguageSampler:
         lengths = self.lengths(ids)
         tokens = self.tokens(ids, lengths)
         real = torch.arange(self.max_length).expand(len(ids), -1) < lengths[:, None]
-        inputs = torch.nn.functional.one_hot(tokens, self.vocab_size).float() * real.unsqueeze(-1)
+        inputs = tokens.masked_fill(~real, PADDING_TOKEN)
         position = torch.arange(1, self.max_length + 1).expand(len(ids), -1)
-        return EpisodeBatch(inputs=inputs, feedback=inputs.new_zeros(len(ids), self.max_length, 0),
+        return EpisodeBatch(inputs=inputs, feedback=torch.zeros(len(ids), self.max_length, 0),
                             targets=self.targets(tokens).masked_fill(~real, 0), loss_mask=real,
                             shot=position.masked_fill(~real, 0), segment=torch.zeros_like(position).masked_fill(
                                 ~real, PADDING_SEGMENT), episode_ids=ids, num_classes=None)

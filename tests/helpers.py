@@ -26,6 +26,22 @@ def assert_close(name: str, actual: torch.Tensor, expected: torch.Tensor, rtol: 
     assert error / scale <= rtol, f"{name}: relative RMS error {error / scale:.3e} > {rtol:.0e}"
 
 
+def assert_identical(name: str, actual, expected) -> None:
+    """Nested dicts, lists and tuples of tensors and numbers equal bit for bit (tensors by ``torch.equal``)."""
+    if isinstance(expected, torch.Tensor):
+        assert isinstance(actual, torch.Tensor) and torch.equal(actual, expected), f"{name} differs"
+    elif isinstance(expected, dict):
+        assert set(actual) == set(expected), f"{name}: keys {sorted(actual)} != {sorted(expected)}"
+        for key in expected:
+            assert_identical(f"{name}.{key}", actual[key], expected[key])
+    elif isinstance(expected, (list, tuple)):
+        assert len(actual) == len(expected), f"{name}: length {len(actual)} != {len(expected)}"
+        for i, (a, e) in enumerate(zip(actual, expected)):
+            assert_identical(f"{name}[{i}]", a, e)
+    else:
+        assert actual == expected, f"{name}: {actual!r} != {expected!r}"
+
+
 def gradients(outputs_and_cotangents, inputs):
     """Gradients of sum(<output, cotangent>) w.r.t. ``inputs`` (None entries skipped)."""
     loss = sum((o * c).sum() for o, c in outputs_and_cotangents)

@@ -174,7 +174,7 @@ def test_bootstrap_trains_and_tests_at_k_and_the_larger_k(tmp_path):
     _, model = learner_of(run_dir)
     task = BootstrapTask(config, progress=False)
     for k in (1, 3):  # the test episodes are plain K-shot episodes, scored by hand
-        batch = task.make_sampler(config.data.test_split, config.eval.seed, k_shot=k).sample(range(12))
+        batch = task.test_episodes()[f" K={k}"][0].sample(range(12))
         accuracy, _ = accuracy_by_hand(model, batch)
         assert metrics["test"][f"srwm K={k}"]["accuracy"] == pytest.approx(accuracy, abs=1e-4)
     plain = json.loads((train(tiny_bootstrap(tmp_path, "data.loss_weights=[1,0,0]", "train.name=plain"))
@@ -184,8 +184,16 @@ def test_bootstrap_trains_and_tests_at_k_and_the_larger_k(tmp_path):
     assert plain["test"]["pixel_nn K=3"]["accuracy"] == metrics["test"]["pixel_nn K=3"]["accuracy"]
 
 
-def test_the_test_sampler_is_a_plain_few_shot_sampler_at_each_k(tmp_path):
-    task = BootstrapTask(tiny_bootstrap(tmp_path), progress=False)
+def test_the_test_sets_are_plain_few_shot_episodes_at_each_k(tmp_path):
+    config = tiny_bootstrap(tmp_path)
+    task = BootstrapTask(config, progress=False)
     assert isinstance(task.train_sampler(), BootstrapSampler)
-    sampler = task.make_sampler("evaluation", 5, k_shot=3)
-    assert isinstance(sampler, FewShotSampler) and sampler.k_shot == 3
+    for k in (1, 3):
+        sampler, fields = task.test_episodes()[f" K={k}"]
+        batch = sampler.sample(range(6))
+        labelled = batch.feedback != batch.unknown_label
+        assert fields == {"k_shot": k} and isinstance(sampler, FewShotSampler)
+        for episode in range(6):  # k labelled examples of each class, then the queries
+            counts = torch.bincount(batch.feedback[episode][labelled[episode]], minlength=config.data.n_way)
+            assert counts.tolist() == [k] * config.data.n_way
+            assert not labelled[episode, config.data.n_way * k:].any()

@@ -6,8 +6,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from episodes import EpisodeBatch
-from metafwp.nn.blocks import MixerBlock, build_mixer
-from metafwp.ops import RULES
+from metafwp.nn.blocks import MixerBlock
+from metafwp.nn.mixers import MIXERS, build_mixer
 
 
 def frames_to_float(inputs: torch.Tensor) -> torch.Tensor:
@@ -21,20 +21,22 @@ class SequenceLearner(nn.Module):
 
     Args:
         backbone: per-frame encoder ``[N, C, H, W] -> [N, feature_dim]``; ``None`` feeds the raw
-            inputs (regression, ``[B, T, Dx]``).
-        feature_dim: the backbone's output width (or Dx).
+            inputs: float vectors ``[B, T, Dx]`` (regression) or int64 token ids ``[B, T]`` of a
+            vocabulary of ``feature_dim`` (-1 on padding), each selecting its column of the input
+            projection: what a one-hot vector through it gives, without building the one-hot.
+        feature_dim: the backbone's output width, Dx, or the vocabulary size.
         num_outputs: n_way logits, or Dy for regression.
-        feedback_dim: width of the encoded feedback: ``n_way + 1`` (one-hot label incl. unknown)
-            or ``Dy + 1`` (regression target and unknown flag).
-        mixer: one of ``metafwp.nn.MIXERS``: ``srwm``, ``lstm``, ``attention``, a Table-1 rule,
-            ``mesa`` or a recurrent FWP (``delta_rnn``, ...).
-        d_model, num_layers, num_heads, ff_multiplier, dropout: the sequence model's size.
-        matched_init: start every mixer that has keys with keys matched to queries
-            (``match_keys_to_queries``): shortens the plateau at chance before in-context learning
-            starts. Default: False (the reference initialisation).
-        srwm_input_norm: the SRWM mixers read the LayerNorm'd stream (``SRWMLayer(input_norm=True)``).
-            Default: False (the reference wrapping: the raw stream).
-        fast_weight_options: passed to FastWeightLayer (feature_map, beta_activation, mesa_lambda, backend).
+        feedback_dim: width of the encoded feedback: ``n_way + 1`` (one-hot label incl. unknown),
+            ``Dy + 1`` (regression target and unknown flag) or 0 (none).
+        mixer: a name of ``metafwp.nn.MIXERS`` (``srwm``, ``lstm``, ``attention``, a Table-1 rule,
+            ``mesa``, a recurrent FWP, ...) for every layer, or a list of ``num_layers`` names, one
+            per layer (e.g. ``["delta", "attention"]``).
+        d_model, num_layers, ff_multiplier, dropout: the sequence model's size.
+        mixer_options: the mixers' options (``num_heads``, ``feature_map``, ``beta_activation``,
+            ``mesa_lambda``, ``num_householder``, ``srwm_input_norm``, ``backend``, ...); each layer
+            takes those its mixer reads (the table's ``options``). ``matched_init=True`` starts every
+            mixer that has keys with keys matched to queries (``match_keys_to_queries``): a shorter
+            plateau at chance before in-context learning starts. Default: False.
 
     ``forward(batch, state=None) -> (outputs [B, T, num_outputs], state)``: ``state`` is the list of
     each layer's state after the last step, so a later call with ``batch.steps(a, b)`` continues
@@ -44,40 +46,41 @@ class SequenceLearner(nn.Module):
     """
 
     def __init__(self, backbone: nn.Module | None, feature_dim: int, num_outputs: int, feedback_dim: int, *,
-                 mixer: str = "srwm", d_model: int = 256, num_layers: int = 2, num_heads: int = 16,
-                 ff_multiplier: int = 4, dropout: float = 0.0, matched_init: bool = False,
-                 srwm_input_norm: bool = False, **fast_weight_options):
+                 mixer: str | list[str] = "srwm", d_model: int = 256, num_layers: int = 2, ff_multiplier: int = 4,
+                 dropout: float = 0.0, **mixer_options):
         super().__init__()
-        self.backbone, self.feedback_dim = backbone, feedback_dim
+        self.backbone, self.feature_dim, self.feedback_dim = backbone, feature_dim, feedback_dim
+        self.mixers = layer_mixers(mixer, num_layers)
         self.input_proj = nn.Linear(feature_dim + feedback_dim, d_model)
-        self.blocks = nn.ModuleList(
-            MixerBlock(build_mixer(mixer, d_model, num_heads, dropout, srwm_input_norm, **fast_weight_options),
-                       d_model, ff_multiplier, dropout) for _ in range(num_layers))
-        if matched_init:
-            for block in self.blocks:
-                if hasattr(block.mixer, "match_keys_to_queries"):
-                    block.mixer.match_keys_to_queries()
+        self.blocks = nn.ModuleList(self.block(name, d_model, ff_multiplier, dropout, mixer_options)
+                                    for name in self.mixers)
         self.out_norm = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, num_outputs)
+
+    @staticmethod
+    def block(name: str, d_model: int, ff_multiplier: int, dropout: float, mixer_options: dict) -> MixerBlock:
+        """One residual block around mixer ``name`` built with the options of ``mixer_options`` it reads."""
+        if name not in MIXERS:
+            raise ValueError(f"Unknown mixer {name!r}. Valid: {', '.join(MIXERS)}")
+        entry = MIXERS[name]
+        options = {k: v for k, v in mixer_options.items() if k in entry.options}
+        mixer = build_mixer(name, d_model, dropout, **options)
+        if options.get("matched_init") and hasattr(mixer, "match_keys_to_queries"):
+            mixer.match_keys_to_queries()
+        return MixerBlock(mixer, d_model, ff_multiplier, dropout, self_normalised=entry.self_normalised)
 
     @classmethod
     def from_config(cls, model_config, backbone: nn.Module | None, feature_dim: int, num_outputs: int,
                     feedback_dim: int) -> "SequenceLearner":
-        """The learner of a recipe's ``model`` section (``metafwp.train.config.ModelConfig``), passing
-        each mixer only the options it reads."""
+        """The learner of a recipe's ``model`` section (``metafwp.models.kinds.SequenceConfig``), each
+        layer's mixer given the options the mixer table says it reads."""
         m = model_config
-        options = {}
-        if m.mixer in RULES:
-            options["beta_activation"] = m.beta_activation
-        if m.mixer in ("delta", "gated_delta"):
-            options["num_householder"] = m.num_householder
-        if m.mixer == "mesa":
-            options["mesa_lambda"] = m.mesa_lambda
-        if m.mixer in RULES + ("mesa",) and m.feature_map is not None:
-            options["feature_map"] = m.feature_map
+        options = {key: getattr(m, key) for name in layer_mixers(m.mixer, m.num_layers)
+                   for key in MIXERS[name].options}
+        if options.get("feature_map", "unset") is None:  # None: the layer's default map
+            options.pop("feature_map")
         return cls(backbone, feature_dim, num_outputs, feedback_dim, mixer=m.mixer, d_model=m.d_model,
-                   num_layers=m.num_layers, num_heads=m.num_heads, ff_multiplier=m.ff_multiplier, dropout=m.dropout,
-                   matched_init=m.matched_init, srwm_input_norm=m.srwm_input_norm, **options)
+                   num_layers=m.num_layers, ff_multiplier=m.ff_multiplier, dropout=m.dropout, **options)
 
     def encode_feedback(self, batch: EpisodeBatch) -> torch.Tensor:
         """``[B, T, feedback_dim]``: one-hot labels (the unknown label is the last slot) or the
@@ -90,11 +93,26 @@ class SequenceLearner(nn.Module):
         return F.one_hot(batch.feedback, self.feedback_dim).float()
 
     def embed(self, batch: EpisodeBatch) -> torch.Tensor:
-        """``[B, T, d_model]``: the backbone's features of every frame joined with the feedback, projected."""
+        """``[B, T, d_model]``: the backbone's features of every frame (the raw vectors, or the
+        token ids' columns) joined with the feedback, projected."""
+        if batch.inputs.dtype == torch.int64:
+            return self.embed_tokens(batch.inputs, self.encode_feedback(batch))
         B, T = batch.feedback.shape[:2]
         x = frames_to_float(batch.inputs)
         features = x if self.backbone is None else self.backbone(x.flatten(0, 1)).view(B, T, -1)
         return self.input_proj(torch.cat([features, self.encode_feedback(batch)], -1))
+
+    def embed_tokens(self, tokens: torch.Tensor, feedback: torch.Tensor) -> torch.Tensor:
+        """``input_proj`` of one-hot ``tokens [B, T]`` (-1: padding, a zero vector) joined with
+        ``feedback [B, T, feedback_dim]``, read as a column lookup."""
+        if self.backbone is not None:
+            raise ValueError("this learner reads frames through its backbone, got token ids")
+        V, weight = self.feature_dim, self.input_proj.weight  # [d_model, V + feedback_dim]
+        if tokens.max() >= V:
+            raise ValueError(f"token id {int(tokens.max())} is outside this learner's vocabulary of {V}")
+        real = (tokens >= 0).unsqueeze(-1)
+        columns = F.embedding(tokens.clamp_min(0), weight[:, :V].t()) * real
+        return columns + F.linear(feedback, weight[:, V:], self.input_proj.bias)
 
     def read(self, h: torch.Tensor, state: list | None = None):
         """The layers over embedded steps ``h [B, T, d_model]`` from ``state``: ``(outputs, state)``."""
@@ -106,3 +124,13 @@ class SequenceLearner(nn.Module):
 
     def forward(self, batch: EpisodeBatch, state: list | None = None):
         return self.read(self.embed(batch), state)
+
+
+def layer_mixers(mixer: str | list[str], num_layers: int) -> list[str]:
+    """The mixer of each of ``num_layers`` layers: ``mixer`` repeated, or the list as given."""
+    if isinstance(mixer, str):
+        return [mixer] * num_layers
+    mixers = list(mixer)
+    if len(mixers) != num_layers:
+        raise ValueError(f"{len(mixers)} mixers {mixers} for {num_layers} layers: give one per layer, or one name")
+    return mixers

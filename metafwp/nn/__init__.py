@@ -1,10 +1,12 @@
 """Layers built on the fast-weight ops, and the baselines beside them; each takes and returns its
 state so sequences can be continued."""
 from metafwp.nn.baseline_layers import CausalAttentionLayer, LSTMLayer
-from metafwp.nn.blocks import MIXERS, FeedForward, MixerBlock, build_mixer
+from metafwp.nn.blocks import FeedForward, MixerBlock
 from metafwp.nn.fast_weight_layer import BETA_ACTIVATIONS, FEATURE_MAPS, LAYER_RULES, FastWeightLayer
+from metafwp.nn.mixers import MIXERS, Mixer, build_mixer, register_mixer
 from metafwp.nn.recurrent_fwp_layer import RecurrentFWPLayer
 from metafwp.nn.srwm_layer import SRWMLayer
 
 __all__ = ["BETA_ACTIVATIONS", "FEATURE_MAPS", "LAYER_RULES", "MIXERS", "CausalAttentionLayer", "FastWeightLayer",
-           "FeedForward", "LSTMLayer", "MixerBlock", "RecurrentFWPLayer", "SRWMLayer", "build_mixer"]
+           "FeedForward", "LSTMLayer", "Mixer", "MixerBlock", "RecurrentFWPLayer", "SRWMLayer", "build_mixer",
+           "register_mixer"]

@@ -1,6 +1,7 @@
 """Tasks: what a recipe trains on (episodes, what the learner is told, objective, evaluation).
 A recipe picks one with ``task: <name>``; adding a task is a module and an entry here."""
-from metafwp.tasks.base import Scores, Task, autocast, confidence_interval, evaluate_episodes
+from metafwp.tasks.base import (LEARNER, Scores, StreamTask, Task, add_tallies, autocast, confidence_interval,
+                                evaluate_episodes)
 from metafwp.tasks.bootstrap import BootstrapTask
 from metafwp.tasks.continual import ContinualTask
 from metafwp.tasks.expressivity import ExpressivityTask
@@ -11,5 +12,6 @@ from metafwp.tasks.regression import RegressionTask
 TASKS: dict[str, type[Task]] = {task.name: task for task in (FewShotTask, RegressionTask, BootstrapTask, MultiTaskTask,
                                                               ContinualTask, ExpressivityTask)}
 
-__all__ = ["TASKS", "BootstrapTask", "ContinualTask", "ExpressivityTask", "FewShotTask", "MultiTaskTask", "RegressionTask", "Scores", "Task",
-           "autocast", "confidence_interval", "evaluate_episodes"]
+__all__ = ["LEARNER", "TASKS", "BootstrapTask", "ContinualTask", "ExpressivityTask", "FewShotTask", "MultiTaskTask",
+           "RegressionTask", "Scores", "StreamTask", "Task", "add_tallies", "autocast", "confidence_interval",
+           "evaluate_episodes"]

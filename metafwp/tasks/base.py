@@ -1,6 +1,6 @@
 """What every task gives the trainer: episodes, what the learner is told about them, an objective
-with tallies, and an evaluation protocol. The loop, checkpoints, DDP, logging and the CLI use only
-this interface, so a new task is a module with a ``Task`` subclass and one entry in ``TASKS``."""
+with named tallies, and an evaluation protocol. The loop, checkpoints, DDP, logging and the CLI use
+only this interface, so a new task is a module with a ``Task`` subclass and one entry in ``TASKS``."""
 from __future__ import annotations
 
 import math
@@ -14,6 +14,10 @@ from tqdm import tqdm
 
 from episodes import EpisodeStream
 from metafwp.errors import ConfigError
+from metafwp.models import LEARNER_KINDS
+
+
+LEARNER = "learner"  # the model every task has: validated, tested, and the checkpoint's "model"
 
 
 @dataclass
@@ -22,15 +26,25 @@ class Scores:
 
     Fields:
         loss: scalar to minimise (carries the graph).
-        sums: detached float64 ``[S]`` tallies that add up over batches and ranks (the task's
-            ``summarise`` reads them).
+        sums: named, detached float64 tallies (each a tensor of any shape) that add up over batches
+            and ranks; the task's ``summarise`` reads them by name.
         per_episode: detached ``[B]`` the task's headline metric per episode (accuracy in [0, 1],
             or loss), for confidence intervals.
     """
 
     loss: torch.Tensor
-    sums: torch.Tensor
+    sums: dict[str, torch.Tensor]
     per_episode: torch.Tensor
+
+
+def add_tallies(total: dict[str, torch.Tensor] | None, sums: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``total + sums`` name by name, on the CPU in float64 (``total`` None: a copy of ``sums``)."""
+    sums = {name: value.detach().double().cpu() for name, value in sums.items()}
+    if total is None:
+        return sums
+    if set(total) != set(sums):
+        raise ValueError(f"tallies {sorted(sums)} do not match the earlier {sorted(total)}")
+    return {name: total[name] + sums[name] for name in total}
 
 
 def confidence_interval(values: torch.Tensor) -> tuple[float, float]:
@@ -41,31 +55,123 @@ def confidence_interval(values: torch.Tensor) -> tuple[float, float]:
 
 
 class Task:
-    """A kind of episode task. Subclasses set the class attributes and implement the methods.
+    """A kind of episode task. The base holds what every task shares: the config, the progress
+    setting, the training and validation samplers (built once through ``train_episodes`` and
+    ``validation_episodes``), the learner (built by its kind for ``learner_inputs``), validation,
+    the test of the learner and the baselines on each of ``test_episodes``, and the checks of
+    ``eval.baselines``, validation and the learner kind. Subclasses set the class attributes and
+    implement the hooks.
 
     Class attributes:
         name: the ``task`` key of a recipe.
         DataConfig: the dataclass of the recipe's ``data`` section.
-        learner_kinds: the ``model.kind`` values the task can train.
-        metric: the headline metric in ``summarise`` / ``evaluate`` results (``accuracy``, ``loss``).
+        metric: the headline metric in ``summarise`` / ``evaluate`` results (``accuracy``, ``error``, ...).
         higher_is_better: whether validation keeps the checkpoint with the largest ``metric``.
+        inputs, targets: what learners read (``LearnerInputs.inputs`` and ``.targets``).
+        sequential: only learner kinds that carry a state step to step can train on it.
+        BASELINES: the ``eval.baselines`` it can test beside the learner.
+        validation_key: the ``data`` key that names the validation split (None: validation draws
+            fresh seeded episodes and needs no split).
+        has_validation: whether ``eval.val_every`` can be set at all.
     """
 
     name: str
     DataConfig: type
-    learner_kinds: tuple[str, ...]
     metric: str
     higher_is_better: bool
+    inputs: str
+    targets: str
+    sequential: bool = False
+    BASELINES: tuple[str, ...] = ()
+    validation_key: str | None = None
+    has_validation: bool = True
 
     def __init__(self, config, progress: bool = True):
-        """``config`` is the RunConfig; building the task loads the training data and checks the
-        sampler settings (a bad value raises a ConfigError naming the key)."""
+        """``config`` is the RunConfig; building the task loads the training (and, when the recipe
+        validates, the validation) data and checks the sampler settings (a bad value raises a
+        ConfigError naming the key)."""
+        self.config, self.data, self.progress = config, config.data, progress
+        self.kind = LEARNER_KINDS[config.model.kind]
+        self.learner = self.kind.label(config.model)
+        self.sampler = self.train_episodes()
+        self.val_sampler = self.validation_episodes() if config.eval.val_every else None
+
+    # the hooks a task implements
+
+    def train_episodes(self):
+        """The training episodes: a sampler with ``sample(ids)`` and ``state_dict()``."""
         raise NotImplementedError
+
+    def validation_episodes(self):
+        """The fixed validation episodes (called when the recipe validates)."""
+        raise NotImplementedError
+
+    def test_episodes(self) -> dict[str, tuple[object, dict]]:
+        """``{suffix: (sampler, fields)}``: each test set, its results named ``<learner><suffix>``
+        and carrying ``fields`` (e.g. ``{" K=5": (sampler, {"k_shot": 5})}``)."""
+        raise NotImplementedError
+
+    def learner_inputs(self):
+        """The ``LearnerInputs`` of this task's episodes."""
+        raise NotImplementedError
+
+    def test_set_name(self) -> str:
+        """What the test episodes come from, in result file names (Default: ``tasks``, fresh seeded ones)."""
+        return "tasks"
+
+    def objective(self, model: nn.Module, batch) -> Scores:
+        """Loss and named tallies of ``model`` on ``batch`` (called under autocast by the loop)."""
+        raise NotImplementedError
+
+    def summarise(self, sums: dict[str, torch.Tensor]) -> dict:
+        """A log record (``loss``, ``metric`` and what else the task reports) from summed tallies."""
+        raise NotImplementedError
+
+    def baseline_learners(self, model: nn.Module, device: torch.device) -> dict[str, tuple[nn.Module, dict]]:
+        """``{name: (learner, fields)}`` of ``eval.baselines`` to test beside ``model`` (Default: none)."""
+        return {}
+
+    def write_figures(self, results: dict[str, dict], run_dir: Path, title: str) -> list[Path]:
+        """The task's test figures under ``run_dir``."""
+        raise NotImplementedError
+
+    # the training side: override where a task needs more than one model, one optimiser step per
+    # batch or no state across batches
+
+    def build_models(self, model_config) -> dict[str, nn.Module]:
+        """The models the run trains and saves, by name, ``LEARNER`` first (Default: the learner alone;
+        a GAN adds its discriminator and an EMA copy)."""
+        return {LEARNER: self.build_learner(model_config)}
+
+    def optimised_parameters(self, models: dict[str, nn.Module]) -> dict[str, list]:
+        """``{optimiser name: parameters}``: one ``optim.optimizer`` each, with its own schedule
+        (Default: one over the learner's trainable parameters, none when it has nothing to train)."""
+        parameters = [p for p in models[LEARNER].parameters() if p.requires_grad]
+        return {LEARNER: parameters} if parameters else {}
+
+    def training_step(self, trainer, batch) -> Scores:
+        """One batch of training through ``trainer`` (``metafwp.train.loop.Trainer``: its ``models``,
+        ``autocast()`` and ``step(loss, optimizer)``); returns the batch's scores for the log.
+        Default: the objective on the whole batch and one optimiser step."""
+        with trainer.autocast():
+            scores = self.objective(trainer.models[LEARNER], batch)
+        trainer.step(scores.loss)
+        return scores
+
+    def state_dict(self) -> dict:
+        """What the task carries from batch to batch (e.g. a recurrent state), saved per rank with the
+        checkpoint and restored on resume (Default: nothing)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore ``state_dict``'s state."""
+
+    # what every task shares
 
     @classmethod
     def default_baselines(cls, config) -> list[str]:
         """The baselines tested beside the learner when the recipe does not set ``eval.baselines``."""
-        raise NotImplementedError
+        return []
 
     @classmethod
     def baselines(cls, config) -> list[str]:
@@ -73,30 +179,35 @@ class Task:
         return cls.default_baselines(config) if config.eval.baselines is None else list(config.eval.baselines)
 
     @classmethod
-    def unread_model_keys(cls, model_config) -> set[str]:
-        """``model`` keys this task never reads (e.g. the backbone of a task without images)."""
-        return set()
+    def learner_kinds(cls) -> list[str]:
+        """The registered learner kinds that read this task's episodes."""
+        return [name for name, kind in LEARNER_KINDS.items()
+                if kind.reads(cls.inputs, cls.targets) and (kind.sequential or not cls.sequential)]
 
     @classmethod
     def check_config(cls, config) -> None:
-        """Raise a ConfigError for settings that do not fit together (called when the config loads)."""
-        raise NotImplementedError
+        """Raise a ConfigError for settings that do not fit together (called when the config loads,
+        before any data is read); subclasses add theirs after ``super().check_config``."""
+        for baseline in cls.baselines(config):
+            if not cls.BASELINES:
+                raise ConfigError(f"task={cls.name} has no baselines to run beside the learner; set "
+                                  f"eval.baselines=[], got {cls.baselines(config)}")
+            if baseline not in cls.BASELINES:
+                raise ConfigError(f"Unknown eval.baselines entry {baseline!r} for task {cls.name}. Valid: "
+                                  f"{', '.join(cls.BASELINES)}")
+        if config.eval.val_every:
+            if not cls.has_validation:
+                raise ConfigError(f"task={cls.name} has no validation split; set eval.val_every=0")
+            if cls.validation_key is not None and getattr(config.data, cls.validation_key) is None:
+                raise ConfigError(f"eval.val_every={config.eval.val_every} needs data.{cls.validation_key}, the "
+                                  f"classes validation episodes come from (e.g. val)")
 
     def train_sampler(self):
-        """The training episodes: a sampler with ``sample(ids)`` and ``state_dict()``."""
-        raise NotImplementedError
+        return self.sampler
 
     def build_learner(self, model_config) -> nn.Module:
-        """The learner of ``model_config`` sized for this task's episodes."""
-        raise NotImplementedError
-
-    def objective(self, model: nn.Module, batch) -> Scores:
-        """Loss and tallies of ``model`` on ``batch`` (called under autocast by the loop)."""
-        raise NotImplementedError
-
-    def summarise(self, sums: torch.Tensor) -> dict:
-        """A log record (``loss``, ``metric`` and what else the task reports) from summed tallies."""
-        raise NotImplementedError
+        """The learner of ``model_config`` (the recipe's ``model`` section) sized for this task's episodes."""
+        return self.kind.build(model_config, self.learner_inputs())
 
     def evaluate(self, model: nn.Module, sampler, num_episodes: int, device: torch.device, desc: str) -> dict:
         """``evaluate_episodes`` of ``model`` with the recipe's eval batch size, bf16 and progress settings."""
@@ -104,43 +215,33 @@ class Task:
                                  self.config.train.bf16, self.progress, desc)
 
     def validate(self, model: nn.Module, device: torch.device) -> dict | None:
-        """The metric on the fixed validation episodes of ``self.val_sampler`` (set by the subclass),
-        or None when the recipe sets no validation."""
+        """The metric on the fixed validation episodes, or None when the recipe sets no validation."""
         if self.val_sampler is None:
             return None
         return self.evaluate(model, self.val_sampler, self.config.eval.val_episodes, device, "validating")
 
-    def test(self, model: nn.Module, device: torch.device, split: str | None = None) -> dict[str, dict]:
-        """``{name: result}`` for the learner and each baseline of the recipe on the fixed test
-        episodes of ``split`` (Default: the recipe's test split)."""
-        raise NotImplementedError
-
-    def write_figures(self, results: dict[str, dict], run_dir: Path, title: str) -> list[Path]:
-        """The task's test figures under ``run_dir``."""
-        raise NotImplementedError
+    def test(self, model: nn.Module, device: torch.device) -> dict[str, dict]:
+        """``{name: result}`` for the learner and each baseline of the recipe on the same
+        ``eval.episodes`` seeded episodes of every test set of ``test_episodes``; each result
+        names its ``learner`` (the learner or the baseline)."""
+        test_sets = self.test_episodes()
+        learners = {self.learner: (model, {}), **self.baseline_learners(model, device)}
+        results = {}
+        for suffix, (sampler, fields) in test_sets.items():
+            for name, (learner, extra) in learners.items():
+                result = self.evaluate(learner, sampler, self.config.eval.episodes, device, f"testing {name}{suffix}")
+                results[f"{name}{suffix}"] = {**result, "learner": name, **extra, **fields}
+        return results
 
 
 class StreamTask(Task):
-    """A task that meta-trains sequence learners on streams of image tasks and runs no baselines
-    beside them (multi-task and continual streams; the README quotes the published ones)."""
+    """A task that meta-trains sequence learners on delayed-feedback streams of image tasks and
+    runs no baselines beside them (multi-task and continual streams; the README quotes the
+    published ones)."""
 
-    learner_kinds = ("sequence",)
     metric = "accuracy"
     higher_is_better = True
-
-    @classmethod
-    def default_baselines(cls, config) -> list[str]:
-        return []
-
-    @classmethod
-    def unread_model_keys(cls, model_config) -> set[str]:
-        return {"mlp_hidden"}
-
-    @classmethod
-    def check_config(cls, config) -> None:
-        if cls.baselines(config):
-            raise ConfigError(f"task={cls.name} has no baselines to run beside the learner; set eval.baselines=[], "
-                              f"got {cls.baselines(config)}")
+    inputs, targets, sequential = "frames", "classes", True
 
 
 def autocast(device: torch.device, bf16: bool):
@@ -171,7 +272,7 @@ def evaluate_episodes(task: Task, model: nn.Module, sampler, num_episodes: int, 
         seen += batch.batch_size
         with autocast(device, bf16):
             scores = task.objective(model, batch)
-        sums = scores.sums.cpu() if sums is None else sums + scores.sums.cpu()
+        sums = add_tallies(sums, scores.sums)
         per_episode.append(scores.per_episode.cpu())
     model.train(was_training)
     record = task.summarise(sums)

@@ -11,7 +11,7 @@ from typing import List, Optional
 import torch
 import torch.nn as nn
 
-from episodes import BootstrapSampler
+from episodes import BootstrapSampler, FewShotSampler
 from metafwp.errors import ConfigError
 from metafwp.losses import BOOTSTRAP_TARGETS, bootstrap_loss, check_bootstrap_weights
 from metafwp.plots import plot_accuracy_by_support_shots
@@ -60,7 +60,7 @@ class BootstrapTask(FewShotTask):
 
     name = "bootstrap"
     DataConfig = BootstrapData
-    learner_kinds = ("sequence",)
+    sequential = True
 
     @classmethod
     def check_config(cls, config) -> None:
@@ -69,7 +69,7 @@ class BootstrapTask(FewShotTask):
             raise ConfigError("data.bootstrap_target=state matches fixed-size states; attention's key/value cache "
                               "grows with the context: use data.bootstrap_target=logits or another model.mixer")
 
-    def make_train_sampler(self) -> BootstrapSampler:
+    def train_episodes(self) -> BootstrapSampler:
         """The bootstrapping episodes; test shots that the training split's classes could not hold are
         refused here, before training (the test split is checked again when it is read)."""
         data = self.data
@@ -86,21 +86,22 @@ class BootstrapTask(FewShotTask):
         return sampler
 
     def objective(self, model: nn.Module, batch) -> Scores:
-        """``bootstrap_loss``; tallies ``[loss, main, future, bootstrap (each x queries), correct from S_K,
-        correct from S_{K+F}, queries]``."""
+        """``bootstrap_loss``; tallies (each x queries) ``loss``, ``main``, ``future``, ``bootstrap``;
+        ``student_correct`` (from S_K), ``teacher_correct`` (from S_{K+F}) and ``queries``."""
         result = bootstrap_loss(model, batch, self.data.loss_weights, self.data.bootstrap_target)
         queries = result.count.sum()
-        sums = torch.stack([result.loss.detach() * queries, result.main.detach() * queries,
-                            result.future.detach() * queries, result.bootstrap.detach() * queries,
-                            result.student_correct.sum(), result.teacher_correct.sum(), queries]).double()
+        sums = {"loss": result.loss * queries, "main": result.main * queries, "future": result.future * queries,
+                "bootstrap": result.bootstrap * queries, "student_correct": result.student_correct.sum(),
+                "teacher_correct": result.teacher_correct.sum(), "queries": queries}
         return Scores(result.loss, sums, result.student_correct / result.count)
 
-    def summarise(self, sums: torch.Tensor) -> dict:
-        loss, main, future, bootstrap, student, teacher, queries = (sums / sums[-1]).tolist()
-        record = {"loss": loss, "accuracy": 100 * student, "main_loss": main}
+    def summarise(self, sums: dict[str, torch.Tensor]) -> dict:
+        mean = {name: (value / sums["queries"]).item() for name, value in sums.items()}
+        record = {"loss": mean["loss"], "accuracy": 100 * mean["student_correct"], "main_loss": mean["main"]}
         _, future_weight, bootstrap_weight = self.data.loss_weights
         if future_weight or bootstrap_weight:
-            record.update(future_loss=future, bootstrap_loss=bootstrap, future_accuracy=100 * teacher)
+            record.update(future_loss=mean["future"], bootstrap_loss=mean["bootstrap"],
+                          future_accuracy=100 * mean["teacher_correct"])
         return record
 
     def evaluate(self, model: nn.Module, sampler, num_episodes: int, device: torch.device, desc: str) -> dict:
@@ -108,14 +109,20 @@ class BootstrapTask(FewShotTask):
         return evaluate_episodes(FewShotScoring(sampler.num_shots), model.to(device), sampler, num_episodes,
                                  self.config.eval.batch_size, device, self.config.train.bf16, self.progress, desc)
 
-    def test(self, model: nn.Module, device: torch.device, split: str | None = None) -> dict[str, dict]:
-        """The learner and each of ``eval.baselines`` at every K of ``data.test_shots()``, on
-        ``eval.episodes`` seeded episodes per K: results named ``"<learner> K=<K>"``."""
-        results = {}
-        for k in self.data.test_shots():
-            for name, result in super().test(model, device, split, k_shot=k).items():
-                results[f"{name} K={k}"] = dict(result, learner=name, k_shot=k)
-        return results
+    def test_episodes(self) -> dict[str, tuple[FewShotSampler, dict]]:
+        """Plain few-shot episodes of the test split at every K of ``data.test_shots()``: results
+        named ``"<learner> K=<K>"``."""
+        data = self.data
+        dataset = self.load_split(data.test_split)
+        test_sets = {}
+        for k in data.test_shots():
+            try:
+                sampler = FewShotSampler(dataset, data.n_way, k, data.n_query, feedback=data.feedback,
+                                         seed=self.config.eval.seed, frame_shape=self.frame_shape(dataset))
+            except ValueError as error:
+                raise ConfigError(f"data.test_split ({data.test_split}, K = {k}): {error}") from None
+            test_sets[f" K={k}"] = (sampler, {"k_shot": k})
+        return test_sets
 
     def write_figures(self, results: dict[str, dict], run_dir: Path, title: str) -> list[Path]:
         curves = {}

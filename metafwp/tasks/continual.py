@@ -19,7 +19,7 @@ from metafwp.errors import ConfigError, DataError
 from metafwp.losses import continual_loss
 from metafwp.plots import plot_forgetting
 from metafwp.tasks.base import Scores, StreamTask
-from metafwp.tasks.few_shot import DATASETS, build_image_learner, converted_shape, learner_name, load_image_split
+from metafwp.tasks.images import DATASETS, converted_shape, frame_inputs, load_image_split
 
 TEST_DATASETS = ("mnist5k", "mnist")
 # Hsu et al. 2018 (full MNIST, conventional training, no replay), as quoted by Irie et al. 2025:
@@ -105,21 +105,9 @@ class ContinualTask(StreamTask):
 
     name = "continual"
     DataConfig = ContinualData
+    has_validation = False
 
-    def __init__(self, config, progress: bool = True):
-        self.config, self.data, self.progress = config, config.data, progress
-        self.learner = learner_name(config.model)
-        self.sampler = self.make_train_stream()
-        self.val_sampler = None
-        check_label_space(self.sampler, self.data.num_classes, "meta-training")
-
-    @classmethod
-    def check_config(cls, config) -> None:
-        super().check_config(config)
-        if config.eval.val_every:
-            raise ConfigError("task=continual has no validation split; set eval.val_every=0")
-
-    def make_train_stream(self) -> ContinualSampler:
+    def train_episodes(self) -> ContinualSampler:
         data, seed, samplers, datasets = self.data, self.config.train.seed, [], {}
         for t in range(data.num_tasks):
             index = t % len(data.train_sources)
@@ -134,11 +122,13 @@ class ContinualTask(StreamTask):
             except ValueError as error:
                 raise ConfigError(f"data (task {t + 1}, {data.train_sources[index]}): {error}") from None
         try:
-            return ContinualSampler(samplers, class_incremental=data.class_incremental, shuffle=data.shuffle_tasks,
-                                    seed=seed)
+            stream = ContinualSampler(samplers, class_incremental=data.class_incremental, shuffle=data.shuffle_tasks,
+                                      seed=seed)
         except ValueError as error:
             raise ConfigError(f"data: {error}; set data.image_size and data.channels" if "shapes" in str(error)
                               else f"data: {error}") from None
+        check_label_space(stream, data.num_classes, "meta-training")
+        return stream
 
     def load_test_digits(self) -> ImageClasses:
         data = self.data
@@ -164,32 +154,38 @@ class ContinualTask(StreamTask):
         check_label_space(stream, data.num_classes, "Split-MNIST test")
         return stream
 
-    def train_sampler(self) -> ContinualSampler:
-        return self.sampler
+    def test_episodes(self) -> dict[str, tuple[ContinualSampler, dict]]:
+        """``eval.episodes`` seeded Split-MNIST streams; ``accuracy`` is the final average accuracy
+        over the tasks (with its 95% CI over streams)."""
+        return {"": (self.make_test_stream(self.config.eval.seed), {})}
 
-    def build_learner(self, model_config) -> nn.Module:
-        return build_image_learner(model_config, self.sampler.frame_shape, self.data.num_classes)
+    def learner_inputs(self):
+        return frame_inputs(self.sampler.frame_shape, self.data.num_classes)
+
+    def test_set_name(self) -> str:
+        return "mnist5k" if self.data.test_dataset == "mnist5k" else f"mnist_{self.data.test_split}"
 
     def objective(self, model: nn.Module, batch) -> Scores:
-        """``continual_loss`` (the forgetting matrix read too when not training); tallies
-        ``[loss, correct [T, T], scored [T, T], per-episode accuracy [T, T] and its square, episodes]``."""
+        """``continual_loss`` (the forgetting matrix read too when not training); tallies ``loss``,
+        ``correct`` and ``scored`` [T, T], per-episode ``accuracy`` [T, T] and its square
+        (``accuracy_square``), and ``episodes``."""
         result = continual_loss(model, batch, backward=self.data.acl, first_task_scale=self.data.first_task_scale,
                                 read_earlier=self.data.acl or not model.training)
         accuracy = result.correct / result.count.clamp_min(1)  # [B, T, T]
         last_read = bool((result.count[:, :, -1] > 0).all())  # every task read after the last one
         final = accuracy[:, :, -1].mean(1) if last_read else accuracy.diagonal(0, 1, 2).mean(1)
-        sums = torch.cat([result.loss.detach().reshape(1) * batch.batch_size, result.correct.sum(0).flatten(),
-                          result.count.sum(0).flatten(), accuracy.sum(0).flatten(), accuracy.square().sum(0).flatten(),
-                          torch.tensor([float(batch.batch_size)], device=accuracy.device)]).double()
+        sums = {"loss": result.loss * batch.batch_size, "correct": result.correct.sum(0),
+                "scored": result.count.sum(0), "accuracy": accuracy.sum(0), "accuracy_square": accuracy.square().sum(0),
+                "episodes": torch.tensor(float(batch.batch_size))}
         return Scores(result.loss, sums, final)
 
-    def summarise(self, sums: torch.Tensor) -> dict:
+    def summarise(self, sums: dict[str, torch.Tensor]) -> dict:
         """Loss; ``accuracy`` (each task right after learning it), ``remembered`` (earlier tasks
         after later ones) where read; the ``forgetting`` matrix (``mean`` and ``ci95``, rows the
         task s, columns after task t; None where not read) and ``final_average`` (after the last task)."""
         n = self.data.num_tasks
-        correct, count, acc_sum, acc_square = (t.view(n, n) for t in sums[1:-1].split(n * n))
-        episodes = sums[-1]
+        correct, count, acc_sum, acc_square = sums["correct"], sums["scored"], sums["accuracy"], sums["accuracy_square"]
+        episodes = sums["episodes"]
         read = count > 0
         mean = acc_sum / episodes
         variance = ((acc_square - episodes * mean.square()) / (episodes - 1).clamp_min(1)).clamp_min(0)
@@ -199,7 +195,7 @@ class ContinualTask(StreamTask):
             return [[100 * values[s, t].item() if read[s, t] else None for t in range(n)] for s in range(n)]
 
         diagonal = torch.eye(n, dtype=torch.bool)
-        record = {"loss": (sums[0] / episodes).item(),
+        record = {"loss": (sums["loss"] / episodes).item(),
                   "accuracy": 100 * (correct[diagonal].sum() / count[diagonal].sum()).item(),
                   "forgetting": {"mean": matrix(mean), "ci95": matrix(ci95)}}
         earlier = read & ~diagonal
@@ -208,13 +204,6 @@ class ContinualTask(StreamTask):
         if read[:, -1].all():
             record["final_average"] = 100 * mean[:, -1].mean().item()
         return record
-
-    def test(self, model: nn.Module, device: torch.device, split: str | None = None) -> dict[str, dict]:
-        """The learner on ``eval.episodes`` seeded Split-MNIST streams; ``accuracy`` is the final
-        average accuracy over the tasks (with its 95% CI over streams)."""
-        stream = self.make_test_stream(self.config.eval.seed)
-        return {self.learner: self.evaluate(model, stream, self.config.eval.episodes, device,
-                                            f"testing {self.learner}")}
 
     def write_figures(self, results: dict[str, dict], run_dir: Path, title: str) -> list[Path]:
         kind = "class" if self.data.class_incremental else "domain"

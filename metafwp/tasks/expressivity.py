@@ -15,11 +15,9 @@ import torch.nn.functional as F
 from episodes import EpisodeBatch
 from episodes.formal import LANGUAGES, FormalLanguageSampler
 from metafwp.errors import ConfigError
-from metafwp.models import SequenceLearner
+from metafwp.models import LearnerInputs
 from metafwp.plots import plot_accuracy_by_position
 from metafwp.tasks.base import Scores, Task
-from metafwp.tasks.few_shot import learner_name
-from metafwp.tasks.regression import BACKBONE_KEYS
 
 
 @dataclass
@@ -60,30 +58,9 @@ class ExpressivityTask(Task):
 
     name = "expressivity"
     DataConfig = ExpressivityData
-    learner_kinds = ("sequence",)
     metric = "accuracy"
     higher_is_better = True
-
-    def __init__(self, config, progress: bool = True):
-        self.config, self.data, self.progress = config, config.data, progress
-        self.learner = learner_name(config.model)
-        self.sampler = self.make_sampler(self.data.train_length, self.data.min_train_length, config.train.seed)
-        self.val_sampler = (self.make_sampler(self.data.train_length, self.data.train_length, config.eval.val_seed)
-                            if config.eval.val_every else None)
-
-    @classmethod
-    def unread_model_keys(cls, model_config) -> set[str]:
-        return set(BACKBONE_KEYS) | {"mlp_hidden"}
-
-    @classmethod
-    def default_baselines(cls, config) -> list[str]:
-        return []
-
-    @classmethod
-    def check_config(cls, config) -> None:
-        if cls.baselines(config):
-            raise ConfigError(f"task=expressivity has no baselines (chance is on the plot); set eval.baselines=[], "
-                              f"got {cls.baselines(config)}")
+    inputs, targets, sequential = "tokens", "classes", True
 
     def make_sampler(self, max_length: int, min_length: int | None, seed: int) -> FormalLanguageSampler:
         data = self.data
@@ -93,16 +70,24 @@ class ExpressivityTask(Task):
         except ValueError as error:
             raise ConfigError(f"data: {error}") from None
 
-    def train_sampler(self) -> FormalLanguageSampler:
-        return self.sampler
+    def train_episodes(self) -> FormalLanguageSampler:
+        return self.make_sampler(self.data.train_length, self.data.min_train_length, self.config.train.seed)
 
-    def build_learner(self, model_config) -> nn.Module:
-        """A SequenceLearner on the one-hot tokens, no feedback, ``num_classes`` outputs."""
-        return SequenceLearner.from_config(model_config, None, self.sampler.vocab_size, self.sampler.num_classes, 0)
+    def validation_episodes(self) -> FormalLanguageSampler:
+        return self.make_sampler(self.data.train_length, self.data.train_length, self.config.eval.val_seed)
+
+    def test_episodes(self) -> dict[str, tuple[FormalLanguageSampler, dict]]:
+        """Strings of exactly the training length and of the test length: results ``"<learner>@<length>"``."""
+        return {f"@{length}": (self.make_sampler(length, length, self.config.eval.seed), {"length": length})
+                for length in self.data.test_lengths}
+
+    def learner_inputs(self) -> LearnerInputs:
+        """Token ids, no feedback, ``num_classes`` outputs."""
+        return LearnerInputs("tokens", (self.sampler.vocab_size,), self.sampler.num_classes, 0, "classes")
 
     def objective(self, model: nn.Module, batch: EpisodeBatch) -> Scores:
-        """Cross-entropy on every real step; tallies ``[loss sum, steps, correct at the last step,
-        correct by position [T], scored by position [T]]``; per episode: the last step right or not."""
+        """Cross-entropy on every real step; tallies ``loss_sum``, ``steps``, ``last_correct`` (the
+        last step right), ``correct`` and ``scored`` by position [T]; per episode: the last step right or not."""
         outputs, _ = model(batch)
         mask = batch.loss_mask
         loss_per_step = F.cross_entropy(outputs.flatten(0, 1).float(), batch.targets.flatten(), reduction="none")
@@ -111,29 +96,19 @@ class ExpressivityTask(Task):
         correct = (outputs.detach().argmax(-1) == batch.targets) & mask  # [B, T]
         last = batch.shot.argmax(1)  # the position of each string's last step
         last_correct = correct.gather(1, last[:, None]).squeeze(1).double()
-        sums = torch.cat([torch.stack([loss_sum.detach().double(), mask.sum().double(), last_correct.sum()]),
-                          correct.sum(0).double(), mask.sum(0).double()])
+        sums = {"loss_sum": loss_sum, "steps": mask.sum(), "last_correct": last_correct.sum(),
+                "correct": correct.sum(0), "scored": mask.sum(0)}
         return Scores(loss, sums, last_correct)
 
-    def summarise(self, sums: torch.Tensor) -> dict:
+    def summarise(self, sums: dict[str, torch.Tensor]) -> dict:
         """``loss``; ``accuracy`` of the whole string (its last step), ``step_accuracy`` over every
         step, ``by_position`` (None where no string reaches it)."""
-        loss_sum, steps, last_correct = sums[:3].tolist()
-        correct, scored = sums[3:].chunk(2)
+        loss_sum, steps, last_correct = (sums[name].item() for name in ("loss_sum", "steps", "last_correct"))
+        correct, scored = sums["correct"], sums["scored"]
         strings = scored[0].item()
         return {"loss": loss_sum / steps, "accuracy": 100 * last_correct / strings,
                 "step_accuracy": 100 * (correct.sum() / scored.sum()).item(),
                 "by_position": [100 * (c / s).item() if s > 0 else None for c, s in zip(correct, scored)]}
-
-    def test(self, model: nn.Module, device: torch.device, split: str | None = None) -> dict[str, dict]:
-        """The learner on ``eval.episodes`` strings of exactly the training length and of the test
-        length, keyed ``"<learner>@<length>"``."""
-        results = {}
-        for length in self.data.test_lengths:
-            sampler = self.make_sampler(length, length, self.config.eval.seed)
-            results[f"{self.learner}@{length}"] = self.evaluate(model, sampler, self.config.eval.episodes, device,
-                                                                f"testing {self.learner} at length {length}")
-        return results
 
     def write_figures(self, results: dict[str, dict], run_dir: Path, title: str) -> list[Path]:
         return [plot_accuracy_by_position(results, run_dir / "accuracy_by_position.png",

@@ -17,7 +17,7 @@ from metafwp.errors import ConfigError
 from metafwp.losses import episode_loss
 from metafwp.plots import plot_accuracy_across_switch
 from metafwp.tasks.base import Scores, StreamTask
-from metafwp.tasks.few_shot import DATASETS, build_image_learner, converted_shape, learner_name, load_image_split
+from metafwp.tasks.images import DATASETS, converted_shape, frame_inputs, load_image_split
 
 GLYPH_FAMILY_SOURCES = ("glyphs:letters", "glyphs:symbols")
 SOURCES = DATASETS + GLYPH_FAMILY_SOURCES
@@ -83,23 +83,13 @@ class MultiTaskTask(StreamTask):
 
     name = "multitask"
     DataConfig = MultiTaskData
+    validation_key = "val_splits"
 
     def __init__(self, config, progress: bool = True):
-        self.config, self.data, self.progress = config, config.data, progress
-        self.learner = learner_name(config.model)
-        self.sampler = self.make_stream(self.data.train_splits, config.train.seed, self.data.min_segment_steps)
-        self.val_sampler = None
-        if config.eval.val_every:
-            self.val_sampler = self.make_stream(self.data.val_splits, config.eval.val_seed, key="data.val_splits")
+        super().__init__(config, progress)
         self.num_sources = len(self.data.sources)
         self.max_segment = self.data.n_way * max(self.data.k_shots)
         self.num_shots = max(self.data.k_shots) + 1
-
-    @classmethod
-    def check_config(cls, config) -> None:
-        super().check_config(config)
-        if config.eval.val_every and config.data.val_splits is None:
-            raise ConfigError(f"eval.val_every={config.eval.val_every} needs data.val_splits, one split per source")
 
     def load_source(self, source: int, split: str):
         """``(dataset, classes)`` of one source's split: classes None for all, or a glyph family's ids."""
@@ -128,15 +118,25 @@ class MultiTaskTask(StreamTask):
             raise ConfigError(f"{key}: {error}; set data.image_size and data.channels (e.g. 84 and 3 for Omniglot "
                               f"beside Mini-ImageNet)" if "shapes" in str(error) else f"{key}: {error}") from None
 
-    def train_sampler(self) -> MultiTaskStream:
-        return self.sampler
+    def train_episodes(self) -> MultiTaskStream:
+        return self.make_stream(self.data.train_splits, self.config.train.seed, self.data.min_segment_steps)
 
-    def build_learner(self, model_config) -> nn.Module:
-        return build_image_learner(model_config, self.sampler.frame_shape, self.sampler.num_classes)
+    def validation_episodes(self) -> MultiTaskStream:
+        return self.make_stream(self.data.val_splits, self.config.eval.val_seed, key="data.val_splits")
+
+    def test_episodes(self) -> dict[str, tuple[MultiTaskStream, dict]]:
+        """``eval.episodes`` seeded test sequences (both orders, untrimmed)."""
+        return {"": (self.make_stream(self.data.test_splits, self.config.eval.seed, key="data.test_splits"), {})}
+
+    def learner_inputs(self):
+        return frame_inputs(self.sampler.frame_shape, self.sampler.num_classes)
+
+    def test_set_name(self) -> str:
+        return "+".join(self.data.test_splits)
 
     def objective(self, model: nn.Module, batch: EpisodeBatch) -> Scores:
-        """Cross-entropy on every step; tallies ``[loss_sum, correct and scored by (source, slot,
-        position), correct and scored by (source, slot, shot)]``."""
+        """Cross-entropy on every step; tallies ``loss_sum``, ``correct_at`` / ``scored_at`` by (source,
+        slot, position) and ``correct_by_shot`` / ``scored_by_shot`` by (source, slot, shot)."""
         outputs, _ = model(batch)
         result = episode_loss(outputs, batch, self.num_shots)
         mask = batch.loss_mask & (batch.segment >= 0)
@@ -148,22 +148,25 @@ class MultiTaskTask(StreamTask):
         cells = self.num_sources * self.num_sources
 
         def tally(index, size):
-            return (torch.zeros(cells * size, device=hits.device).index_add_(0, index, hits),
-                    torch.zeros(cells * size, device=hits.device).index_add_(0, index, torch.ones_like(hits)))
+            return (torch.zeros(cells * size, device=hits.device).index_add_(0, index, hits).view(n, n, size),
+                    torch.zeros(cells * size, device=hits.device).index_add_(0, index, torch.ones_like(hits))
+                    .view(n, n, size))
 
-        sums = torch.cat([result.loss_sum.reshape(1), *tally(by_position, self.max_segment),
-                          *tally(by_shot, self.num_shots)]).double()
+        n = self.num_sources
+        correct_at, scored_at = tally(by_position, self.max_segment)
+        correct_by_shot, scored_by_shot = tally(by_shot, self.num_shots)
+        sums = {"loss_sum": result.loss_sum, "correct_at": correct_at, "scored_at": scored_at,
+                "correct_by_shot": correct_by_shot, "scored_by_shot": scored_by_shot}
         return Scores(result.loss, sums, result.episode_correct / result.episode_count)
 
-    def summarise(self, sums: torch.Tensor) -> dict:
+    def summarise(self, sums: dict[str, torch.Tensor]) -> dict:
         """Loss and accuracy, and per source (by name) and slot (``first``, ``second``, ...) the
         accuracy of the segment, by position (None where never scored) and by shot."""
-        n, size, shots = self.num_sources, self.max_segment, self.num_shots
-        split = torch.split(sums[1:], [n * n * size] * 2 + [n * n * shots] * 2)
-        correct_at, count_at = (t.view(n, n, size) for t in split[:2])
-        correct_shot, count_shot = (t.view(n, n, shots) for t in split[2:])
+        n, shots = self.num_sources, self.num_shots
+        correct_at, count_at = sums["correct_at"], sums["scored_at"]
+        correct_shot, count_shot = sums["correct_by_shot"], sums["scored_by_shot"]
         total = count_at.sum()
-        record = {"loss": (sums[0] / total).item(), "accuracy": 100 * (correct_at.sum() / total).item(),
+        record = {"loss": (sums["loss_sum"] / total).item(), "accuracy": 100 * (correct_at.sum() / total).item(),
                   "second_segment_accuracy": 100 * (correct_at[:, 1:].sum() / count_at[:, 1:].sum()).item(),
                   "segments": {}}
         slots = ["first", "second", "third", "fourth", "fifth"]
@@ -177,13 +180,6 @@ class MultiTaskTask(StreamTask):
                                 for s in range(shots) if count_shot[source, slot, s] > 0}}
                 for slot in range(n) if count_at[source, slot].sum() > 0}
         return record
-
-    def test(self, model: nn.Module, device: torch.device, split: str | None = None) -> dict[str, dict]:
-        """The learner on ``eval.episodes`` seeded test sequences (both orders, untrimmed)."""
-        splits = [split] * self.num_sources if split is not None else self.data.test_splits
-        stream = self.make_stream(splits, self.config.eval.seed, key="data.test_splits")
-        return {self.learner: self.evaluate(model, stream, self.config.eval.episodes, device,
-                                            f"testing {self.learner}")}
 
     def write_figures(self, results: dict[str, dict], run_dir: Path, title: str) -> list[Path]:
         return [plot_accuracy_across_switch(results, run_dir / "accuracy_across_switch.png",

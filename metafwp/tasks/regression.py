@@ -16,15 +16,13 @@ import torch.nn.functional as F
 from episodes import EpisodeBatch, RegressionSampler
 from episodes.feedback import FEEDBACK_MODES
 from episodes.regression import INPUT_DISTRIBUTIONS, REGRESSION_FAMILIES
-from metafwp.baselines.maml import MAMLLearner, relu_mlp
 from metafwp.baselines.regression import BASELINES, SEARCH_GRIDS, TUNED, make_baseline
 from metafwp.constructions import gd_predict
 from metafwp.errors import ConfigError
-from metafwp.models import LinearSelfAttention, SequenceLearner
+from metafwp.models import LEARNER_KINDS, LearnerInputs
 from metafwp.plots import plot_error_by_examples
 from metafwp.tasks.base import Scores, Task, evaluate_episodes
 
-BACKBONE_KEYS = frozenset({"backbone", "filters", "norm", "backbone_dropout"})
 TUNING_EPISODES = 256  # training tasks the tuned baselines choose their setting on
 
 
@@ -107,19 +105,10 @@ class RegressionTask(Task):
 
     name = "regression"
     DataConfig = RegressionData
-    learner_kinds = ("sequence", "linear_attention", "maml")
     metric = "error"
     higher_is_better = False
-
-    def __init__(self, config, progress: bool = True):
-        self.config, self.data, self.progress = config, config.data, progress
-        self.learner = config.model.mixer if config.model.kind == "sequence" else config.model.kind
-        self.sampler = self.make_sampler(config.train.seed)
-        self.val_sampler = self.make_sampler(config.eval.val_seed) if config.eval.val_every else None
-
-    @classmethod
-    def unread_model_keys(cls, model_config) -> set[str]:
-        return set(BACKBONE_KEYS)
+    inputs, targets = "vectors", "values"
+    BASELINES = BASELINES
 
     @classmethod
     def default_baselines(cls, config) -> list[str]:
@@ -130,11 +119,8 @@ class RegressionTask(Task):
 
     @classmethod
     def check_config(cls, config) -> None:
-        for baseline in cls.baselines(config):
-            if baseline not in BASELINES:
-                raise ConfigError(f"Unknown eval.baselines entry {baseline!r} for task regression. Valid: "
-                                  f"{', '.join(BASELINES)}")
-        if config.model.kind in ("linear_attention", "maml") and config.data.feedback != "synchronous":
+        super().check_config(config)
+        if not LEARNER_KINDS[config.model.kind].sequential and config.data.feedback != "synchronous":
             raise ConfigError(f"model.kind={config.model.kind} pairs each x with its own target, which delayed "
                               f"feedback shows one step later; set data.feedback=synchronous or use "
                               f"model.kind=sequence")
@@ -150,22 +136,22 @@ class RegressionTask(Task):
         except ValueError as error:
             raise ConfigError(f"data: {error}") from None
 
-    def train_sampler(self) -> RegressionSampler:
-        return self.sampler
+    def train_episodes(self) -> RegressionSampler:
+        return self.make_sampler(self.config.train.seed)
 
-    def build_learner(self, model_config) -> nn.Module:
-        """A SequenceLearner on the raw ``[x_t, feedback]`` steps, the LinearSelfAttention layer, or
-        MAML on a ReLU MLP of widths ``model.mlp_hidden``."""
-        m, dim = model_config, self.sampler.dim
-        if m.kind == "linear_attention":
-            return LinearSelfAttention(dim, 1, m.num_layers, tied=m.tied_layers, init_std=m.init_std)
-        if m.kind == "maml":
-            return MAMLLearner(relu_mlp([dim, *m.mlp_hidden, 1]), inner_lr=m.inner_lr, inner_steps=m.inner_steps,
-                               test_inner_steps=m.test_inner_steps, first_order=m.first_order, loss="mse")
-        return SequenceLearner.from_config(m, None, dim, 1, 2)
+    def validation_episodes(self) -> RegressionSampler:
+        return self.make_sampler(self.config.eval.val_seed)
+
+    def test_episodes(self) -> dict[str, tuple[RegressionSampler, dict]]:
+        """Fresh tasks drawn with ``eval.seed``."""
+        return {"": (self.make_sampler(self.config.eval.seed), {})}
+
+    def learner_inputs(self) -> LearnerInputs:
+        """The raw ``[x_t, feedback]`` steps: ``x`` of ``dim`` values, one target value and its unknown flag."""
+        return LearnerInputs("vectors", (self.sampler.dim,), 1, 2, "values")
 
     def objective(self, model: nn.Module, batch: EpisodeBatch) -> Scores:
-        """Mean squared error on the loss mask; tallies ``[squared error by k, scored steps by k]``
+        """Mean squared error on the loss mask; tallies ``squared_error`` and ``scored`` (steps) by k
         for k = 0 .. num_steps (k: labelled examples shown before the step)."""
         outputs, _ = model(batch)
         per_step, examples = squared_error_by_examples(outputs, batch)
@@ -177,12 +163,12 @@ class RegressionTask(Task):
         sums[0].index_add_(0, slots, scored_error.flatten())
         sums[1].index_add_(0, slots, mask.flatten())
         per_episode = scored_error.sum(1) / mask.sum(1) / self.sampler.dim
-        return Scores(loss, sums.flatten(), per_episode)
+        return Scores(loss, {"squared_error": sums[0], "scored": sums[1]}, per_episode)
 
-    def summarise(self, sums: torch.Tensor) -> dict:
+    def summarise(self, sums: dict[str, torch.Tensor]) -> dict:
         """``loss`` (mean squared error), ``error`` (squared error / dim, Garg et al.'s normalisation)
         and ``by_examples`` ``{k: error}``."""
-        error, count = sums.chunk(2)
+        error, count = sums["squared_error"], sums["scored"]
         dim = self.sampler.dim
         by_examples = {k: (error[k] / count[k] / dim).item() for k in range(len(count)) if count[k] > 0}
         mse = (error.sum() / count.sum()).item()
@@ -200,19 +186,14 @@ class RegressionTask(Task):
     def baseline(self, name: str, setting: float | None = None):
         return make_baseline(name, noise_std=self.data.noise_std, gd_steps=self.data.gd_steps, setting=setting)
 
-    def test(self, model: nn.Module, device: torch.device, split: str | None = None) -> dict[str, dict]:
-        """The learner, then each baseline, on the same ``eval.episodes`` tasks drawn with ``eval.seed``;
-        tuned baselines report their setting."""
-        sampler = self.make_sampler(self.config.eval.seed)
-        episodes = self.config.eval.episodes
-        results = {self.learner: self.evaluate(model, sampler, episodes, device, f"testing {self.learner}")}
+    def baseline_learners(self, model: nn.Module, device: torch.device) -> dict[str, tuple[nn.Module, dict]]:
+        """Each of ``eval.baselines`` read as a learner; tuned ones report their setting."""
+        learners = {}
         for name in self.baselines(self.config):
             setting = self.tuned_setting(name, device) if name in TUNED else None
-            baseline = InContextBaseline(self.baseline(name, setting), self.data.feedback)
-            results[name] = self.evaluate(baseline, sampler, episodes, device, f"testing {name}")
-            if setting is not None:
-                results[name][TUNED[name]] = setting
-        return results
+            fields = {} if setting is None else {TUNED[name]: setting}
+            learners[name] = (InContextBaseline(self.baseline(name, setting), self.data.feedback), fields)
+        return learners
 
     def write_figures(self, results: dict[str, dict], run_dir: Path, title: str) -> list[Path]:
         return [plot_error_by_examples(results, run_dir / "error_by_examples.png", dim=self.sampler.dim,

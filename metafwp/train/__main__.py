@@ -33,6 +33,10 @@ def main(argv=None) -> int:
         return 2
     if is_main:
         metrics = json.loads((run_dir / "metrics.json").read_text())
+        if metrics["test"] is None:
+            print(f"Test deferred (train.test=false): python -m metafwp.evaluate {run_dir.resolve()}")
+            print(f"Run folder: {run_dir.resolve()} (metrics.json, plots, tensorboard/, checkpoint.pt)")
+            return 0
         metric, width = TASKS[metrics["task"]].metric, max(map(len, metrics["test"]))
         for name, result in metrics["test"].items():
             print(f"{name:>{width}}: {metric} {result[metric]:.4g} +/- {result['ci95']:.2g} "

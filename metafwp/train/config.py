@@ -1,10 +1,10 @@
 """The run configuration: typed dataclasses filled from a YAML recipe plus ``key=value`` overrides,
 validated before any work. An unknown key is an error listing the valid ones; the ``data`` section
-is the chosen task's own dataclass; a key the chosen kind of learner or task does not read is an
-error when the recipe layer or override that sets it also chose the kind (or came later), and is
-left out when it comes from an earlier layer (a ``base`` recipe, quietly; the recipe under an
-override that changes ``model.kind`` / ``model.mixer``, with a note). ``config.yaml`` holds only
-the keys read."""
+is the chosen task's own dataclass and the ``model`` section the chosen learner kind's; a key the
+chosen kind of learner or task does not read is an error when the recipe layer or override that
+sets it also chose the kind (or came later), and is left out when it comes from an earlier layer
+(a ``base`` recipe, quietly; the recipe under an override that changes ``model.kind`` /
+``model.mixer``, with a note). ``config.yaml`` holds only the keys read."""
 from __future__ import annotations
 
 import difflib
@@ -19,101 +19,47 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from metafwp.errors import ConfigError
-from metafwp.models.backbones import BACKBONES, NORMS
-from metafwp.nn import BETA_ACTIVATIONS, FEATURE_MAPS, MIXERS
-from metafwp.ops import RECURRENT_FWPS, RULES
-from metafwp.tasks import TASKS, FewShotTask
+from metafwp.models import LEARNER_KINDS
+from metafwp.models.kinds import SequenceConfig
+from metafwp.tasks import TASKS
 
 SCHEDULES = ("constant", "noam", "cosine")
+OPTIMIZERS = ("adam", "sgd")
 PROGRESS = ("auto", "bar", "lines", "none")
-
-
-@dataclass
-class ModelConfig:
-    """``kind``: sequence (an in-context learner), prototypical, pixel_nn, linear_attention or maml (the
-    tasks say which they train)."""
-    kind: str = "sequence"
-    backbone: str = "conv4"
-    filters: Optional[int] = None     # Conv-4 width (Default: 64 up to 28x28, 32 above)
-    norm: str = "batch"
-    backbone_dropout: float = 0.0
-    mixer: str = "srwm"               # srwm, lstm, attention, a Table-1 rule (delta, ...), mesa or a recurrent FWP
-    d_model: int = 256
-    num_layers: int = 2
-    num_heads: int = 16
-    ff_multiplier: int = 4
-    dropout: float = 0.0
-    feature_map: Optional[str] = None
-    beta_activation: str = "sigmoid"
-    mesa_lambda: float = 1.0          # mesa: the ridge lambda of its least-squares fast weights
-    num_householder: int = 1          # delta, gated_delta: n > 1 delta micro-steps per token (DeltaProduct)
-    matched_init: bool = False        # keys start matched to queries: a shorter plateau at chance
-    srwm_input_norm: bool = False     # the SRWM reads LayerNorm(h) instead of the raw stream h
-    tied_layers: bool = False         # linear_attention: one layer's weights applied num_layers times
-    init_std: float = 0.002           # linear_attention: weights start as N(0, init_std^2)
-    inner_lr: float = 0.4             # maml: the inner SGD's learning rate
-    inner_steps: int = 1              # maml: inner steps in meta-training
-    test_inner_steps: Optional[int] = None  # maml: inner steps when testing (Default: inner_steps)
-    first_order: bool = False         # maml: FO-MAML (inner gradients as constants)
-    mlp_hidden: List[int] = field(default_factory=lambda: [40, 40])  # maml on regression: the MLP's widths
-
-    DECIDING_KEYS: ClassVar[tuple[str, ...]] = ("kind", "mixer", "backbone")
-
-    def unread_keys(self) -> set[str]:
-        names = {f.name for f in fields(self)}
-        if self.kind == "pixel_nn":
-            return names - {"kind"}
-        if self.kind == "linear_attention":
-            return names - {"kind", "num_layers", "tied_layers", "init_std"}
-        read = {"kind", "backbone", "norm", "backbone_dropout"} | ({"filters"} if self.backbone == "conv4" else set())
-        if self.kind == "maml":
-            read |= {"inner_lr", "inner_steps", "test_inner_steps", "first_order", "mlp_hidden"}
-        if self.kind == "sequence":
-            read |= {"mixer", "d_model", "num_layers", "ff_multiplier", "dropout"}
-            read |= {"num_heads"} if self.mixer != "lstm" else set()
-            read |= {"matched_init"} if self.mixer not in ("lstm",) + RECURRENT_FWPS else set()
-            read |= {"srwm_input_norm"} if self.mixer == "srwm" else set()
-            read |= {"feature_map", "beta_activation"} if self.mixer in RULES else set()
-            read |= {"num_householder"} if self.mixer in ("delta", "gated_delta") else set()
-            read |= {"feature_map", "mesa_lambda"} if self.mixer == "mesa" else set()
-        return names - read
-
-    def check(self) -> None:
-        choices = [("backbone", self.backbone, BACKBONES), ("norm", self.norm, NORMS), ("mixer", self.mixer, MIXERS),
-                   ("beta_activation", self.beta_activation, tuple(BETA_ACTIVATIONS))]
-        if self.feature_map is not None:
-            choices.append(("feature_map", self.feature_map, tuple(FEATURE_MAPS)))
-        for key, value, valid in choices:
-            if value not in valid:
-                raise ConfigError(f"Unknown model.{key} {value!r}. Valid: {', '.join(valid)}")
-        if self.num_householder < 1:
-            raise ConfigError(f"model.num_householder must be >= 1 (1: the delta rule, n > 1: DeltaProduct), got "
-                              f"{self.num_householder}")
-        if not self.mesa_lambda > 0:
-            raise ConfigError(f"model.mesa_lambda must be > 0 (the ridge term of the mesa rule), got {self.mesa_lambda}")
+DEFAULT_TASK, DEFAULT_KIND = "few_shot", "sequence"
 
 
 @dataclass
 class OptimConfig:
-    """Adam with the reference betas and eps. ``schedule``: ``constant`` keeps ``lr``; ``noam`` warms up
-    over ``warmup_steps``: ``lr * d_model^-0.5 * min(step^-0.5, step * warmup^-1.5)``; ``cosine``
-    decays ``lr`` to 0 over ``train.steps``: ``lr * (1 + cos(pi * step / steps)) / 2``."""
+    """``optimizer``: ``adam`` (the reference betas and eps) or ``sgd`` (with ``momentum``, 0: plain
+    SGD); both with ``weight_decay`` (L2, added to the gradient). ``schedule``: ``constant`` keeps
+    ``lr``; ``noam`` warms up over ``warmup_steps``: ``lr * d_model^-0.5 * min(step^-0.5, step *
+    warmup^-1.5)``; ``cosine`` decays ``lr`` to 0 over ``train.steps``: ``lr * (1 + cos(pi * step /
+    steps)) / 2``."""
+    optimizer: str = "adam"
     lr: float = 1e-3
     betas: List[float] = field(default_factory=lambda: [0.9, 0.995])
     eps: float = 1e-9
+    momentum: float = 0.0
     weight_decay: float = 0.0
     schedule: str = "constant"
     warmup_steps: int = 5000
     grad_clip: float = 0.0            # max gradient norm; 0 disables clipping
 
-    DECIDING_KEYS: ClassVar[tuple[str, ...]] = ("schedule",)
+    DECIDING_KEYS: ClassVar[tuple[str, ...]] = ("optimizer", "schedule")
 
     def unread_keys(self) -> set[str]:
-        return set() if self.schedule == "noam" else {"warmup_steps"}
+        unread = {"momentum"} if self.optimizer == "adam" else {"betas", "eps"}
+        return unread | (set() if self.schedule == "noam" else {"warmup_steps"})
 
     def check(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"Unknown optim.optimizer {self.optimizer!r}. Valid: {', '.join(OPTIMIZERS)}")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"Unknown optim.schedule {self.schedule!r}. Valid: {', '.join(SCHEDULES)}")
+        if not self.lr > 0 or self.momentum < 0 or self.weight_decay < 0:
+            raise ConfigError(f"optim.lr must be > 0 and optim.momentum, optim.weight_decay >= 0, got {self.lr}, "
+                              f"{self.momentum}, {self.weight_decay}")
 
 
 @dataclass
@@ -131,6 +77,7 @@ class TrainConfig:
     resume: bool = False              # continue the run in the folder exactly (same config)
     init_from: Optional[str] = None   # a new run starting from another run's weights (folder or .pt)
     progress: str = "auto"            # auto (a bar on a terminal, else lines), bar, lines or none
+    test: bool = True                 # test after training; false defers it (python -m metafwp.evaluate <run>)
 
 
 @dataclass
@@ -149,9 +96,9 @@ class EvalConfig:
 
 @dataclass
 class RunConfig:
-    task: str = "few_shot"            # a key of metafwp.tasks.TASKS
-    data: Any = field(default_factory=FewShotTask.DataConfig)  # the task's DataConfig
-    model: ModelConfig = field(default_factory=ModelConfig)
+    task: str = DEFAULT_TASK          # a key of metafwp.tasks.TASKS
+    data: Any = field(default_factory=lambda: TASKS[DEFAULT_TASK].DataConfig())  # the task's DataConfig
+    model: Any = field(default_factory=SequenceConfig)  # the Config of the learner kind model.kind
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -160,24 +107,28 @@ class RunConfig:
 
 # keys a resumed run may change: they do not shape the model's trajectory or its best checkpoint
 RESUME_MAY_DIFFER = {"recipe", "train.resume", "train.progress", "train.threads", "train.log_every",
-                     "train.checkpoint_every", "train.out_dir", "train.name", "data.num_workers",
+                     "train.checkpoint_every", "train.out_dir", "train.name", "train.test", "data.num_workers",
                      "data.test_split", "eval.episodes", "eval.batch_size", "eval.seed", "eval.baselines"}
 
 
-def sections(task_name: str) -> dict[str, type]:
-    return {"data": TASKS[task_name].DataConfig, "model": ModelConfig, "optim": OptimConfig, "train": TrainConfig,
-            "eval": EvalConfig}
+def sections(task_name: str, kind: str) -> dict[str, type]:
+    return {"data": TASKS[task_name].DataConfig, "model": LEARNER_KINDS[kind].Config, "optim": OptimConfig,
+            "train": TrainConfig, "eval": EvalConfig}
 
 
 def schema_keys(schema) -> list[str]:
     return [f.name for f in fields(schema)]
 
 
-def check_keys(values: dict, schema: dict[str, type] | type, prefix: str = "") -> None:
+def check_keys(values: dict, schema: dict[str, type] | type, prefix: str = "",
+               also_valid: set[str] = frozenset()) -> None:
     """Raise a ConfigError for any key of ``values`` that is not in ``schema`` (a dataclass, or the
-    top level: ``{section: dataclass}`` plus ``task`` and ``recipe``)."""
+    top level: ``{section: dataclass}`` plus ``task`` and ``recipe``) nor in ``also_valid`` (keys
+    of the other learner kinds in the ``model`` section, which the chosen kind leaves unread)."""
     valid = schema_keys(RunConfig) if isinstance(schema, dict) else schema_keys(schema)
     for key, value in values.items():
+        if key in also_valid:
+            continue
         if key not in valid:
             close = difflib.get_close_matches(str(key), valid, n=1)
             hint = f" Did you mean '{prefix}{close[0]}'?" if close else ""
@@ -186,15 +137,17 @@ def check_keys(values: dict, schema: dict[str, type] | type, prefix: str = "") -
         if isinstance(schema, dict) and key in schema:
             if not isinstance(value, dict):
                 raise ConfigError(f"Config key {key!r} is a section; give its keys, e.g. {key}.x=...")
-            check_keys(value, schema[key], f"{key}.")
+            check_keys(value, schema[key], f"{key}.", other_kinds_keys(schema[key]) if key == "model" else frozenset())
+
+
+def other_kinds_keys(model_schema: type) -> set[str]:
+    """``model`` keys of the other learner kinds that ``model_schema`` (a kind's Config) lacks."""
+    return {key for kind in LEARNER_KINDS.values() for key in schema_keys(kind.Config)} - set(schema_keys(model_schema))
 
 
 def check_choices(config: RunConfig) -> None:
     """Closed-set and range checks that the types alone do not express."""
     task = TASKS[config.task]
-    if config.model.kind not in task.learner_kinds:
-        raise ConfigError(f"Unknown model.kind {config.model.kind!r} for task {config.task}. Valid: "
-                          f"{', '.join(task.learner_kinds)}")
     for section in (config.data, config.model, config.optim):
         section.check()
     if config.train.progress not in PROGRESS:
@@ -207,15 +160,6 @@ def check_choices(config: RunConfig) -> None:
     for key, value in at_least_one:
         if value < 1:
             raise ConfigError(f"{key} must be >= 1, got {value}")
-    if config.model.kind == "linear_attention" and (config.model.num_layers < 1 or config.model.init_std <= 0):
-        raise ConfigError(f"model.kind=linear_attention needs model.num_layers >= 1 and model.init_std > 0, got "
-                          f"{config.model.num_layers} and {config.model.init_std}")
-    if config.model.kind == "maml":
-        for key, value in (("inner_steps", config.model.inner_steps), ("test_inner_steps", config.model.test_inner_steps)):
-            if value is not None and value < 0:
-                raise ConfigError(f"model.{key} must be >= 0 (0: no adaptation), got {value}")
-        if config.model.inner_lr <= 0:
-            raise ConfigError(f"model.inner_lr must be > 0, got {config.model.inner_lr}")
     if config.eval.val_every < 0:
         raise ConfigError(f"eval.val_every must be >= 0 (0: no validation), got {config.eval.val_every}")
     task.check_config(config)
@@ -250,25 +194,52 @@ def last_layer_setting(containers: list[dict], section: str, keys) -> int:
     return max([i for i, c in enumerate(containers) for k in keys if k in (c.get(section) or {})], default=-1)
 
 
-def unread_keys(config: RunConfig, section: str) -> set[str]:
-    """The keys of ``section`` that the chosen kinds (and, for ``model``, the task) do not read."""
-    keys = getattr(config, section).unread_keys()
-    return keys | task_unread_keys(config, section)
+def chosen(containers: list[dict], section: str | None, key: str, default: str) -> str:
+    """The value of ``section.key`` (or the top-level ``key``) that the last layer setting it gives."""
+    values = [c if section is None else (c.get(section) or {}) for c in containers]
+    return next((str(v[key]) for v in reversed(values) if isinstance(v, dict) and key in v), default)
 
 
 def task_unread_keys(config: RunConfig, section: str) -> set[str]:
-    return TASKS[config.task].unread_model_keys(config.model) if section == "model" else set()
+    """The ``model`` keys the task never reads (e.g. the backbone of a task without frames)."""
+    return config.model.unread_for_inputs(TASKS[config.task].inputs) if section == "model" else set()
 
 
-def drop_unread_keys(config: RunConfig, containers: list[dict], noted_layer: int) -> list[str]:
-    """Reset keys the chosen kinds do not read to their defaults; raise for those set as deliberately
-    as the kind (or the task that never reads them) itself. Returns the ones left out that layer
-    ``noted_layer`` (the recipe file named on the command line, under overrides) had set; those of
-    its base recipes go without a word."""
+def unread_keys(config: RunConfig, section: str) -> set[str]:
+    """The keys of ``section`` that the chosen kinds (and, for ``model``, the task) do not read."""
+    return getattr(config, section).unread_keys() | task_unread_keys(config, section)
+
+
+def strip_other_kinds_keys(containers: list[dict], kind: str) -> dict[str, int]:
+    """Remove from every layer the ``model`` keys of other learner kinds than ``kind``; returns
+    ``{key: the last layer that set it}``."""
+    others, stripped = other_kinds_keys(LEARNER_KINDS[kind].Config), {}
+    for i, container in enumerate(containers):
+        model = container.get("model")
+        for key in sorted(others & set(model if isinstance(model, dict) else ())):
+            del model[key]
+            stripped[key] = i
+    return stripped
+
+
+def drop_unread_keys(config: RunConfig, containers: list[dict], stripped: dict[str, int],
+                     noted_layer: int) -> list[str]:
+    """Reset keys the chosen kinds do not read to their defaults (``stripped``: the model keys of
+    other learner kinds, already removed); raise for those set as deliberately as the kind (or the
+    task that never reads them) itself. Returns the ones left out that layer ``noted_layer`` (the
+    recipe file named on the command line, under overrides) had set; those of its base recipes go
+    without a word."""
     notes = []
     task_layer = max([i for i, c in enumerate(containers) if "task" in c], default=-1)
+    kind_layer = last_layer_setting(containers, "model", ["kind"])
+    for key, set_at in sorted(stripped.items()):
+        if set_at >= kind_layer:
+            raise ConfigError(f"model.{key} is not read with model.kind={config.model.kind}; remove it")
+        if set_at == noted_layer:
+            notes.append(f"model.{key}")
     for section in ("data", "model", "optim"):
-        values, unread, by_task = getattr(config, section), unread_keys(config, section), task_unread_keys(config, section)
+        values, unread = getattr(config, section), unread_keys(config, section)
+        by_task = task_unread_keys(config, section)
         for key in sorted(unread):
             set_at = last_layer_setting(containers, section, [key])
             if set_at == -1:
@@ -285,7 +256,7 @@ def drop_unread_keys(config: RunConfig, containers: list[dict], noted_layer: int
             setattr(values, key, default.default if default.default is not MISSING else default.default_factory())
             if set_at == noted_layer:
                 notes.append(f"{section}.{key}")
-    return notes
+    return sorted(notes)
 
 
 def load_config(recipe: str | Path | None = None, overrides: list[str] = ()) -> RunConfig:
@@ -300,25 +271,35 @@ def load_config(recipe: str | Path | None = None, overrides: list[str] = ()) -> 
         except (yaml.YAMLError, OmegaConfBaseException) as error:
             raise ConfigError(f"Bad override in {' '.join(overrides)}: {' '.join(str(error).split())}") from None
     containers = [OmegaConf.to_container(layer) for layer in layers]
-    task = next((c["task"] for c in reversed(containers) if "task" in c), "few_shot")
+    task = chosen(containers, None, "task", DEFAULT_TASK)
     if task not in TASKS:
         raise ConfigError(f"Unknown task {task!r}. Valid: {', '.join(TASKS)}")
+    kind = chosen(containers, "model", "kind", DEFAULT_KIND)
+    if kind not in TASKS[task].learner_kinds():
+        raise ConfigError(f"Unknown model.kind {kind!r} for task {task}. Valid: "
+                          f"{', '.join(TASKS[task].learner_kinds())}")
     for container in containers:
-        check_keys(container, sections(task))
-    try:
-        merged = OmegaConf.merge(OmegaConf.structured(RunConfig(data=TASKS[task].DataConfig())), *layers)
-        config = OmegaConf.to_object(merged)
-    except OmegaConfBaseException as error:
-        key = getattr(error, "full_key", None)
-        raise ConfigError(f"Bad config value{' for ' + repr(key) if key else ''}: "
-                          f"{str(getattr(error, 'msg', error)).splitlines()[0]}") from None
+        check_keys(container, sections(task, kind))
+    stripped = strip_other_kinds_keys(containers, kind)
+    config = merge(task, kind, containers)
     check_choices(config)
-    notes = drop_unread_keys(config, containers, noted_layer=len(layers) - 1 - bool(overrides))
+    notes = drop_unread_keys(config, containers, stripped, noted_layer=len(layers) - 1 - bool(overrides))
     if notes and int(os.environ.get("RANK", 0)) == 0:
         learner = f"model.kind={config.model.kind}" + (f", model.mixer={config.model.mixer}"
                                                        if config.model.kind == "sequence" else "")
         print(f"note: {', '.join(notes)} of {recipe} not read with {learner}: left out", file=sys.stderr)
     return config
+
+
+def merge(task: str, kind: str, containers: list[dict]) -> RunConfig:
+    """The RunConfig of ``task`` and learner ``kind`` with the layers ``containers`` merged over the defaults."""
+    defaults = RunConfig(data=TASKS[task].DataConfig(), model=LEARNER_KINDS[kind].Config())
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(defaults), *containers))
+    except OmegaConfBaseException as error:
+        key = getattr(error, "full_key", None)
+        raise ConfigError(f"Bad config value{' for ' + repr(key) if key else ''}: "
+                          f"{str(getattr(error, 'msg', error)).splitlines()[0]}") from None
 
 
 def config_to_dict(config: RunConfig) -> dict:
@@ -354,7 +335,5 @@ def trajectory_differences(saved: RunConfig, config: RunConfig) -> list[str]:
 
 def config_from_yaml(text: str) -> RunConfig:
     """A RunConfig from the text of a saved ``config.yaml`` (as a checkpoint stores it)."""
-    layer = OmegaConf.create(text)
-    task = layer.get("task", "few_shot")
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(RunConfig(data=TASKS[task].DataConfig())),
-                                               layer))
+    layer = OmegaConf.to_container(OmegaConf.create(text))
+    return merge(chosen([layer], None, "task", DEFAULT_TASK), chosen([layer], "model", "kind", DEFAULT_KIND), [layer])

@@ -21,13 +21,13 @@ from tqdm import tqdm
 from episodes import EpisodeStream
 from metafwp.errors import CheckpointError, ConfigError, TrainingDiverged, TrainingInterrupted
 from metafwp.plots import plot_learning_curves
-from metafwp.tasks import TASKS, Task, autocast
+from metafwp.tasks import LEARNER, TASKS, Task, add_tallies, autocast
 from metafwp.train.checkpoint import load_checkpoint, save_checkpoint
 from metafwp.train.config import RunConfig, config_from_yaml, config_to_yaml, trajectory_differences
 from metafwp.train.distributed import Distributed, start_distributed, stop_distributed
 
-CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "step", "seconds", "history", "validation", "best", "tally",
-                   "rng", "episodes", "config")
+CHECKPOINT_KEYS = ("model", "models", "optimizers", "schedulers", "task_state", "step", "seconds", "history",
+                   "validation", "best", "tally", "rng", "episodes", "config")
 MIN_LOG_POINTS = 20  # a short run still logs this many points (log_every is lowered to fit)
 
 
@@ -56,31 +56,37 @@ def log_interval(config: RunConfig) -> int:
     return max(1, min(config.train.log_every, config.train.steps // MIN_LOG_POINTS))
 
 
-def make_optimizer(config: RunConfig, model: torch.nn.Module):
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.optim.lr, betas=tuple(config.optim.betas),
-                                 eps=config.optim.eps, weight_decay=config.optim.weight_decay)
+def make_optimizer(config: RunConfig, parameters) -> tuple[torch.optim.Optimizer, object]:
+    """``optim.optimizer`` (Adam or SGD with momentum) over ``parameters`` and its learning-rate schedule."""
+    o = config.optim
+    if o.optimizer == "sgd":
+        optimizer = torch.optim.SGD(parameters, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+    else:
+        optimizer = torch.optim.Adam(parameters, lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: learning_rate_factor(config, step))
     return optimizer, scheduler
 
 
 class Tally:
-    """Sums of the training tallies, episodes and seconds since the last log line; read (added over
-    ranks) into a log record; saved with the checkpoint so a resumed run loses none of them."""
+    """Sums of the named training tallies, episodes and seconds since the last log line; read
+    (added over ranks) into a log record; saved with the checkpoint so a resumed run loses none of them."""
 
     def __init__(self):
         self.sums, self.episodes, self.seconds = None, 0, 0.0
 
-    def add(self, sums: torch.Tensor, episodes: int, seconds: float) -> None:
-        sums = sums.detach().double().cpu()
-        self.sums = sums if self.sums is None else self.sums + sums
+    def add(self, sums: dict[str, torch.Tensor], episodes: int, seconds: float) -> None:
+        self.sums = add_tallies(self.sums, sums)
         self.episodes += episodes
         self.seconds += seconds
 
     def read(self, task: Task, ranks: Distributed) -> dict:
-        totals = ranks.sum(torch.cat([self.sums, torch.tensor([float(self.episodes)], dtype=torch.float64)]))
-        record = task.summarise(totals[:-1])
-        record.update(episodes=int(totals[-1]), seconds=self.seconds,
-                      episodes_per_second=int(totals[-1]) / max(self.seconds, 1e-9))
+        names = sorted(self.sums)
+        flat = torch.cat([self.sums[name].flatten() for name in names]
+                         + [torch.tensor([float(self.episodes)], dtype=torch.float64)])
+        totals = ranks.sum(flat)[:-1].split([self.sums[name].numel() for name in names])
+        record = task.summarise({name: total.view_as(self.sums[name]) for name, total in zip(names, totals)})
+        episodes = int(flat[-1])
+        record.update(episodes=episodes, seconds=self.seconds, episodes_per_second=episodes / max(self.seconds, 1e-9))
         self.sums, self.episodes, self.seconds = None, 0, 0.0
         return record
 
@@ -93,12 +99,13 @@ class Tally:
 
 @dataclass
 class Run:
-    """Everything a checkpoint holds, plus where it goes."""
+    """Everything a checkpoint holds, plus where it goes: the task's models by name (``learner``
+    first), its optimisers and their schedules by name."""
     config: RunConfig
     task: Task
-    model: torch.nn.Module
-    optimizer: torch.optim.Optimizer | None
-    scheduler: object
+    models: dict[str, torch.nn.Module]
+    optimizers: dict[str, torch.optim.Optimizer]
+    schedulers: dict[str, object]
     run_dir: Path
     ranks: Distributed
     step: int = 0
@@ -107,6 +114,11 @@ class Run:
     validation: list = field(default_factory=list)
     best: dict | None = None          # {"step", task.metric} of best.pt
     tally: Tally = field(default_factory=Tally)
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The learner: validated, tested, and the weights of ``best.pt``."""
+        return self.models[LEARNER]
 
     @property
     def checkpoint_path(self) -> Path:
@@ -134,13 +146,15 @@ def train(config: RunConfig) -> Path:
 
 def _train(config: RunConfig, ranks: Distributed) -> Path:
     run = setup(config, ranks)
-    steps, every = config.train.steps if run.optimizer else 0, log_interval(config)
-    learner = DistributedDataParallel(run.model) if ranks.world_size > 1 and run.optimizer else run.model
+    steps, every = config.train.steps if run.optimizers else 0, log_interval(config)
+    trainer = Trainer(run)
     log = Progress(run, steps)
     with StopSignals() as signals:
         started = time.perf_counter()
         for batch in episode_loader(run, steps):
-            scores = train_step(run, learner, batch.to(ranks.device, non_blocking=True))
+            scores = run.task.training_step(trainer, batch.to(ranks.device, non_blocking=True))
+            for scheduler in run.schedulers.values():
+                scheduler.step()
             run.step += 1
             run.tally.add(scores.sums, batch.batch_size, time.perf_counter() - started)
             log.step()
@@ -173,10 +187,14 @@ def setup(config: RunConfig, ranks: Distributed) -> Run:
     run_dir = run_folder(config)
     task = TASKS[config.task](config, progress=progress_mode(config, ranks) == "bar")
     torch.manual_seed(config.train.seed)  # the same initial weights on every rank
-    model = task.build_learner(config.model).to(ranks.device)
-    trainable = any(p.requires_grad for p in model.parameters())
-    optimizer, scheduler = make_optimizer(config, model) if trainable else (None, None)
-    run = Run(config, task, model, optimizer, scheduler, run_dir, ranks)
+    models = {name: model.to(ranks.device) for name, model in task.build_models(config.model).items()}
+    if next(iter(models), None) != LEARNER:
+        raise ValueError(f"task {config.task}: build_models must give {LEARNER!r} first, got {list(models)}")
+    optimizers, schedulers = {}, {}
+    for name, parameters in task.optimised_parameters(models).items():
+        optimizers[name], schedulers[name] = make_optimizer(config, parameters)
+    trainable = bool(optimizers)
+    run = Run(config, task, models, optimizers, schedulers, run_dir, ranks)
     if run.checkpoint_path.exists():
         if not config.train.resume:
             raise ConfigError(f"{run_dir} already holds a run: pass train.resume=true to continue it, or another "
@@ -217,10 +235,12 @@ def restore(run: Run) -> None:
     if len(state["rng"]) != run.ranks.world_size:
         raise ConfigError(f"{run.checkpoint_path} was written by {len(state['rng'])} ranks; resume it with as many "
                           f"(each rank's random state is restored, so the run continues exactly)")
-    run.model.load_state_dict(state["model"])
-    if run.optimizer is not None:
-        run.optimizer.load_state_dict(state["optimizer"])
-        run.scheduler.load_state_dict(state["scheduler"])
+    for name, model in run.models.items():
+        model.load_state_dict(state["model"] if name == LEARNER else state["models"][name])
+    for name, optimizer in run.optimizers.items():
+        optimizer.load_state_dict(state["optimizers"][name])
+        run.schedulers[name].load_state_dict(state["schedulers"][name])
+    run.task.load_state_dict(state["task_state"][run.ranks.rank])
     run.step, run.seconds, run.history = state["step"], state["seconds"], state["history"]
     run.validation, run.best = state["validation"], state["best"]
     run.tally.load_state_dict(state["tally"])
@@ -252,26 +272,38 @@ def episode_loader(run: Run, steps: int) -> DataLoader:
                       pin_memory=ranks.device.type == "cuda", generator=torch.Generator())
 
 
-def train_step(run: Run, learner: torch.nn.Module, batch):
-    """Forward, backward, clip, step; a NaN or infinite gradient stops the run."""
-    config = run.config
-    with autocast(run.ranks.device, config.train.bf16):
-        scores = run.task.objective(learner, batch)
-    scores.loss.backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), config.optim.grad_clip or math.inf)
-    if not torch.isfinite(grad_norm):  # the same on every rank: gradients are averaged before this
-        kept = (f"the last good checkpoint is kept: {run.checkpoint_path} (step "
-                f"{run.step - run.step % config.train.checkpoint_every})" if run.checkpoint_path.exists()
-                else "no checkpoint had been written yet")
-        raise TrainingDiverged(
-            f"step {run.step + 1}: loss {scores.loss.item():.4g}, gradient norm {grad_norm.item():.4g}; training "
-            f"stopped and {kept}. Lower optim.lr, set optim.grad_clip=1 or use model.beta_activation=sigmoid, "
-            f"and start a new run (another train.name) from the kept weights with "
-            f"train.init_from={run.checkpoint_path}")
-    run.optimizer.step()
-    run.optimizer.zero_grad(set_to_none=True)
-    run.scheduler.step()
-    return scores
+class Trainer:
+    """What a task's ``training_step`` works with: the models (data-parallel wrappers of those
+    with trainable weights when under torchrun) and ``step``, one optimiser step."""
+
+    def __init__(self, run: Run):
+        self.run, self.device = run, run.ranks.device
+        data_parallel = run.ranks.world_size > 1
+        self.models = {name: DistributedDataParallel(model) if data_parallel and name in run.optimizers else model
+                       for name, model in run.models.items()}
+
+    def autocast(self):
+        """bf16 autocast on CUDA when the recipe asks (``train.bf16``)."""
+        return autocast(self.device, self.run.config.train.bf16)
+
+    def step(self, loss: torch.Tensor, optimizer: str = LEARNER) -> None:
+        """Backward, clip (``optim.grad_clip``), step and zero the gradients of ``optimizer``'s
+        parameters; a NaN or infinite gradient stops the run."""
+        run, config = self.run, self.run.config
+        loss.backward()
+        parameters = [p for group in run.optimizers[optimizer].param_groups for p in group["params"]]
+        grad_norm = torch.nn.utils.clip_grad_norm_(parameters, config.optim.grad_clip or math.inf)
+        if not torch.isfinite(grad_norm):  # the same on every rank: gradients are averaged before this
+            kept = (f"the last good checkpoint is kept: {run.checkpoint_path} (step "
+                    f"{run.step - run.step % config.train.checkpoint_every})" if run.checkpoint_path.exists()
+                    else "no checkpoint had been written yet")
+            raise TrainingDiverged(
+                f"step {run.step + 1}: loss {loss.item():.4g}, gradient norm {grad_norm.item():.4g}; training "
+                f"stopped and {kept}. Lower optim.lr, set optim.grad_clip=1 or use model.beta_activation=sigmoid, "
+                f"and start a new run (another train.name) from the kept weights with "
+                f"train.init_from={run.checkpoint_path}")
+        run.optimizers[optimizer].step()
+        run.optimizers[optimizer].zero_grad(set_to_none=True)
 
 
 def validate(run: Run, log: "Progress") -> None:
@@ -292,21 +324,34 @@ def validate(run: Run, log: "Progress") -> None:
 
 
 def save(run: Run) -> None:
-    """``checkpoint.pt``: model, optimiser, scheduler, step, history, validation and best-so-far,
-    the tallies since the last log line, every rank's RNG state, where the episodes stand."""
-    rng_states = run.ranks.gather(torch.get_rng_state())
+    """``checkpoint.pt``: the learner (``model``) and the task's other ``models``, the optimisers and
+    schedules, every rank's task state, step, history, validation and best-so-far, the tallies
+    since the last log line, every rank's RNG state, where the episodes stand."""
+    rng_states, task_states = run.ranks.gather(torch.get_rng_state()), run.ranks.gather(run.task.state_dict())
     if run.ranks.is_main:
         save_checkpoint(run.checkpoint_path, {
-            "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
-            "scheduler": run.scheduler.state_dict(), "step": run.step, "seconds": run.seconds,
+            "model": run.model.state_dict(),
+            "models": {name: model.state_dict() for name, model in run.models.items() if name != LEARNER},
+            "optimizers": {name: optimizer.state_dict() for name, optimizer in run.optimizers.items()},
+            "schedulers": {name: scheduler.state_dict() for name, scheduler in run.schedulers.items()},
+            "task_state": task_states, "step": run.step, "seconds": run.seconds,
             "history": run.history, "validation": run.validation, "best": run.best, "tally": run.tally.state_dict(),
             "rng": rng_states, "episodes": run.stream_state(), "config": config_to_yaml(run.config)})
 
 
 def finish(run: Run, writer: SummaryWriter) -> None:
     """Test the learner (its best.pt when validated) and the baselines on the same held-out
-    episodes; write metrics.json and the plots."""
+    episodes (unless ``train.test=false`` defers it); write metrics.json and the plots."""
     config, task, run_dir = run.config, run.task, run.run_dir
+    metrics = {"run": str(run_dir), "recipe": config.recipe, "task": config.task, "learner": task.learner,
+               "steps": config.train.steps, "train_seconds": run.seconds, "tested": None, "best": run.best,
+               "test": None, "history": run.history, "validation": run.validation}
+    if run.history:
+        plot_learning_curves(run.history, run_dir / "learning_curves.png", title=run_dir.name,
+                             validation=run.validation, metric=task.metric)
+    if not config.train.test:  # deferred: python -m metafwp.evaluate <run folder>
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        return
     tested = "last"
     if run.best is not None:
         run.model.load_state_dict(load_checkpoint(run_dir / "best.pt")["model"])
@@ -314,13 +359,8 @@ def finish(run: Run, writer: SummaryWriter) -> None:
     results = task.test(run.model, run.ranks.device)
     for name, result in results.items():
         writer.add_scalar(f"test/{task.metric}_{name}", result[task.metric], config.train.steps)
-    metrics = {"run": str(run_dir), "recipe": config.recipe, "task": config.task, "learner": task.learner,
-               "steps": config.train.steps, "train_seconds": run.seconds, "tested": tested, "best": run.best,
-               "test": results, "history": run.history, "validation": run.validation}
+    metrics.update(tested=tested, test=results)
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    if run.history:
-        plot_learning_curves(run.history, run_dir / "learning_curves.png", title=run_dir.name,
-                             validation=run.validation, metric=task.metric)
     task.write_figures(results, run_dir, title=f"{run_dir.name}: {config.eval.episodes} test episodes")
 
 
@@ -343,14 +383,15 @@ class Progress:
 
     def write(self, record: dict) -> None:
         run = self.run
-        record.update(step=run.step, lr=run.scheduler.get_last_lr()[0])
+        record.update(step=run.step, lr=run.schedulers[LEARNER].get_last_lr()[0] if run.schedulers else 0.0)
         seconds = record.pop("seconds")
         run.seconds += seconds
         run.history.append(record)
         metric = run.task.metric
         if self.writer is not None:
-            for key in ("loss", metric, "lr", "episodes_per_second"):
-                self.writer.add_scalar(f"train/{key}", record[key], run.step)
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and key not in ("step", "episodes"):
+                    self.writer.add_scalar(f"train/{key}", value, run.step)
             for shot, value in record.get("by_shot", {}).items():
                 self.writer.add_scalar(f"train/{metric}_shot_{shot}", value, run.step)
         self.bar.set_postfix(loss=f"{record['loss']:.3f}", **{metric[:3]: f"{record[metric]:.4g}"},

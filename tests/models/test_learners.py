@@ -195,3 +195,24 @@ def test_a_batch_of_another_way_is_refused():
     batch = FewShotSampler(toy_classes(), 4, 1, 1, seed=0).sample(range(2))
     with pytest.raises(ValueError, match="reads 3-way episodes .* got a 4-way batch"):
         model(batch)
+
+
+def test_token_ids_read_what_one_hot_tokens_through_the_input_projection_give():
+    """Ids select their column of the input projection (padding, -1, a zero vector): the outputs of a
+    one-hot batch through the plain Linear, and the same gradients."""
+    from episodes.formal import FormalLanguageSampler
+    batch = FormalLanguageSampler("mod_add", 9, min_length=2, modulus=4, seed=3).sample(range(6))
+    assert (batch.inputs == -1).any()  # some strings are padded
+    one_hot = EpisodeBatch(**{**vars(batch), "inputs": F.one_hot(batch.inputs.clamp_min(0), 4).float()
+                              * (batch.inputs >= 0)[..., None]})
+    torch.manual_seed(0)
+    model = SequenceLearner(None, 4, 4, 0, mixer=["delta", "lstm"], d_model=16, num_heads=2, num_layers=2)
+    cotangent = torch.randn(6, 9, 4)
+    by_ids, _ = model(batch)
+    (grad_ids,) = torch.autograd.grad((by_ids * cotangent).sum(), model.input_proj.weight)
+    by_one_hot, _ = model(one_hot)
+    (grad_one_hot,) = torch.autograd.grad((by_one_hot * cotangent).sum(), model.input_proj.weight)
+    assert torch.equal(by_ids, by_one_hot)
+    assert_close("input projection gradient", grad_ids, grad_one_hot, 1e-6)
+    with pytest.raises(ValueError, match="token id 4 is outside this learner's vocabulary of 4"):
+        model(EpisodeBatch(**{**vars(batch), "inputs": batch.inputs.clamp_max(4) + 1}))

@@ -52,4 +52,4 @@ def test_bad_kind_and_options():
         RecurrentFWPLayer(16, 2, kind="delta_gru")
     from metafwp.nn import build_mixer
     with pytest.raises(ValueError, match="mixer 'delta_rnn' takes none of beta_activation"):
-        build_mixer("delta_rnn", 16, 2, beta_activation="2sigmoid")
+        build_mixer("delta_rnn", 16, num_heads=2, beta_activation="2sigmoid")

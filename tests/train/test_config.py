@@ -20,7 +20,7 @@ def test_overrides_are_typed():
     ("data.n_wya=3", "Unknown config key 'data.n_wya'. Did you mean 'data.n_way'? Valid keys of data: dataset, root"),
     ("task=regresion", "Unknown task 'regresion'. Valid: few_shot"),
     ("train.progress=fast", "Unknown train.progress 'fast'. Valid: auto, bar, lines, none"),
-    ("eval.baselines=[pixels]", "Unknown eval.baselines entry 'pixels'. Valid: pixel_nn, prototypes_on_backbone"),
+    ("eval.baselines=[pixels]", "Unknown eval.baselines entry 'pixels' for task few_shot. Valid: pixel_nn, prototypes_on_backbone"),
     ("eval.val_every=-1", "eval.val_every must be >= 0"),
     ("train.steps=many", "Bad config value for 'train.steps'"),
     ("model=3", "'model' is a section"),
@@ -55,7 +55,7 @@ RECIPES_DIR = Path(__file__).parents[2] / "recipes"
     ("glyphs_5way1shot_srwm", ["model.kind=pixel_nn", "model.filters=4"], "model.filters is not read with "
                                                                            "model.kind=pixel_nn"),
     ("glyphs_5way1shot_srwm", ["data.rotations=true"], "data.rotations is not read with data.dataset=glyphs"),
-    ("glyphs_5way1shot_srwm", ["optim.warmup_steps=10"], "optim.warmup_steps is not read with optim.schedule=cosine"),
+    ("glyphs_5way1shot_srwm", ["optim.warmup_steps=10"], "optim.warmup_steps is not read with .*optim.schedule=cosine"),
 ])
 def test_a_key_the_chosen_kind_does_not_read_is_an_error(recipe, overrides, message):
     with pytest.raises(ConfigError, match=message):

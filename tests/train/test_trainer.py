@@ -22,7 +22,8 @@ from metafwp.train import ConfigError, TrainingDiverged, TrainingInterrupted, co
 from metafwp.train.__main__ import main as train_main
 from metafwp.train.checkpoint import load_checkpoint, save_checkpoint
 from tests.episodes.fixtures import write_mini_imagenet_pickle
-from tests.helpers import RECIPE, ROOT, TINY, TINY_SEQUENCE, accuracy_by_hand, learner_of, tiny
+from tests.helpers import RECIPE, ROOT, TINY, TINY_SEQUENCE, accuracy_by_hand, assert_identical, learner_of, tiny
+
 
 def test_a_run_writes_its_artefacts_and_its_test_accuracy_is_the_accuracy_of_its_weights(tmp_path):
     run_dir = train(tiny(tmp_path, "train.steps=3"))
@@ -64,10 +65,8 @@ def killed_at(step, stop=crash):
 
 def assert_same_run(resumed: dict, straight: dict) -> None:
     assert resumed["step"] == straight["step"]
-    for key, value in straight["model"].items():
-        assert torch.equal(resumed["model"][key], value), key
-    for key, value in straight["optimizer"]["state"].items():
-        assert all(torch.equal(resumed["optimizer"]["state"][key][k], v) for k, v in value.items())
+    for key in ("model", "models", "optimizers", "task_state"):
+        assert_identical(key, resumed[key], straight[key])
     for ours, theirs in zip(resumed["history"], straight["history"], strict=True):
         for key in ("step", "loss", "accuracy", "episodes", "by_shot"):
             assert ours[key] == theirs[key], key

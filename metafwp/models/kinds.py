@@ -1,0 +1,311 @@
+"""Learner kinds: what a recipe's ``model.kind`` builds. Each kind declares the dataclass of its
+``model:`` section (as a task declares its ``data:`` one), what it reads (frames, vectors or token
+ids; class labels or target values; whether it carries a state step to step) and how it is built
+for a task's episodes. Adding a kind is a ``LearnerKind`` subclass and ``register_learner_kind``."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, List, Optional
+
+import torch.nn as nn
+
+from metafwp.baselines.maml import MAMLLearner, relu_mlp
+from metafwp.errors import ConfigError
+from metafwp.models.backbones import BACKBONES, NORMS, build_backbone, feature_size
+from metafwp.models.linear_attention import LinearSelfAttention
+from metafwp.models.prototypical import PixelNearestNeighbour, PrototypicalNetwork
+from metafwp.models.sequence_learner import SequenceLearner, layer_mixers
+from metafwp.nn import BETA_ACTIVATIONS, FEATURE_MAPS, MIXERS
+
+INPUTS = ("frames", "vectors", "tokens")
+TARGETS = ("classes", "values")
+
+
+@dataclass(frozen=True)
+class LearnerInputs:
+    """What a task's episodes give a learner.
+
+    Fields:
+        inputs: ``frames`` (``[B, T, C, H, W]`` uint8), ``vectors`` (``[B, T, D]`` float) or ``tokens``
+            (``[B, T]`` int64 ids, -1 on padding).
+        shape: ``(C, H, W)``, ``(D,)`` or ``(vocabulary size,)``.
+        num_outputs: classes (logits) or target dims.
+        feedback_dim: width of the encoded feedback (``classes + 1``, ``Dy + 1``, or 0 for none).
+        targets: ``classes`` or ``values``.
+    """
+
+    inputs: str
+    shape: tuple[int, ...]
+    num_outputs: int
+    feedback_dim: int
+    targets: str
+
+
+@dataclass
+class ModelSection:
+    """The fields every ``model:`` section has; a kind's Config subclasses it."""
+    kind: str = ""
+
+    DECIDING_KEYS: ClassVar[tuple[str, ...]] = ("kind",)
+
+    def unread_keys(self) -> set[str]:
+        """Keys the section's own choices (e.g. the mixer) leave unread."""
+        return set()
+
+    def unread_for_inputs(self, inputs: str) -> set[str]:
+        """Keys a task with ``inputs`` never reads (e.g. the backbone without frames)."""
+        return set()
+
+    def check(self) -> None:
+        """Raise a ConfigError for a value out of its range or closed set."""
+
+
+BACKBONE_KEYS = ("backbone", "filters", "norm", "backbone_dropout")
+
+
+@dataclass
+class BackboneSection(ModelSection):
+    """A section with a per-frame backbone: ``conv4`` or ``resnet12``, ``filters`` (Conv-4's width,
+    Default: 64 up to 28x28, 32 above), ``norm`` (batch, instance) and dropout."""
+    backbone: str = "conv4"
+    filters: Optional[int] = None
+    norm: str = "batch"
+    backbone_dropout: float = 0.0
+
+    DECIDING_KEYS: ClassVar[tuple[str, ...]] = ("kind", "backbone")
+
+    def unread_keys(self) -> set[str]:
+        return set() if self.backbone == "conv4" else {"filters"}
+
+    def unread_for_inputs(self, inputs: str) -> set[str]:
+        return set() if inputs == "frames" else set(BACKBONE_KEYS)
+
+    def check(self) -> None:
+        check_choice("backbone", self.backbone, BACKBONES)
+        check_choice("norm", self.norm, NORMS)
+
+    def build_backbone(self, shape: tuple[int, int, int], channels_last: bool = True) -> nn.Module:
+        try:
+            return build_backbone(self.backbone, shape[0], self.filters, self.norm, self.backbone_dropout, shape[-1],
+                                  channels_last=channels_last)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+
+
+def check_choice(key: str, value, valid) -> None:
+    if value not in valid:
+        raise ConfigError(f"Unknown model.{key} {value!r}. Valid: {', '.join(valid)}")
+
+
+class LearnerKind:
+    """A kind of learner. Subclasses set the class attributes and implement ``build``.
+
+    Class attributes:
+        name: the ``model.kind`` of a recipe.
+        Config: the dataclass of the ``model:`` section (a ``ModelSection``; ``kind`` defaults to ``name``).
+        inputs: the ``LearnerInputs.inputs`` it reads; targets: the ``LearnerInputs.targets``.
+        sequential: it reads a sequence step by step and carries its state (delayed feedback,
+            streams): ``forward(batch, state)`` returns the state and ``embed`` / ``read`` split it.
+    """
+
+    name: str
+    Config: type
+    inputs: tuple[str, ...] = INPUTS
+    targets: tuple[str, ...] = TARGETS
+    sequential: bool = False
+
+    @classmethod
+    def build(cls, config, inputs: LearnerInputs) -> nn.Module:
+        """The learner of ``config`` (this kind's Config) sized for ``inputs``."""
+        raise NotImplementedError
+
+    @classmethod
+    def label(cls, config) -> str:
+        """The learner's name in results (Default: the kind)."""
+        return cls.name
+
+    @classmethod
+    def reads(cls, inputs: str, targets: str) -> bool:
+        return inputs in cls.inputs and targets in cls.targets
+
+
+LEARNER_KINDS: dict[str, type[LearnerKind]] = {}
+
+
+def register_learner_kind(kind: type[LearnerKind]) -> type[LearnerKind]:
+    """Add ``kind`` to ``LEARNER_KINDS`` under its name (usable as a class decorator)."""
+    LEARNER_KINDS[kind.name] = kind
+    return kind
+
+
+SEQUENCE_KEYS = ("mixer", "d_model", "num_layers", "ff_multiplier", "dropout")  # read with every mixer
+
+
+@dataclass
+class SequenceConfig(BackboneSection):
+    """``kind: sequence``: an in-context learner. ``mixer``: a name of ``metafwp.nn.MIXERS`` for every
+    layer, or a list with one per layer (e.g. ``[delta, attention]``); the mixer options below are
+    read by the mixers the table says read them."""
+    kind: str = "sequence"
+    mixer: Any = "srwm"               # srwm, lstm, attention, a Table-1 rule (delta, ...), mesa, a recurrent FWP
+    d_model: int = 256
+    num_layers: int = 2
+    num_heads: int = 16
+    ff_multiplier: int = 4
+    dropout: float = 0.0
+    feature_map: Optional[str] = None
+    beta_activation: str = "sigmoid"
+    mesa_lambda: float = 1.0          # mesa: the ridge lambda of its least-squares fast weights
+    num_householder: int = 1          # delta, gated_delta: n > 1 delta micro-steps per token (DeltaProduct)
+    matched_init: bool = False        # keys start matched to queries: a shorter plateau at chance
+    srwm_input_norm: bool = False     # the SRWM reads LayerNorm(h) instead of the raw stream h
+
+    DECIDING_KEYS: ClassVar[tuple[str, ...]] = ("kind", "mixer", "backbone")
+
+    def mixers(self) -> list[str]:
+        try:
+            return layer_mixers(self.mixer, self.num_layers)
+        except ValueError as error:
+            raise ConfigError(f"model.mixer: {error} (model.num_layers={self.num_layers})") from None
+
+    def unread_keys(self) -> set[str]:
+        options = {f.name for f in fields(self)} - {f.name for f in fields(BackboneSection)} - set(SEQUENCE_KEYS)
+        read = {key for name in self.mixers() if name in MIXERS for key in MIXERS[name].options}
+        return super().unread_keys() | (options - read)
+
+    def check(self) -> None:
+        super().check()
+        if not isinstance(self.mixer, (str, list)) or not all(isinstance(m, str) for m in self.mixers()):
+            raise ConfigError(f"model.mixer must be a mixer name or a list of names, got {self.mixer!r}")
+        for name in self.mixers():
+            check_choice("mixer", name, tuple(MIXERS))
+        check_choice("beta_activation", self.beta_activation, tuple(BETA_ACTIVATIONS))
+        if self.feature_map is not None:
+            check_choice("feature_map", self.feature_map, tuple(FEATURE_MAPS))
+        for key in ("d_model", "num_layers", "num_heads", "ff_multiplier"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"model.{key} must be >= 1, got {getattr(self, key)}")
+        if self.num_householder < 1:
+            raise ConfigError(f"model.num_householder must be >= 1 (1: the delta rule, n > 1: DeltaProduct), got "
+                              f"{self.num_householder}")
+        if not self.mesa_lambda > 0:
+            raise ConfigError(f"model.mesa_lambda must be > 0 (the ridge term of the mesa rule), got "
+                              f"{self.mesa_lambda}")
+
+
+@register_learner_kind
+class SequenceKind(LearnerKind):
+    """An in-context learner (``SequenceLearner``) on frames, vectors or token ids."""
+    name, Config, sequential = "sequence", SequenceConfig, True
+
+    @classmethod
+    def build(cls, config: SequenceConfig, inputs: LearnerInputs) -> nn.Module:
+        backbone, width = None, inputs.shape[0]
+        if inputs.inputs == "frames":
+            backbone = config.build_backbone(inputs.shape)
+            width = feature_size(backbone, inputs.shape)
+        try:
+            return SequenceLearner.from_config(config, backbone, width, inputs.num_outputs, inputs.feedback_dim)
+        except ValueError as error:
+            raise ConfigError(f"model: {error}") from None
+
+    @classmethod
+    def label(cls, config: SequenceConfig) -> str:
+        """The mixer (``srwm``, ``delta``, ...), or the layers' mixers joined by ``+``."""
+        return config.mixer if isinstance(config.mixer, str) else "+".join(config.mixer)
+
+
+@dataclass
+class PrototypicalConfig(BackboneSection):
+    """``kind: prototypical``: a Prototypical Network on the backbone."""
+    kind: str = "prototypical"
+
+
+@register_learner_kind
+class PrototypicalKind(LearnerKind):
+    name, Config, inputs, targets = "prototypical", PrototypicalConfig, ("frames",), ("classes",)
+
+    @classmethod
+    def build(cls, config: PrototypicalConfig, inputs: LearnerInputs) -> nn.Module:
+        return PrototypicalNetwork(config.build_backbone(inputs.shape))
+
+
+@dataclass
+class PixelNNConfig(ModelSection):
+    """``kind: pixel_nn``: raw-pixel nearest neighbour (nothing to train, nothing to set)."""
+    kind: str = "pixel_nn"
+
+
+@register_learner_kind
+class PixelNNKind(LearnerKind):
+    name, Config, inputs, targets = "pixel_nn", PixelNNConfig, ("frames",), ("classes",)
+
+    @classmethod
+    def build(cls, config: PixelNNConfig, inputs: LearnerInputs) -> nn.Module:
+        return PixelNearestNeighbour()
+
+
+@dataclass
+class MAMLConfig(BackboneSection):
+    """``kind: maml``: MAML on the backbone and a linear head (frames) or on a ReLU MLP of widths
+    ``mlp_hidden`` (vectors)."""
+    kind: str = "maml"
+    inner_lr: float = 0.4             # the inner SGD's learning rate
+    inner_steps: int = 1              # inner steps in meta-training
+    test_inner_steps: Optional[int] = None  # inner steps when testing (Default: inner_steps)
+    first_order: bool = False         # FO-MAML (inner gradients as constants)
+    mlp_hidden: List[int] = field(default_factory=lambda: [40, 40])  # vectors: the MLP's hidden widths
+
+    def unread_for_inputs(self, inputs: str) -> set[str]:
+        return super().unread_for_inputs(inputs) | ({"mlp_hidden"} if inputs == "frames" else set())
+
+    def check(self) -> None:
+        super().check()
+        for key, value in (("inner_steps", self.inner_steps), ("test_inner_steps", self.test_inner_steps)):
+            if value is not None and value < 0:
+                raise ConfigError(f"model.{key} must be >= 0 (0: no adaptation), got {value}")
+        if self.inner_lr <= 0:
+            raise ConfigError(f"model.inner_lr must be > 0, got {self.inner_lr}")
+
+
+@register_learner_kind
+class MAMLKind(LearnerKind):
+    name, Config, inputs = "maml", MAMLConfig, ("frames", "vectors")
+
+    @classmethod
+    def build(cls, config: MAMLConfig, inputs: LearnerInputs) -> nn.Module:
+        options = dict(inner_lr=config.inner_lr, inner_steps=config.inner_steps,
+                       test_inner_steps=config.test_inner_steps, first_order=config.first_order)
+        if inputs.inputs == "vectors":
+            network = relu_mlp([inputs.shape[0], *config.mlp_hidden, inputs.num_outputs])
+            return MAMLLearner(network, loss="mse" if inputs.targets == "values" else "cross_entropy", **options)
+        # MAML's vmap over tasks batches frames in 5-d tensors, which have no channels-last layout
+        backbone = config.build_backbone(inputs.shape, channels_last=False)
+        network = nn.Sequential(backbone, nn.Linear(feature_size(backbone, inputs.shape), inputs.num_outputs))
+        return MAMLLearner(network, **options)
+
+
+@dataclass
+class LinearAttentionConfig(ModelSection):
+    """``kind: linear_attention``: von Oswald et al.'s linear self-attention layers on ``[x, y]``
+    tokens; ``tied_layers`` applies one layer's weights ``num_layers`` times; weights start as
+    N(0, init_std^2)."""
+    kind: str = "linear_attention"
+    num_layers: int = 2
+    tied_layers: bool = False
+    init_std: float = 0.002
+
+    def check(self) -> None:
+        if self.num_layers < 1 or self.init_std <= 0:
+            raise ConfigError(f"model.kind=linear_attention needs model.num_layers >= 1 and model.init_std > 0, got "
+                              f"{self.num_layers} and {self.init_std}")
+
+
+@register_learner_kind
+class LinearAttentionKind(LearnerKind):
+    name, Config, inputs, targets = "linear_attention", LinearAttentionConfig, ("vectors",), ("values",)
+
+    @classmethod
+    def build(cls, config: LinearAttentionConfig, inputs: LearnerInputs) -> nn.Module:
+        return LinearSelfAttention(inputs.shape[0], inputs.num_outputs, config.num_layers, tied=config.tied_layers,
+                                   init_std=config.init_std)

@@ -1,0 +1,50 @@
+"""Every shipped recipe keeps its meaning across the refactor that gave tasks and learner kinds their
+own settings: the resolved config, the learner's parameter count and its initial weights (seed 0)
+were recorded before it (``tests/data/recipes_resolved.json``); only new keys, at defaults that
+reproduce the earlier behaviour, may appear."""
+import json
+
+import pytest
+import torch
+
+from metafwp.models import LEARNER_KINDS
+from metafwp.tasks import TASKS
+from metafwp.tasks.images import frame_inputs
+from metafwp.train.config import config_to_dict, load_config
+from tests.helpers import ROOT
+
+RECORDED = json.loads((ROOT / "tests/data/recipes_resolved.json").read_text())
+RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
+NEW_KEYS = {("optim", "optimizer"): "adam", ("train", "test"): True}  # Adam as before; tested after training
+STORED_FRAMES = {"glyphs": (1, 28, 28), "omniglot": (1, 105, 105), "mini_imagenet": (3, 84, 84)}  # (C, H, W)
+
+
+def learner(config):
+    """The recipe's learner, built with seed 0; image tasks from the frame shape their data stores (the
+    user's Omniglot and Mini-ImageNet copies are not here)."""
+    torch.manual_seed(0)
+    if config.task in ("regression", "expressivity"):
+        return TASKS[config.task](config, progress=False).build_learner(config.model)
+    data = config.data
+    source = getattr(data, "dataset", None) or (getattr(data, "sources", None) or data.train_sources)[0]
+    channels, height, width = STORED_FRAMES[source.split(":")[0]]
+    shape = (data.channels or channels, data.image_size or height, data.image_size or width)
+    num_classes = data.num_classes if config.task == "continual" else data.n_way
+    return LEARNER_KINDS[config.model.kind].build(config.model, frame_inputs(shape, num_classes))
+
+
+def test_every_shipped_recipe_was_recorded():
+    assert sorted(RECORDED) == [recipe.stem for recipe in RECIPES]
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=[r.stem for r in RECIPES])
+def test_a_recipe_resolves_to_the_recorded_config_and_learner(recipe):
+    config = load_config(recipe)
+    recorded, resolved = RECORDED[recipe.stem], config_to_dict(config)
+    for (section, key), default in NEW_KEYS.items():
+        assert resolved[section].pop(key) == default
+    assert resolved == recorded["config"]
+    model = learner(config)
+    assert sum(p.numel() for p in model.parameters()) == recorded["parameters"]
+    initial = sum(p.detach().double().abs().sum().item() for p in model.parameters())
+    assert initial == pytest.approx(recorded["init_abs_sum"], rel=1e-9, abs=1e-6)
