@@ -107,6 +107,14 @@ class ContinualTask(StreamTask):
     DataConfig = ContinualData
     has_validation = False
 
+    @classmethod
+    def check_config(cls, config) -> None:
+        """The meta-test's data is named before training: ``mnist`` needs ``data.test_root``."""
+        super().check_config(config)
+        if config.data.test_dataset == "mnist" and config.data.test_root is None:
+            raise ConfigError("data.test_dataset=mnist needs data.test_root, the folder that holds MNIST/ "
+                              "(torchvision.datasets.MNIST(root, download=True) writes it)")
+
     def train_episodes(self) -> ContinualSampler:
         data, seed, samplers, datasets = self.data, self.config.train.seed, [], {}
         for t in range(data.num_tasks):
@@ -133,13 +141,7 @@ class ContinualTask(StreamTask):
     def load_test_digits(self) -> ImageClasses:
         data = self.data
         try:
-            if data.test_dataset == "mnist5k":
-                digits = MNIST5k()
-            else:
-                if data.test_root is None:
-                    raise ConfigError("data.test_dataset=mnist needs data.test_root, the folder that holds MNIST/ "
-                                      "(torchvision.datasets.MNIST(root, download=True) writes it)")
-                digits = MNIST(data.test_root, data.test_split)
+            digits = MNIST5k() if data.test_dataset == "mnist5k" else MNIST(data.test_root, data.test_split)
         except ValueError as error:
             raise DataError(str(error)) from None
         if data.invert_test:

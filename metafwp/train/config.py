@@ -76,7 +76,7 @@ class TrainConfig:
     name: Optional[str] = None        # run folder name (Default: the recipe's name)
     resume: bool = False              # continue the run in the folder exactly (same config)
     init_from: Optional[str] = None   # a new run starting from another run's weights (folder or .pt)
-    progress: str = "auto"            # auto (a bar on a terminal, else lines), bar, lines or none
+    progress: str = "auto"            # auto (a bar on a terminal, else lines), bar, lines, none (true: auto, false: none)
     test: bool = True                 # test after training; false defers it (python -m metafwp.evaluate <run>)
 
 
@@ -150,6 +150,8 @@ def check_choices(config: RunConfig) -> None:
     task = TASKS[config.task]
     for section in (config.data, config.model, config.optim):
         section.check()
+    if config.train.progress.lower() in ("true", "false"):  # YAML users write booleans: on (auto) or off
+        config.train.progress = "auto" if config.train.progress.lower() == "true" else "none"
     if config.train.progress not in PROGRESS:
         raise ConfigError(f"Unknown train.progress {config.train.progress!r}. Valid: {', '.join(PROGRESS)}")
     at_least_one = [("train.steps", config.train.steps), ("train.batch_size", config.train.batch_size),
@@ -294,12 +296,27 @@ def load_config(recipe: str | Path | None = None, overrides: list[str] = ()) -> 
 def merge(task: str, kind: str, containers: list[dict]) -> RunConfig:
     """The RunConfig of ``task`` and learner ``kind`` with the layers ``containers`` merged over the defaults."""
     defaults = RunConfig(data=TASKS[task].DataConfig(), model=LEARNER_KINDS[kind].Config())
+    check_lists(defaults, containers)
     try:
         return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(defaults), *containers))
     except OmegaConfBaseException as error:
         key = getattr(error, "full_key", None)
         raise ConfigError(f"Bad config value{' for ' + repr(key) if key else ''}: "
                           f"{str(getattr(error, 'msg', error)).splitlines()[0]}") from None
+
+
+def check_lists(defaults: RunConfig, containers: list[dict]) -> None:
+    """A list key given one bare value (``eval.baselines=pixel_nn``) is an error that shows the list to write."""
+    for container in containers:
+        for section, values in container.items():
+            schema = getattr(defaults, section, None)
+            if not isinstance(values, dict) or schema is None:
+                continue
+            lists = {f.name for f in fields(schema) if "List" in str(f.type)}
+            for key, value in values.items():
+                if key in lists and value is not None and not isinstance(value, list):
+                    raise ConfigError(f"{section}.{key} is a list: write {section}.{key}=[{value}] (brackets, "
+                                      f"comma-separated)")
 
 
 def config_to_dict(config: RunConfig) -> dict:

@@ -28,10 +28,22 @@ def test_overrides_are_typed():
     ("train.steps=0", "train.steps must be >= 1"),
     ("model.feature_map=relu", "Unknown model.feature_map 'relu'. Valid: identity, elu_plus_one"),
     ("steps", "is not key=value"),
+    ("eval.baselines=pixel_nn", "eval.baselines is a list: write eval.baselines=[pixel_nn]"),
+    ("optim.betas=0.9", "optim.betas is a list: write optim.betas=[0.9]"),
 ])
 def test_bad_settings_say_what_is_valid(override, message):
     with pytest.raises(ConfigError, match=message.replace("?", r"\?").replace("[", r"\[")):
         load_config(None, [override])
+
+
+@pytest.mark.parametrize("written,progress", [("true", "auto"), ("false", "none"), ("lines", "lines")])
+def test_progress_takes_the_booleans_yaml_users_write(written, progress):
+    assert load_config(None, [f"train.progress={written}"]).train.progress == progress
+
+
+def test_the_meta_test_data_is_named_before_training():
+    with pytest.raises(ConfigError, match="data.test_dataset=mnist needs data.test_root"):
+        load_config(None, ["task=continual", "data.test_dataset=mnist", "eval.baselines=[]"])
 
 
 def test_baselines_need_synchronous_feedback():
