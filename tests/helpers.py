@@ -1,9 +1,10 @@
-"""Helpers shared by the tests: comparisons, a tiny trainer config, a run's learner and its
-accuracy by a plain loop."""
+"""Helpers shared by the tests: comparisons, fast-weight inputs, a layer run in pieces, a tiny
+trainer config, a run's learner and its accuracy by a plain loop."""
 import math
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from metafwp.evaluate import load_run
 from metafwp.train import load_config
@@ -75,3 +76,31 @@ def accuracy_by_hand(model, batch) -> tuple[float, float]:
     n, mean = len(per_episode), sum(per_episode) / len(per_episode)
     std = math.sqrt(sum((a - mean) ** 2 for a in per_episode) / (n - 1))
     return 100 * mean, 100 * 1.96 * std / math.sqrt(n)
+
+
+def make_inputs(rule, B, T, H, K, V, dtype=torch.float64, seed=0):
+    """Seeded ``q, k, v, beta, g, h0`` of fast-weight ``rule`` in the ops' layout, each requiring grad
+    (``g`` None for rules without decay); keys (and Oja's values) unit-norm."""
+    gen = torch.Generator().manual_seed(seed)
+    q = torch.randn(B, T, H, K, generator=gen, dtype=dtype)
+    k = F.normalize(torch.randn(B, T, H, K, generator=gen, dtype=dtype), dim=-1)
+    v = torch.randn(B, T, H, V, generator=gen, dtype=dtype)
+    if rule == "oja":  # Oja's rule probes the state with v: keep it unit-norm like the delta rule's keys
+        v = F.normalize(v, dim=-1)
+    beta = torch.rand(B, T, H, generator=gen, dtype=dtype)
+    g = None
+    if rule in ("decay", "gated_delta"):
+        g = F.logsigmoid(torch.randn(B, T, H, generator=gen, dtype=dtype) + 2)
+    elif rule == "gla":
+        g = F.logsigmoid(torch.randn(B, T, H, K, generator=gen, dtype=dtype) + 2)
+    h0 = torch.randn(B, H, K, V, generator=gen, dtype=dtype)
+    return [x if x is None else x.requires_grad_() for x in (q, k, v, beta, g, h0)]
+
+
+def run_in_pieces(layer, x, cuts):
+    """Run ``x`` [B, T, d] through ``layer`` in pieces split at ``cuts``, handing the state over."""
+    outputs, state = [], None
+    for piece in torch.tensor_split(x, cuts, dim=1):
+        y, state = layer(piece, state)
+        outputs.append(y)
+    return torch.cat(outputs, 1), state

@@ -5,19 +5,10 @@ import torch
 
 from metafwp.nn import BETA_ACTIVATIONS, FEATURE_MAPS, FastWeightLayer, SRWMLayer
 from metafwp.ops import RULES, srwm
-from tests.helpers import assert_close
+from tests.helpers import assert_close, run_in_pieces
 
 LAYERS = [(rule, backend, 1) for rule in RULES for backend in ("reference", "chunk")]
 LAYERS += [("delta", "chunk", 2), ("gated_delta", "reference", 3), ("mesa", "reference", 1), ("mesa", "chunk", 1)]
-
-
-def run_in_pieces(layer, x, cuts):
-    """Run ``x`` [B, T, d] through ``layer`` in pieces split at ``cuts``, handing the state over."""
-    outputs, state = [], None
-    for piece in torch.tensor_split(x, cuts, dim=1):
-        y, state = layer(piece, state)
-        outputs.append(y)
-    return torch.cat(outputs, 1), state
 
 
 def params_and_input_grads(layer, x, y, state):

@@ -5,8 +5,7 @@ import torch
 
 from metafwp.nn import RecurrentFWPLayer
 from metafwp.ops import RECURRENT_FWPS
-from tests.helpers import assert_close
-from tests.nn.test_layers import run_in_pieces
+from tests.helpers import assert_close, run_in_pieces
 
 
 def loss_of(y, state):

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from metafwp.ops import RULES, delta_product, delta_rule, fast_weight
 from metafwp.ops import explain_backend
 from metafwp.ops.backends import CHUNK_MIN_STEPS
-from tests.helpers import assert_close, gradients
+from tests.helpers import assert_close, gradients, make_inputs
 
 # (B, T, H, K, V): T = 1, 7, 63, 100 (not multiples of the chunk of 16), K != V, head dims 8, 16, 64
 SHAPES = [(2, 1, 2, 8, 8), (2, 7, 3, 16, 8), (1, 63, 2, 8, 16), (1, 100, 2, 64, 16), (2, 100, 1, 15, 64)]
@@ -35,23 +35,6 @@ def loop_from_equations(q, k, v, beta, g, rule, scale, h0):
             W = W + b_t * torch.einsum("bhv,bhk->bhvk", v_t, k_t)
         ys.append(torch.einsum("bhvk,bhk->bhv", W, scale * q_t))
     return torch.stack(ys, 1), W.transpose(-1, -2)
-
-
-def make_inputs(rule, B, T, H, K, V, dtype=torch.float64, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    q = torch.randn(B, T, H, K, generator=gen, dtype=dtype)
-    k = F.normalize(torch.randn(B, T, H, K, generator=gen, dtype=dtype), dim=-1)
-    v = torch.randn(B, T, H, V, generator=gen, dtype=dtype)
-    if rule == "oja":  # Oja's rule probes the state with v: keep it unit-norm like the delta rule's keys
-        v = F.normalize(v, dim=-1)
-    beta = torch.rand(B, T, H, generator=gen, dtype=dtype)
-    g = None
-    if rule in ("decay", "gated_delta"):
-        g = F.logsigmoid(torch.randn(B, T, H, generator=gen, dtype=dtype) + 2)
-    elif rule == "gla":
-        g = F.logsigmoid(torch.randn(B, T, H, K, generator=gen, dtype=dtype) + 2)
-    h0 = torch.randn(B, H, K, V, generator=gen, dtype=dtype)
-    return [x if x is None else x.requires_grad_() for x in (q, k, v, beta, g, h0)]
 
 
 def detached(inputs):

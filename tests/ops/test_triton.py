@@ -8,8 +8,7 @@ import torch
 
 from metafwp.ops import delta_product, explain_backend, fast_weight, srwm, srwm_columns
 from metafwp.ops.backends import TRITON_RULES
-from tests.helpers import assert_close, gradients
-from tests.ops.test_fast_weight import make_inputs
+from tests.helpers import assert_close, gradients, make_inputs
 
 pytest.importorskip("triton")
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"

@@ -8,8 +8,7 @@ import torch
 
 from metafwp.ops import delta_rule, explain_backend, fast_weight, srwm, srwm_columns
 from metafwp.ops.backends import TRITON_RULES
-from tests.helpers import assert_close, gradients
-from tests.ops.test_fast_weight import make_inputs
+from tests.helpers import assert_close, gradients, make_inputs
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
