@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from episodes import EpisodeBatch
 from metafwp.nn.blocks import MixerBlock
-from metafwp.nn.mixers import MIXERS, build_mixer
+from metafwp.nn.mixers import MIXERS, build_mixer, mixer_entry
 
 
 def frames_to_float(inputs: torch.Tensor) -> torch.Tensor:
@@ -60,9 +60,7 @@ class SequenceLearner(nn.Module):
     @staticmethod
     def block(name: str, d_model: int, ff_multiplier: int, dropout: float, mixer_options: dict) -> MixerBlock:
         """One residual block around mixer ``name`` built with the options of ``mixer_options`` it reads."""
-        if name not in MIXERS:
-            raise ValueError(f"Unknown mixer {name!r}. Valid: {', '.join(MIXERS)}")
-        entry = MIXERS[name]
+        entry = mixer_entry(name)
         options = {k: v for k, v in mixer_options.items() if k in entry.options}
         mixer = build_mixer(name, d_model, dropout, **options)
         if options.get("matched_init") and hasattr(mixer, "match_keys_to_queries"):

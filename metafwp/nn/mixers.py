@@ -46,11 +46,16 @@ def register_mixer(name: str, build: Callable[..., nn.Module], options: tuple[st
     MIXERS[name] = Mixer(build, tuple(options), self_normalised)
 
 
-def build_mixer(name: str, d_model: int, dropout: float = 0.0, **options) -> nn.Module:
-    """The layer of mixer ``name`` with ``options`` (only those it reads; any other is an error)."""
+def mixer_entry(name: str) -> Mixer:
+    """The table's row of mixer ``name``; an unknown name is a ValueError listing the valid ones."""
     if name not in MIXERS:
         raise ValueError(f"Unknown mixer {name!r}. Valid: {', '.join(MIXERS)}")
-    entry = MIXERS[name]
+    return MIXERS[name]
+
+
+def build_mixer(name: str, d_model: int, dropout: float = 0.0, **options) -> nn.Module:
+    """The layer of mixer ``name`` with ``options`` (only those it reads; any other is an error)."""
+    entry = mixer_entry(name)
     unread = sorted(set(options) - set(entry.options))
     if unread:
         raise ValueError(f"mixer {name!r} takes none of {', '.join(unread)} (it reads "

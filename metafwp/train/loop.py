@@ -193,7 +193,6 @@ def setup(config: RunConfig, ranks: Distributed) -> Run:
     optimizers, schedulers = {}, {}
     for name, parameters in task.optimised_parameters(models).items():
         optimizers[name], schedulers[name] = make_optimizer(config, parameters)
-    trainable = bool(optimizers)
     run = Run(config, task, models, optimizers, schedulers, run_dir, ranks)
     if run.checkpoint_path.exists():
         if not config.train.resume:
@@ -201,7 +200,7 @@ def setup(config: RunConfig, ranks: Distributed) -> Run:
                               f"train.name (or train.out_dir) to start a new one")
         restore(run)
     else:
-        if trainable and run_dir.is_dir() and any(run_dir.iterdir()):
+        if optimizers and run_dir.is_dir() and any(run_dir.iterdir()):
             raise ConfigError(f"{run_dir} holds files but no checkpoint.pt (a run stopped before its first "
                               f"checkpoint?); delete that folder or choose another train.name")
         if config.train.init_from:
