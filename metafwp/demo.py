@@ -8,7 +8,7 @@ metrics are.
     python -m metafwp.demo [--out runs/demo] [--steps N] [--episodes N] [--jobs 2]
 
 Each learner is an ordinary run of its recipe (``recipes/glyphs_5way1shot_*.yaml``) with
-``train.resume=true``: run the demo again and finished runs are only re-tested, cut ones continue.
+``train.resume=auto``: run the demo again and finished runs are only re-tested, cut ones continue.
 ``--jobs`` learners train side by side, each in its own process on one CPU thread (on 2 cores that
 beats one learner at a time on two threads, which these small models do not fill), with glibc told
 to keep freed memory (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``): otherwise every
@@ -102,14 +102,14 @@ def main(argv=None) -> dict:
     jobs = {}
     with training_pool(args.jobs) as pool:
         for index, (learner, recipe) in enumerate(LEARNERS.items()):
-            overrides = [f"train.out_dir={out}", f"train.name={recipe.rsplit('_', 1)[-1]}", "train.resume=true",
-                         "train.threads=1", "train.progress=lines"]
+            overrides = [f"train.out_dir={out}", f"train.name={recipe.rsplit('_', 1)[-1]}",
+                         "train.resume=auto", "train.threads=1", "train.progress=lines"]
             overrides += [] if index == 0 else ["eval.baselines=[]"]  # pixel NN: once is enough
             overrides += [f"train.steps={args.steps}"] if args.steps else []
             overrides += [f"eval.episodes={args.episodes}"] if args.episodes else []
             print(f"{learner}: python -m metafwp.train recipes/{recipe}.yaml {' '.join(overrides)}")
             jobs[learner] = pool.submit(run_learner, recipe, overrides)
-        overrides = [f"train.out_dir={out}", "train.name=gd_study", "train.resume=true", "train.threads=1",
+        overrides = [f"train.out_dir={out}", "train.name=gd_study", "train.resume=auto", "train.threads=1",
                      "train.progress=lines", *([f"train.steps={args.steps}"] if args.steps else []),
                      *([f"eval.episodes={args.episodes}"] if args.episodes else [])]
         print(f"GD study: python -m metafwp.train recipes/{GD_STUDY}.yaml {' '.join(overrides)}")

@@ -1,8 +1,9 @@
 """``python -m metafwp.evaluate <run dir> [key=value ...]``: test a trained run again on the fixed,
 seeded held-out episodes of its config, beside its baselines, with the run's ``best.pt`` when it
-has one (else ``checkpoint.pt``). Overrides, in the style of ``python -m metafwp.train``:
-``data.test_split`` (``data.test_splits`` for multi-task streams), ``eval.episodes``,
-``eval.batch_size``, ``eval.seed``, ``eval.baselines``, ``train.device``, ``train.progress``. ``eval.baselines=[pixel_nn,prototypes_on_backbone]`` adds
+has one (else ``checkpoint.pt``). Overrides, in the style of ``python -m metafwp.train``: the
+settings that shape only the test (``eval.episodes``, ``eval.batch_size``, ``eval.seed``,
+``eval.baselines`` and the task's own, e.g. ``data.test_split``; ``--help`` lists them per task),
+``train.device`` and ``train.progress``. ``eval.baselines=[pixel_nn,prototypes_on_backbone]`` adds
 nearest prototypes on the run's trained backbone (a Prototypical Network's classifier on the
 learner's features): how much of its accuracy the features alone carry, and how much its
 in-context matching adds or loses.
@@ -20,11 +21,22 @@ from pathlib import Path
 from metafwp.errors import USER_ERRORS, ConfigError
 from metafwp.tasks import TASKS
 from metafwp.train.checkpoint import load_checkpoint
-from metafwp.train.config import load_config
+from metafwp.train.config import EVAL_TEST_KEYS, load_config, test_keys
 from metafwp.train.distributed import resolve_device
 
-EVALUATE_KEYS = ("data.test_split", "data.test_splits", "eval.episodes", "eval.batch_size", "eval.seed", "eval.baselines",
-                 "train.device", "train.progress")
+RUN_KEYS = ("train.device", "train.progress")  # where and how it runs, beside the test settings
+
+
+def evaluate_keys(task: str) -> tuple[str, ...]:
+    """The overrides ``evaluate`` takes for a run of ``task``."""
+    return test_keys(task) + RUN_KEYS
+
+
+def keys_by_task() -> str:
+    """What ``--help`` says ``evaluate`` takes: the common keys, then each task's own."""
+    own = "; ".join(f"{name}: {', '.join(evaluate_keys(name)[len(EVAL_TEST_KEYS):-len(RUN_KEYS)]) or 'none'}"
+                    for name in TASKS)
+    return f"{', '.join(EVAL_TEST_KEYS + RUN_KEYS)}, and per task ({own})"
 
 
 def load_run(run_dir: str | Path, overrides: list[str] = (), weights: str | None = None):
@@ -37,7 +49,8 @@ def load_run(run_dir: str | Path, overrides: list[str] = (), weights: str | None
         raise FileNotFoundError(f"{run_dir} is not a run folder: no config.yaml (give the folder "
                                 f"python -m metafwp.train printed)")
     config = load_config(config_file, overrides)
-    task = TASKS[config.task](config, progress=config.train.progress in ("auto", "bar"))
+    progress = config.train.progress == "bar" or (config.train.progress == "auto" and sys.stderr.isatty())
+    task = TASKS[config.task](config, progress=progress)
     model = task.build_learner(config.model).eval()
     weights = weights or next((name for name in ("best.pt", "checkpoint.pt") if (run_dir / name).is_file()), None)
     if any(p.requires_grad for p in model.parameters()):
@@ -52,9 +65,12 @@ def load_run(run_dir: str | Path, overrides: list[str] = (), weights: str | None
 def evaluate_run(run_dir: Path, overrides: list[str] = (), progress: bool = True) -> dict:
     """``{"split", "episodes", "seed", "weights", "metric", "results": {name: result}}`` of the run in
     ``run_dir`` (its config.yaml and best.pt or checkpoint.pt) on its test episodes."""
+    config_file = Path(run_dir).expanduser() / "config.yaml"
+    task_name = load_config(config_file).task if config_file.is_file() else None
     for item in overrides:
-        if item.split("=", 1)[0] not in EVALUATE_KEYS:
-            raise ConfigError(f"evaluate takes {', '.join(EVALUATE_KEYS)}; {item!r} would change the trained run")
+        if task_name is not None and item.split("=", 1)[0] not in evaluate_keys(task_name):
+            raise ConfigError(f"evaluate takes {', '.join(evaluate_keys(task_name))} for a {task_name} run; "
+                              f"{item!r} would change the trained run")
     config, task, model, weights = load_run(run_dir, [*overrides, *([] if progress else ["train.progress=none"])])
     device = resolve_device(config.train.device)
     results = task.test(model.to(device), device)
@@ -69,7 +85,7 @@ def result_file(run_dir: Path, evaluation: dict) -> Path:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m metafwp.evaluate", description=__doc__.split(":")[0])
     parser.add_argument("run_dir", type=Path, help="the run folder printed by python -m metafwp.train")
-    parser.add_argument("overrides", nargs="*", help=f"key=value settings of {', '.join(EVALUATE_KEYS)}")
+    parser.add_argument("overrides", nargs="*", help=f"key=value settings of {keys_by_task()}")
     args = parser.parse_args(argv)
     try:
         evaluation = evaluate_run(args.run_dir, args.overrides)

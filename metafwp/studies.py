@@ -19,7 +19,7 @@ replay-free baselines, and ``forgetting.png``.
 ``--seeds`` seeds each (Default: 3), tested on the same strings at the training length and at 4x it;
 a table of mean accuracies with 95% CIs over seeds (Student's t), and ``accuracy_by_length.png``.
 
-Every run is an ordinary run of its recipe with ``train.resume=true`` under ``--out/<study>/``: run a
+Every run is an ordinary run of its recipe with ``train.resume=auto`` under ``--out/<study>/``: run a
 study again and finished runs are only re-tested. ``--jobs`` runs (Default: all of the study's) train
 side by side, one thread each.
 """
@@ -79,8 +79,9 @@ def train_runs(study: str, out: Path, args, runs: dict[str, tuple[str, list[str]
     with training_pool(args.jobs) as pool:
         for label, (recipe, extra) in runs.items():
             name = recipe if not extra else f"{recipe}_{label}"
-            overrides = [*extra, f"train.out_dir={out}", f"train.name={name}", "train.resume=true", "train.threads=1",
-                         "train.progress=lines", *([f"train.steps={args.steps}"] if args.steps else []),
+            overrides = [*extra, f"train.out_dir={out}", f"train.name={name}", "train.resume=auto",
+                         "train.threads=1", "train.progress=lines",
+                         *([f"train.steps={args.steps}"] if args.steps else []),
                          *([f"eval.episodes={args.episodes}"] if args.episodes else [])]
             print(f"{label}: python -m metafwp.train recipes/{recipe}.yaml {' '.join(overrides)}")
             jobs[label] = pool.submit(run_learner, recipe, overrides)

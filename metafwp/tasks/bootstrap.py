@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional
+from typing import ClassVar, List, Optional
 
 import torch
 import torch.nn as nn
@@ -30,6 +30,8 @@ class BootstrapData(FewShotData):
     loss_weights: List[float] = field(default_factory=lambda: [1.0, 1.0, 10.0])
     bootstrap_target: str = "logits"
     test_k_shots: Optional[List[int]] = None
+
+    TEST_KEYS: ClassVar[tuple[str, ...]] = FewShotData.TEST_KEYS + ("test_k_shots",)
 
     def check(self) -> None:
         super().check()

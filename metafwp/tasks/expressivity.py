@@ -33,6 +33,7 @@ class ExpressivityData:
     num_workers: int = 0
 
     DECIDING_KEYS: ClassVar[tuple[str, ...]] = ("language",)
+    TEST_KEYS: ClassVar[tuple[str, ...]] = ("test_length",)  # shape only the test: may change on resume and in evaluate
 
     def unread_keys(self) -> set[str]:
         return set() if self.language == "mod_add" else {"modulus"}

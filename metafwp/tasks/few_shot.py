@@ -40,6 +40,7 @@ class FewShotData:
     num_workers: int = 0
 
     DECIDING_KEYS: ClassVar[tuple[str, ...]] = ("dataset",)
+    TEST_KEYS: ClassVar[tuple[str, ...]] = ("test_split",)  # shape only the test: may change on resume and in evaluate
 
     def unread_keys(self) -> set[str]:
         unread = set()

@@ -46,6 +46,7 @@ class MultiTaskData:
     num_workers: int = 0
 
     DECIDING_KEYS: ClassVar[tuple[str, ...]] = ("sources",)
+    TEST_KEYS: ClassVar[tuple[str, ...]] = ("test_splits",)  # shape only the test: may change on resume and in evaluate
 
     def unread_keys(self) -> set[str]:
         return set() if "omniglot" in self.sources else {"rotations"}

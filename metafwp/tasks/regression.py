@@ -45,6 +45,7 @@ class RegressionData:
     num_workers: int = 0
 
     DECIDING_KEYS: ClassVar[tuple[str, ...]] = ("family", "feedback", "input_distribution")
+    TEST_KEYS: ClassVar[tuple[str, ...]] = ("gd_steps",)  # shape only the test: may change on resume and in evaluate
 
     def unread_keys(self) -> set[str]:
         unread = set()

@@ -39,8 +39,9 @@ def main(argv=None) -> int:
             return 0
         metric, width = TASKS[metrics["task"]].metric, max(map(len, metrics["test"]))
         for name, result in metrics["test"].items():
+            weights = f"{metrics['tested']} weights" if result["learner"] == metrics["learner"] else "baseline"
             print(f"{name:>{width}}: {metric} {result[metric]:.4g} +/- {result['ci95']:.2g} "
-                  f"({result['episodes']} test episodes, {metrics['tested']} weights)")
+                  f"({result['episodes']} test episodes, {weights})")
         print(f"Run folder: {run_dir.resolve()} (metrics.json, plots, tensorboard/, checkpoint.pt)")
     return 0
 

@@ -26,6 +26,7 @@ from metafwp.tasks import TASKS
 SCHEDULES = ("constant", "noam", "cosine")
 OPTIMIZERS = ("adam", "sgd")
 PROGRESS = ("auto", "bar", "lines", "none")
+RESUME = ("false", "true", "auto")
 DEFAULT_TASK, DEFAULT_KIND = "few_shot", "sequence"
 
 
@@ -74,9 +75,11 @@ class TrainConfig:
     checkpoint_every: int = 250
     out_dir: str = "runs"
     name: Optional[str] = None        # run folder name (Default: the recipe's name)
-    resume: bool = False              # continue the run in the folder exactly (same config)
+    resume: str = "false"             # true: continue the run in the folder exactly (same config), refused where
+                                      # there is none; auto: continue it when there is one, else start it
     init_from: Optional[str] = None   # a new run starting from another run's weights (folder or .pt)
-    progress: str = "auto"            # auto (a bar on a terminal, else lines), bar, lines, none (true: auto, false: none)
+    progress: str = "auto"            # auto (a bar on a terminal, else lines), bar, lines or none (true / false:
+                                      # auto / none)
     test: bool = True                 # test after training; false defers it (python -m metafwp.evaluate <run>)
 
 
@@ -105,10 +108,17 @@ class RunConfig:
     recipe: str = "custom"            # the recipe's file stem, for the run name
 
 
-# keys a resumed run may change: they do not shape the model's trajectory or its best checkpoint
-RESUME_MAY_DIFFER = {"recipe", "train.resume", "train.progress", "train.threads", "train.log_every",
-                     "train.checkpoint_every", "train.out_dir", "train.name", "train.test", "data.num_workers",
-                     "data.test_split", "eval.episodes", "eval.batch_size", "eval.seed", "eval.baselines"}
+# keys that shape neither the model's trajectory nor its best checkpoint: a resumed run may change them
+# (train.threads is not among them: it changes the order of float sums, so a resume would not be exact)
+RUN_SETTINGS = ("recipe", "train.resume", "train.progress", "train.log_every", "train.checkpoint_every",
+                "train.out_dir", "train.name", "train.test", "data.num_workers")
+EVAL_TEST_KEYS = ("eval.episodes", "eval.batch_size", "eval.seed", "eval.baselines")
+
+
+def test_keys(task: str) -> tuple[str, ...]:
+    """The keys that shape only ``task``'s test: the eval settings and its ``DataConfig.TEST_KEYS``.
+    They may change on resume and in ``python -m metafwp.evaluate``."""
+    return EVAL_TEST_KEYS + tuple(f"data.{key}" for key in TASKS[task].DataConfig.TEST_KEYS)
 
 
 def sections(task_name: str, kind: str) -> dict[str, type]:
@@ -152,6 +162,9 @@ def check_choices(config: RunConfig) -> None:
         section.check()
     if config.train.progress.lower() in ("true", "false"):  # YAML users write booleans: on (auto) or off
         config.train.progress = "auto" if config.train.progress.lower() == "true" else "none"
+    config.train.resume = config.train.resume.lower()  # YAML booleans arrive as "True" / "False"
+    if config.train.resume not in RESUME:
+        raise ConfigError(f"Unknown train.resume {config.train.resume!r}. Valid: {', '.join(RESUME)}")
     if config.train.progress not in PROGRESS:
         raise ConfigError(f"Unknown train.progress {config.train.progress!r}. Valid: {', '.join(PROGRESS)}")
     at_least_one = [("train.steps", config.train.steps), ("train.batch_size", config.train.batch_size),
@@ -180,6 +193,9 @@ def read_recipe(path: Path, seen: tuple[Path, ...] = ()) -> list:
     except (yaml.YAMLError, OmegaConfBaseException) as error:
         problem = " ".join(str(error).split())
         raise ConfigError(f"Recipe {path} is not valid YAML: {problem}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"Recipe {path} is not a text file: give a YAML recipe (e.g. "
+                          f"recipes/glyphs_5way1shot_srwm.yaml)") from None
     if not isinstance(OmegaConf.to_container(layer), dict):
         raise ConfigError(f"Recipe {path} must be a mapping of sections (data:, model:, ...), got "
                           f"{type(OmegaConf.to_container(layer)).__name__}")
@@ -345,7 +361,7 @@ def flatten(values: dict, prefix: str = "") -> dict:
 def trajectory_differences(saved: RunConfig, config: RunConfig) -> list[str]:
     """``key (saved -> new)`` for every key that shapes training and differs between the configs."""
     old, new = flatten(config_to_dict(saved)), flatten(config_to_dict(config))
-    keys = sorted((set(old) | set(new)) - RESUME_MAY_DIFFER)
+    keys = sorted((set(old) | set(new)) - set(RUN_SETTINGS) - set(test_keys(config.task)))
     return [f"{key} ({old.get(key, 'not read')} -> {new.get(key, 'not read')})" for key in keys
             if old.get(key, "not read") != new.get(key, "not read")]
 

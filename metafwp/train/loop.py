@@ -27,7 +27,7 @@ from metafwp.train.config import RunConfig, config_from_yaml, config_to_yaml, tr
 from metafwp.train.distributed import Distributed, start_distributed, stop_distributed
 
 CHECKPOINT_KEYS = ("model", "models", "optimizers", "schedulers", "task_state", "step", "seconds", "history",
-                   "validation", "best", "tally", "rng", "episodes", "config")
+                   "validation", "best", "tally", "rng", "cuda_rng", "episodes", "config")
 MIN_LOG_POINTS = 20  # a short run still logs this many points (log_every is lowered to fit)
 
 
@@ -185,6 +185,9 @@ def setup(config: RunConfig, ranks: Distributed) -> Run:
         raise ConfigError(f"train.batch_size={config.train.batch_size} must divide among the "
                           f"{ranks.world_size} ranks")
     run_dir = run_folder(config)
+    for key, path in (("train.out_dir", run_dir.parent), ("train.name", run_dir)):
+        if path.exists() and not path.is_dir():
+            raise ConfigError(f"{key}: {path} is a file, not a folder; give a folder for the run")
     task = TASKS[config.task](config, progress=progress_mode(config, ranks) == "bar")
     torch.manual_seed(config.train.seed)  # the same initial weights on every rank
     models = {name: model.to(ranks.device) for name, model in task.build_models(config.model).items()}
@@ -195,7 +198,7 @@ def setup(config: RunConfig, ranks: Distributed) -> Run:
         optimizers[name], schedulers[name] = make_optimizer(config, parameters)
     run = Run(config, task, models, optimizers, schedulers, run_dir, ranks)
     if run.checkpoint_path.exists():
-        if not config.train.resume:
+        if config.train.resume == "false":
             raise ConfigError(f"{run_dir} already holds a run: pass train.resume=true to continue it, or another "
                               f"train.name (or train.out_dir) to start a new one")
         restore(run)
@@ -203,6 +206,10 @@ def setup(config: RunConfig, ranks: Distributed) -> Run:
         if optimizers and run_dir.is_dir() and any(run_dir.iterdir()):
             raise ConfigError(f"{run_dir} holds files but no checkpoint.pt (a run stopped before its first "
                               f"checkpoint?); delete that folder or choose another train.name")
+        if config.train.resume == "true" and (optimizers or not run_dir.is_dir()):
+            raise ConfigError(f"train.resume=true, but {run_dir} holds no run to continue (no checkpoint.pt): is "
+                              f"train.name or train.out_dir misspelt? To start it, leave train.resume out (or pass "
+                              f"train.resume=auto: continue a run when there is one, else start it)")
         if config.train.init_from:
             initialise_from(run, config.train.init_from)
         torch.manual_seed(config.train.seed + ranks.rank)  # dropout differs between ranks
@@ -244,6 +251,8 @@ def restore(run: Run) -> None:
     run.validation, run.best = state["validation"], state["best"]
     run.tally.load_state_dict(state["tally"])
     torch.set_rng_state(state["rng"][run.ranks.rank])
+    if run.ranks.device.type == "cuda" and state["cuda_rng"][run.ranks.rank] is not None:
+        torch.cuda.set_rng_state(state["cuda_rng"][run.ranks.rank], run.ranks.device)
 
 
 def initialise_from(run: Run, source: str) -> None:
@@ -252,11 +261,15 @@ def initialise_from(run: Run, source: str) -> None:
     path = path / "checkpoint.pt" if path.is_dir() else path
     if not path.is_file():
         raise ConfigError(f"train.init_from={source}: no checkpoint there (give a run folder or its checkpoint.pt)")
+    state = load_checkpoint(path)
     try:
-        run.model.load_state_dict(load_checkpoint(path)["model"])
+        run.model.load_state_dict(state["model"])
     except (KeyError, RuntimeError) as error:
         raise ConfigError(f"train.init_from={source}: its weights do not fit this model "
                           f"({' '.join(str(error).split())[:400]}); use the model settings of that run") from None
+    if run.ranks.is_main:
+        print(f"train.init_from: the learner's weights of {path} (step {state.get('step', '?')}); optimiser, "
+              f"schedule and episodes start afresh", file=sys.stderr)
 
 
 def episode_loader(run: Run, steps: int) -> DataLoader:
@@ -325,8 +338,10 @@ def validate(run: Run, log: "Progress") -> None:
 def save(run: Run) -> None:
     """``checkpoint.pt``: the learner (``model``) and the task's other ``models``, the optimisers and
     schedules, every rank's task state, step, history, validation and best-so-far, the tallies
-    since the last log line, every rank's RNG state, where the episodes stand."""
+    since the last log line, every rank's RNG states (CPU, and CUDA on a GPU), where the episodes stand."""
     rng_states, task_states = run.ranks.gather(torch.get_rng_state()), run.ranks.gather(run.task.state_dict())
+    device = run.ranks.device
+    cuda_rng_states = run.ranks.gather(torch.cuda.get_rng_state(device) if device.type == "cuda" else None)
     if run.ranks.is_main:
         save_checkpoint(run.checkpoint_path, {
             "model": run.model.state_dict(),
@@ -335,7 +350,8 @@ def save(run: Run) -> None:
             "schedulers": {name: scheduler.state_dict() for name, scheduler in run.schedulers.items()},
             "task_state": task_states, "step": run.step, "seconds": run.seconds,
             "history": run.history, "validation": run.validation, "best": run.best, "tally": run.tally.state_dict(),
-            "rng": rng_states, "episodes": run.stream_state(), "config": config_to_yaml(run.config)})
+            "rng": rng_states, "cuda_rng": cuda_rng_states, "episodes": run.stream_state(),
+            "config": config_to_yaml(run.config)})
 
 
 def finish(run: Run, writer: SummaryWriter) -> None:

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from metafwp.train import ConfigError, load_config
-from metafwp.train.config import config_to_yaml
+from metafwp.train.config import config_to_yaml, trajectory_differences
 
 RECIPES = sorted((Path(__file__).parents[2] / "recipes").glob("*.yaml"))
 
@@ -44,6 +44,18 @@ def test_progress_takes_the_booleans_yaml_users_write(written, progress):
 def test_the_meta_test_data_is_named_before_training():
     with pytest.raises(ConfigError, match="data.test_dataset=mnist needs data.test_root"):
         load_config(None, ["task=continual", "data.test_dataset=mnist", "eval.baselines=[]"])
+
+
+def test_on_resume_what_shapes_only_the_test_may_change_and_the_thread_count_may_not():
+    base = ["task=continual", "eval.baselines=[]"]
+    saved = load_config(None, base)
+    test_only = ["data.test_dataset=mnist", "data.test_root=/data", "data.test_k_shot=5", "data.invert_test=false",
+                 "eval.episodes=7", "eval.seed=3", "train.test=false", "train.progress=none"]
+    assert trajectory_differences(saved, load_config(None, base + test_only)) == []
+    assert trajectory_differences(saved, load_config(None, base + ["train.threads=2"])) == ["train.threads (None -> 2)"]
+    multitask = ["task=multitask", "eval.baselines=[]"]
+    assert trajectory_differences(load_config(None, multitask),
+                                  load_config(None, multitask + ["data.test_splits=[val,val]"])) == []
 
 
 def test_baselines_need_synchronous_feedback():

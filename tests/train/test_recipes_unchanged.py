@@ -1,7 +1,8 @@
 """Every shipped recipe keeps its meaning across the refactor that gave tasks and learner kinds their
 own settings: the resolved config, the learner's parameter count and its initial weights (seed 0)
 were recorded before it (``tests/data/recipes_resolved.json``); only new keys, at defaults that
-reproduce the earlier behaviour, may appear."""
+reproduce the earlier behaviour, may appear, and ``train.resume`` is written as text (it gained
+``auto``)."""
 import json
 
 import pytest
@@ -16,6 +17,7 @@ from tests.helpers import ROOT
 RECORDED = json.loads((ROOT / "tests/data/recipes_resolved.json").read_text())
 RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
 NEW_KEYS = {("optim", "optimizer"): "adam", ("train", "test"): True}  # Adam as before; tested after training
+RETYPED = {("train", "resume"): (False, "false")}  # (recorded, now)
 STORED_FRAMES = {"glyphs": (1, 28, 28), "omniglot": (1, 105, 105), "mini_imagenet": (3, 84, 84)}  # (C, H, W)
 
 
@@ -43,6 +45,9 @@ def test_a_recipe_resolves_to_the_recorded_config_and_learner(recipe):
     recorded, resolved = RECORDED[recipe.stem], config_to_dict(config)
     for (section, key), default in NEW_KEYS.items():
         assert resolved[section].pop(key) == default
+    for (section, key), (before, now) in RETYPED.items():
+        assert (recorded["config"][section][key], resolved[section][key]) == (before, now)
+        resolved[section][key] = before
     assert resolved == recorded["config"]
     model = learner(config)
     assert sum(p.numel() for p in model.parameters()) == recorded["parameters"]

@@ -130,6 +130,16 @@ def test_resume_refuses_a_config_that_changes_the_run_and_touches_nothing(tmp_pa
     assert json.loads((run_dir / "metrics.json").read_text())["test"]["srwm"]["episodes"] == 7
 
 
+def test_resume_true_needs_a_run_to_continue_and_auto_starts_one(tmp_path):
+    with pytest.raises(ConfigError, match=r"train.resume=true, but .*runn holds no run to continue"):
+        train(tiny(tmp_path, "train.steps=2", "eval.baselines=[]", "train.resume=true", name="runn"))
+    assert not (tmp_path / "runn").exists()
+    run_dir = train(tiny(tmp_path, "train.steps=2", "eval.baselines=[]", "train.resume=auto"))  # starts it
+    assert load_checkpoint(run_dir / "checkpoint.pt")["step"] == 2
+    train(tiny(tmp_path, "train.steps=2", "eval.baselines=[]", "train.resume=auto", "eval.episodes=7"))  # re-tests it
+    assert json.loads((run_dir / "metrics.json").read_text())["test"]["srwm"]["episodes"] == 7
+
+
 def test_training_longer_is_a_new_run_from_the_weights_of_the_old(tmp_path):
     first = train(tiny(tmp_path, "train.steps=2", "eval.baselines=[]", name="first"))
     config = tiny(tmp_path, "train.steps=4", "eval.baselines=[]", f"train.init_from={first}", name="longer")
@@ -263,6 +273,21 @@ def test_ordinary_mistakes_print_one_line(tmp_path, capsys):
     save_checkpoint(checkpoint, {"model": {}, "step": 2, "sampler": {}})  # an older version's layout
     err = one_line_error(capsys, base + ["eval.baselines=[]", "train.name=truncated", "train.resume=true"])
     assert "written by another version of metafwp" in err and "train.init_from=" in err
+    binary = tmp_path / "recipe.yaml"
+    binary.write_bytes(bytes(range(128, 256)))
+    assert "is not a text file" in one_line_error(capsys, [str(binary)])
+    (tmp_path / "a_file").write_text("")
+    assert "train.out_dir: " in one_line_error(capsys, base[:-2] + [f"train.out_dir={tmp_path / 'a_file'}"])
+
+
+def test_the_cli_labels_baselines_and_init_from_says_what_it_loaded(tmp_path, capsys):
+    base = [str(RECIPE), *TINY, *TINY_SEQUENCE, f"train.out_dir={tmp_path}", "train.steps=2"]
+    assert train_main(base + ["train.name=first"]) == 0
+    out = capsys.readouterr().out
+    assert "srwm: accuracy" in out and "last weights)" in out and "pixel_nn: accuracy" in out and "baseline)" in out
+    assert train_main(base + ["train.name=second", f"train.init_from={tmp_path / 'first'}"]) == 0
+    assert f"train.init_from: the learner's weights of {tmp_path / 'first' / 'checkpoint.pt'} (step 2)" in \
+        capsys.readouterr().err
 
 
 def test_confidence_interval_is_1_96_std_over_sqrt_n():
@@ -373,6 +398,9 @@ def test_evaluate_writes_a_file_per_split_and_setting_and_tests_prototypes_on_th
     assert json.loads((run_dir / "evaluation_evaluation_12ep_seed1000003.json").read_text()) == written
     assert main([str(run_dir), "model.mixer=delta"]) == 2
     assert "would change the trained run" in capsys.readouterr().err
+    assert main([str(run_dir), "data.test_splits=[val,val]"]) == 2  # multi-task's key, not few-shot's
+    assert "evaluate takes eval.episodes, eval.batch_size, eval.seed, eval.baselines, data.test_split, " \
+           "train.device, train.progress for a few_shot run" in capsys.readouterr().err
 
     protonet_dir = train(tiny(tmp_path, "train.steps=2", "eval.baselines=[prototypes_on_backbone]", name="protonet",
                               recipe=ROOT / "recipes/glyphs_5way1shot_protonet.yaml"))
