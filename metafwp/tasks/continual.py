@@ -62,7 +62,9 @@ class ContinualData:
     num_workers: int = 0
 
     DECIDING_KEYS: ClassVar[tuple[str, ...]] = ("test_dataset",)
-    TEST_KEYS: ClassVar[tuple[str, ...]] = ("test_dataset", "test_root", "test_split", "test_k_shot", "test_n_query", "invert_test")  # shape only the test: may change on resume and in evaluate
+    # shape only the test: may change on resume and in evaluate
+    TEST_KEYS: ClassVar[tuple[str, ...]] = ("test_dataset", "test_root", "test_split", "test_k_shot", "test_n_query",
+                                            "invert_test")
 
     def unread_keys(self) -> set[str]:
         return {"test_root", "test_split"} if self.test_dataset == "mnist5k" else set()

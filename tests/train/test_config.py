@@ -20,7 +20,8 @@ def test_overrides_are_typed():
     ("data.n_wya=3", "Unknown config key 'data.n_wya'. Did you mean 'data.n_way'? Valid keys of data: dataset, root"),
     ("task=regresion", "Unknown task 'regresion'. Valid: few_shot"),
     ("train.progress=fast", "Unknown train.progress 'fast'. Valid: auto, bar, lines, none"),
-    ("eval.baselines=[pixels]", "Unknown eval.baselines entry 'pixels' for task few_shot. Valid: pixel_nn, prototypes_on_backbone"),
+    ("eval.baselines=[pixels]", "Unknown eval.baselines entry 'pixels' for task few_shot. Valid: pixel_nn, "
+                                "prototypes_on_backbone"),
     ("eval.val_every=-1", "eval.val_every must be >= 0"),
     ("train.steps=many", "Bad config value for 'train.steps'"),
     ("model=3", "'model' is a section"),
