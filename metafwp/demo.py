@@ -27,6 +27,7 @@ from pathlib import Path
 
 from episodes import FewShotSampler, Glyphs
 from episodes.plot import plot_episode
+from metafwp.errors import run_command
 from metafwp.evaluate import load_run
 from metafwp.plots import plot_accuracy_bars
 from metafwp.tasks.regression import compare_with_gradient_descent, one_step_gd_learning_rate
@@ -43,12 +44,17 @@ GD_LR_TASKS = 200_000  # training tasks the GD step's learning rate is fitted on
 
 @contextmanager
 def training_pool(jobs: int):
-    """A pool of ``jobs`` spawned processes whose C library keeps freed memory (set before they start)."""
+    """A pool of ``jobs`` spawned processes whose C library keeps freed memory (set before they start);
+    an error cancels the jobs not started yet (those running finish)."""
     environment = dict(os.environ)
     os.environ.update(KEEP_FREED_MEMORY)  # read by each job's C library when its process starts
     try:
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            yield pool
+            try:
+                yield pool
+            except BaseException:
+                pool.shutdown(cancel_futures=True)
+                raise
     finally:
         os.environ.clear()
         os.environ.update(environment)
@@ -149,4 +155,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

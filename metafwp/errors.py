@@ -2,6 +2,9 @@
 errors keep their traceback)."""
 from __future__ import annotations
 
+import sys
+from typing import Callable
+
 
 class ConfigError(ValueError):
     """A recipe or override that does not fit the schema, or a run folder that does not fit the config."""
@@ -28,3 +31,13 @@ class TrainingInterrupted(RuntimeError):
 
 
 USER_ERRORS = (ConfigError, DataError, CheckpointError, TrainingDiverged, FileNotFoundError)
+
+
+def run_command(main: Callable[[], object]) -> None:
+    """Run a command-line ``main``; a user's mistake (also one raised in a worker process) is one
+    line, ``error: ...``, and exit status 2."""
+    try:
+        main()
+    except USER_ERRORS as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from episodes.formal import LANGUAGES
 from metafwp.demo import RECIPES, run_learner, training_pool
+from metafwp.errors import run_command
 from metafwp.plots import (plot_accuracy_across_switch, plot_accuracy_by_length, plot_accuracy_by_support_shots,
                            plot_forgetting)
 from metafwp.tasks.continual import QUOTED_BASELINES
@@ -239,4 +240,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

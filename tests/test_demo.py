@@ -39,3 +39,19 @@ def test_demo_trains_tests_and_summarises(tmp_path, capsys):
     main(["--out", str(tmp_path), "--steps", "2", "--episodes", "10"])  # finished runs are re-tested, not retrained
     assert [row["accuracy"] for row in json.loads((tmp_path / "summary.json").read_text())] == \
         [row["accuracy"] for row in rows]
+
+
+def test_a_mistake_inside_a_training_job_is_one_line(tmp_path):
+    """A user's error raised in a worker process (here a truncated checkpoint of the first learner)
+    reaches the command line as ``error: ...``, not as a traceback around the worker's."""
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+    (tmp_path / "srwm").mkdir()
+    (tmp_path / "srwm" / "checkpoint.pt").write_bytes(b"cut short")
+    command = [sys.executable, "-m", "metafwp.demo", "--out", str(tmp_path), "--steps", "1", "--episodes", "2",
+               "--jobs", "1"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and done.stderr.startswith("error: ") and "Traceback" not in done.stderr, done.stderr
+    assert "is not a readable metafwp checkpoint" in done.stderr
