@@ -19,7 +19,7 @@ from metafwp.errors import ConfigError, DataError
 from metafwp.losses import continual_loss
 from metafwp.plots import plot_forgetting
 from metafwp.tasks.base import Scores, StreamTask
-from metafwp.tasks.images import DATASETS, converted_shape, frame_inputs, load_image_split
+from metafwp.tasks.images import DATASETS, check_splits, converted_shape, frame_inputs, load_image_split
 
 TEST_DATASETS = ("mnist5k", "mnist")
 # Hsu et al. 2018 (full MNIST, conventional training, no replay), as quoted by Irie et al. 2025:
@@ -114,6 +114,9 @@ class ContinualTask(StreamTask):
     def check_config(cls, config) -> None:
         """The meta-test's data is named before training: ``mnist`` needs ``data.test_root``."""
         super().check_config(config)
+        data = config.data
+        for i, source in enumerate(data.train_sources):
+            check_splits(source, None if data.roots is None else data.roots[i], data.train_splits[i], {})
         if config.data.test_dataset == "mnist" and config.data.test_root is None:
             raise ConfigError("data.test_dataset=mnist needs data.test_root, the folder that holds MNIST/ "
                               "(torchvision.datasets.MNIST(root, download=True) writes it)")

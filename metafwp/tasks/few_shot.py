@@ -17,8 +17,8 @@ from metafwp.losses import episode_loss
 from metafwp.models import LEARNER_KINDS
 from metafwp.plots import plot_accuracy_by_shot
 from metafwp.tasks.base import Scores, Task
-from metafwp.tasks.images import (DATASETS, IMAGE_BASELINES, check_image_baselines, converted_shape, frame_inputs,
-                                  image_baselines, load_image_split)
+from metafwp.tasks.images import (DATASETS, IMAGE_BASELINES, check_image_baselines, check_splits, converted_shape,
+                                  frame_inputs, image_baselines, load_image_split)
 
 
 @dataclass
@@ -102,6 +102,9 @@ class FewShotTask(Task):
             raise ConfigError(f"model.kind={config.model.kind} reads synchronous episodes; set "
                               f"data.feedback=synchronous")
         check_image_baselines(cls.baselines(config), config.model.kind)
+        data = config.data
+        check_splits(data.dataset, data.root, data.train_split,
+                     {"data.val_split": data.val_split, "data.test_split": data.test_split})
 
     def load_split(self, split: str) -> ImageClasses:
         """The ImageClasses of one split of ``data.dataset``."""

@@ -2,11 +2,15 @@
 about frames, and the baselines that read image episodes."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import torch.nn as nn
 
 from episodes import Glyphs, ImageClasses, ImageFolderClasses, MiniImageNet, Omniglot
+from episodes.datasets.glyphs import GLYPH_SPLITS
+from episodes.datasets.mini_imagenet import MINI_IMAGENET_SPLITS
+from episodes.datasets.omniglot import OMNIGLOT_SPLITS
 from metafwp.errors import ConfigError, DataError
 from metafwp.models import LearnerInputs, PixelNearestNeighbour, PrototypicalNetwork
 
@@ -19,6 +23,49 @@ WHERE_TO_GET = {
                      "{train,val,test}.csv with images/) in <root>",
     "folder": "lay images out as <root>/<split>/<class>/<image>",
 }
+
+
+SPLITS = {"glyphs": GLYPH_SPLITS, "omniglot": OMNIGLOT_SPLITS, "mini_imagenet": MINI_IMAGENET_SPLITS}
+# split pairs that share classes, besides a split and itself: glyphs' background holds train and val,
+# all holds everything; Omniglot's trainval holds train and val, and its two schemes (the background /
+# evaluation halves, Vinyals et al.'s train / val / test over both) cut across each other
+SHARED_CLASSES = {
+    "glyphs": lambda a, b: "all" in (a, b) or {a, b} in ({"background", "train"}, {"background", "val"}),
+    "omniglot": lambda a, b: {a, b} in ({"trainval", "train"}, {"trainval", "val"})
+    or ((a in ("background", "evaluation")) != (b in ("background", "evaluation"))),
+    "mini_imagenet": lambda a, b: False,
+}
+HELD_OUT = {"glyphs": "background -> evaluation, or train -> val", "omniglot": "background -> evaluation, or "
+            "train -> val / test", "mini_imagenet": "train -> val / test"}
+
+
+def check_splits(dataset: str, root: str | None, train: str, held_out: dict[str, str | None]) -> None:
+    """Before any image is read: every split name is one ``dataset`` has, and no validation or test
+    split (``held_out``: ``{recipe key: split}``) shares classes with ``train``. Folder datasets
+    name their splits freely: class folders found under both are a one-line warning."""
+    splits = {"training": train, **{key: split for key, split in held_out.items() if split is not None}}
+    if dataset in SPLITS:
+        for key, split in splits.items():
+            if split not in SPLITS[dataset]:
+                what = "the training split" if key == "training" else key
+                raise ConfigError(f"Unknown {dataset} split {split!r} for {what}. Valid: {', '.join(SPLITS[dataset])}")
+        for key, split in held_out.items():
+            if split is not None and (split == train or SHARED_CLASSES[dataset](train, split)):
+                raise ConfigError(f"{key}={split} shares classes with the training split {train} of {dataset}: "
+                                  f"held-out episodes must come from classes the learner never trained on "
+                                  f"({HELD_OUT[dataset]})")
+    elif dataset == "folder" and root is not None:
+        trained = class_folders(Path(root).expanduser() / train)
+        for key, split in held_out.items():
+            shared = trained & class_folders(Path(root).expanduser() / split) if split is not None else set()
+            if shared:
+                print(f"warning: {key}={split} and the training split {train} of {root} both hold class folders "
+                      f"named {', '.join(sorted(shared)[:3])}{' ...' if len(shared) > 3 else ''}: if they are the "
+                      f"same classes, held-out episodes are not held out", file=sys.stderr)
+
+
+def class_folders(folder: Path) -> set[str]:
+    return {path.name for path in folder.iterdir() if path.is_dir()} if folder.is_dir() else set()
 
 
 def converted_shape(dataset: ImageClasses, channels: int | None, image_size: int | None) -> tuple[int, int, int]:

@@ -17,7 +17,7 @@ from metafwp.errors import ConfigError
 from metafwp.losses import episode_loss
 from metafwp.plots import plot_accuracy_across_switch
 from metafwp.tasks.base import Scores, StreamTask
-from metafwp.tasks.images import DATASETS, converted_shape, frame_inputs, load_image_split
+from metafwp.tasks.images import DATASETS, check_splits, converted_shape, frame_inputs, load_image_split
 
 GLYPH_FAMILY_SOURCES = ("glyphs:letters", "glyphs:symbols")
 SOURCES = DATASETS + GLYPH_FAMILY_SOURCES
@@ -85,6 +85,15 @@ class MultiTaskTask(StreamTask):
     name = "multitask"
     DataConfig = MultiTaskData
     validation_key = "val_splits"
+
+    @classmethod
+    def check_config(cls, config) -> None:
+        super().check_config(config)
+        data = config.data
+        for i, source in enumerate(data.sources):
+            held_out = {f"data.test_splits[{i}]": data.test_splits[i],
+                        f"data.val_splits[{i}]": None if data.val_splits is None else data.val_splits[i]}
+            check_splits(source.split(":")[0], data.root(i), data.train_splits[i], held_out)
 
     def __init__(self, config, progress: bool = True):
         super().__init__(config, progress)

@@ -54,9 +54,37 @@ def test_on_resume_what_shapes_only_the_test_may_change_and_the_thread_count_may
                  "eval.episodes=7", "eval.seed=3", "train.test=false", "train.progress=none"]
     assert trajectory_differences(saved, load_config(None, base + test_only)) == []
     assert trajectory_differences(saved, load_config(None, base + ["train.threads=2"])) == ["train.threads (None -> 2)"]
-    multitask = ["task=multitask", "eval.baselines=[]"]
+    multitask = ["task=multitask", "eval.baselines=[]", "data.train_splits=[train,train]"]
     assert trajectory_differences(load_config(None, multitask),
                                   load_config(None, multitask + ["data.test_splits=[val,val]"])) == []
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["data.test_split=tset"], "Unknown glyphs split 'tset' for data.test_split. Valid: background, evaluation"),
+    (["data.val_split=val"], "data.val_split=val shares classes with the training split background of glyphs"),
+    (["data.train_split=train", "data.test_split=background"], "data.test_split=background shares classes"),
+    (["data.dataset=omniglot", "data.root=/x", "data.train_split=background", "data.test_split=test"],
+     "data.test_split=test shares classes with the training split background of omniglot"),
+    (["data.dataset=mini_imagenet", "data.root=/x", "data.train_split=train", "data.test_split=train"],
+     "data.test_split=train shares classes"),
+    (["task=multitask", "eval.baselines=[]", "data.test_splits=[evaluation,val]"],
+     r"data.test_splits\[1\]=val shares classes with the training split background of glyphs"),
+    (["task=continual", "eval.baselines=[]", "data.train_splits=[backgroud]"], "Unknown glyphs split 'backgroud'"),
+])
+def test_held_out_splits_are_named_and_never_share_training_classes_before_any_work(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, overrides)
+
+
+def test_folder_splits_that_share_class_folders_are_a_warning(tmp_path, capsys):
+    for split, classes in (("a", ["cat", "dog"]), ("b", ["dog", "eel"]), ("c", ["fox"])):
+        for name in classes:
+            (tmp_path / split / name).mkdir(parents=True)
+    folder = ["data.dataset=folder", f"data.root={tmp_path}", "data.train_split=a"]
+    load_config(None, folder + ["data.test_split=b"])
+    assert "warning: data.test_split=b and the training split a" in capsys.readouterr().err
+    load_config(None, folder + ["data.test_split=c"])
+    assert capsys.readouterr().err == ""
 
 
 def test_baselines_need_synchronous_feedback():

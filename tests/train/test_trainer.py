@@ -381,7 +381,7 @@ def nearest_prototype_accuracy(backbone, batch) -> float:
 def test_evaluate_writes_a_file_per_split_and_setting_and_tests_prototypes_on_the_backbone(tmp_path, capsys):
     from metafwp.evaluate import main
 
-    run_dir = train(tiny(tmp_path, "train.steps=2", "eval.baselines=[]"))
+    run_dir = train(tiny(tmp_path, "train.steps=2", "eval.baselines=[]", "data.train_split=train"))  # val held out
     assert main([str(run_dir), "eval.baselines=[prototypes_on_backbone]"]) == 0
     assert "prototypes_on_backbone: accuracy" in capsys.readouterr().out
     written = json.loads((run_dir / "evaluation_evaluation_12ep_seed1000003.json").read_text())
