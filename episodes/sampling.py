@@ -91,6 +91,14 @@ def choose_distinct(rng: EpisodeRNG, ids: torch.Tensor, stream: int, population,
     return chosen.gather(-1, order)
 
 
+class TooFewExamples(ValueError):
+    """A class holds fewer examples than an episode takes of it: ``available`` of class ``class_name``."""
+
+    def __init__(self, message: str, available: int, class_name: str):
+        super().__init__(message)
+        self.available, self.class_name = available, class_name
+
+
 class FewShotSampler:
     """Episodes of ``n_way`` classes with ``k_shot`` support (+ ``n_query`` query) examples each.
 
@@ -136,8 +144,9 @@ class FewShotSampler:
         counts = dataset.class_counts[class_ids]
         smallest = int(counts.argmin())
         if per_class > int(counts[smallest]):
-            raise ValueError(f"k_shot + n_query = {per_class} is larger than the {int(counts[smallest])} examples "
-                             f"of class {dataset.class_names[int(class_ids[smallest])]!r}; lower k_shot or n_query")
+            name = dataset.class_names[int(class_ids[smallest])]
+            raise TooFewExamples(f"k_shot + n_query = {per_class} is larger than the {int(counts[smallest])} examples "
+                                 f"of class {name!r}; lower k_shot or n_query", int(counts[smallest]), name)
         self.dataset, self.n_way, self.k_shot, self.n_query = dataset, n_way, k_shot, n_query
         self.convert_to = None if frame_shape is None or tuple(frame_shape) == dataset.frame_shape \
             else tuple(frame_shape)

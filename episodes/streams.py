@@ -13,7 +13,7 @@ import torch
 from episodes.batch import PADDING_SEGMENT, EpisodeBatch, concatenate_steps
 from episodes.feedback import synchronous
 from episodes.sampling import (STREAM_FUTURE_ORDER, STREAM_QUERY_ORDER, STREAM_SUPPORT_ORDER, FewShotSampler,
-                               as_episode_ids, make_rng)
+                               TooFewExamples, as_episode_ids, make_rng)
 
 STREAM_SOURCE_ORDER = 30
 STREAM_TRIM = 31
@@ -23,10 +23,14 @@ def _source_ids(ids: torch.Tensor, source: int, num_sources: int) -> torch.Tenso
     return ids * num_sources + source
 
 
+class FrameShapesDiffer(ValueError):
+    """Samplers joined into one stream give frames of different shapes."""
+
+
 def _check_same_frames(samplers: list[FewShotSampler]) -> None:
     shapes = {s.frame_shape for s in samplers}
     if len(shapes) > 1:
-        raise ValueError(f"the samplers give frames of different shapes {sorted(shapes)}; give each the same "
+        raise FrameShapesDiffer(f"the samplers give frames of different shapes {sorted(shapes)}; give each the same "
                          "frame_shape, e.g. frame_shape=(3, 84, 84)")
 
 
@@ -84,12 +88,10 @@ class BootstrapSampler:
         needed = k_shot + n_future + n_query
         try:
             self.sampler = FewShotSampler(dataset, n_way, k_shot + n_future, n_query, **sampler_kwargs)
-        except ValueError as error:
-            if "examples of class" not in str(error):
-                raise
+        except TooFewExamples as error:
             raise ValueError(f"k_shot + n_future + n_query = {k_shot} + {n_future} + {n_query} = {needed} is larger "
-                             f"than a class's examples ({str(error).split(' is larger than the ')[1]}); lower "
-                             "k_shot, n_future or n_query") from None
+                             f"than a class's examples ({error.available} examples of class {error.class_name!r}); "
+                             "lower k_shot, n_future or n_query") from None
         self.n_way, self.k_shot, self.n_future, self.n_query = n_way, k_shot, n_future, n_query
 
     @property

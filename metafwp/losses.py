@@ -33,12 +33,25 @@ class EpisodeLoss:
     episode_count: torch.Tensor
 
 
+def check_outputs(outputs: torch.Tensor, batch: EpisodeBatch) -> None:
+    """A learner's outputs must be ``[B, T, Dy]`` like the regression targets, or ``[B, T, N]`` logits
+    for ``[B, T]`` class targets: a ValueError naming the expected shape, never a broadcast."""
+    B, T = batch.targets.shape[:2]
+    expected = tuple(batch.targets.shape) if batch.num_classes is None else (B, T, "N")
+    if outputs.dim() != 3 or tuple(outputs.shape[:2]) != (B, T) or \
+            (batch.num_classes is None and tuple(outputs.shape) != tuple(batch.targets.shape)):
+        what = "regression targets" if batch.num_classes is None else "logits"
+        raise ValueError(f"the learner's outputs have shape {tuple(outputs.shape)}; expected {tuple(expected)} for "
+                         f"this batch ({what})")
+
+
 def episode_loss(outputs: torch.Tensor, batch: EpisodeBatch, num_shots: int) -> EpisodeLoss:
     """Cross-entropy (classification, ``outputs [B, T, N]`` logits) or MSE averaged over the target
     dims (regression, ``outputs [B, T, Dy]``) on the steps of ``batch.loss_mask``.
 
     ``num_shots`` sizes the by-shot tallies (shot indices ``0 .. num_shots - 1``; larger ones raise).
     """
+    check_outputs(outputs, batch)
     mask = batch.loss_mask
     if batch.num_classes is None:
         per_step = (outputs.float() - batch.targets).square().mean(-1)

@@ -56,3 +56,18 @@ def test_shot_beyond_the_tally_is_an_error():
     batch = classification_batch(torch.tensor([[0, 1, 2, 0, 1, 2]]), "delayed")
     with pytest.raises(ValueError, match="num_shots=2"):
         episode_loss(torch.zeros(1, 6, 3), batch, num_shots=2)
+
+
+def test_outputs_of_the_wrong_shape_are_an_error_not_a_broadcast():
+    targets = torch.randn(5, 5, 1)  # B == T: [B, T] outputs would broadcast against [B, T, 1] silently
+    feedback, mask, shot = synchronous(targets, 3)
+    batch = EpisodeBatch(torch.randn(5, 5, 4), feedback, targets, mask, shot, torch.zeros(5, 5, dtype=torch.int64),
+                         torch.arange(5), None)
+    with pytest.raises(ValueError, match=r"outputs have shape \(5, 5\); expected \(5, 5, 1\)"):
+        episode_loss(torch.zeros(5, 5), batch, num_shots=6)
+    from metafwp.tasks.regression import squared_error_by_examples
+    with pytest.raises(ValueError, match=r"expected \(5, 5, 1\)"):
+        squared_error_by_examples(torch.zeros(5, 5), batch)
+    classes = classification_batch(torch.tensor([[0, 1, 2, 0, 1, 2]]), "delayed")
+    with pytest.raises(ValueError, match=r"outputs have shape \(1, 6\); expected \(1, 6, 'N'\)"):
+        episode_loss(torch.zeros(1, 6), classes, num_shots=4)

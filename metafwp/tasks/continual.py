@@ -15,6 +15,7 @@ import torch.nn as nn
 
 from episodes import MNIST, ContinualSampler, FewShotSampler, MNIST5k, split_mnist
 from episodes.datasets.base import ImageClasses
+from episodes.streams import FrameShapesDiffer
 from metafwp.errors import ConfigError, DataError
 from metafwp.losses import continual_loss
 from metafwp.plots import plot_forgetting
@@ -138,9 +139,10 @@ class ContinualTask(StreamTask):
         try:
             stream = ContinualSampler(samplers, class_incremental=data.class_incremental, shuffle=data.shuffle_tasks,
                                       seed=seed)
+        except FrameShapesDiffer as error:
+            raise ConfigError(f"data: {error}; set data.image_size and data.channels") from None
         except ValueError as error:
-            raise ConfigError(f"data: {error}; set data.image_size and data.channels" if "shapes" in str(error)
-                              else f"data: {error}") from None
+            raise ConfigError(f"data: {error}") from None
         check_label_space(stream, data.num_classes, "meta-training")
         return stream
 

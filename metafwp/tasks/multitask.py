@@ -13,6 +13,7 @@ import torch.nn as nn
 
 from episodes import FewShotSampler, MultiTaskStream
 from episodes.batch import EpisodeBatch
+from episodes.streams import FrameShapesDiffer
 from metafwp.errors import ConfigError
 from metafwp.losses import episode_loss
 from metafwp.plots import plot_accuracy_across_switch
@@ -124,9 +125,11 @@ class MultiTaskTask(StreamTask):
                 raise ConfigError(f"{key} (source {data.sources[source]}, split {split}): {error}") from None
         try:
             return MultiTaskStream(samplers, min_segment_steps=min_segment_steps, seed=seed)
-        except ValueError as error:
+        except FrameShapesDiffer as error:
             raise ConfigError(f"{key}: {error}; set data.image_size and data.channels (e.g. 84 and 3 for Omniglot "
-                              f"beside Mini-ImageNet)" if "shapes" in str(error) else f"{key}: {error}") from None
+                              f"beside Mini-ImageNet)") from None
+        except ValueError as error:
+            raise ConfigError(f"{key}: {error}") from None
 
     def train_episodes(self) -> MultiTaskStream:
         return self.make_stream(self.data.train_splits, self.config.train.seed, self.data.min_segment_steps)

@@ -19,6 +19,7 @@ from episodes.regression import INPUT_DISTRIBUTIONS, REGRESSION_FAMILIES
 from metafwp.baselines.regression import BASELINES, SEARCH_GRIDS, TUNED, make_baseline
 from metafwp.constructions import gd_predict
 from metafwp.errors import ConfigError
+from metafwp.losses import check_outputs
 from metafwp.models import LEARNER_KINDS, LearnerInputs
 from metafwp.plots import plot_error_by_examples
 from metafwp.tasks.base import Scores, Task, evaluate_episodes
@@ -74,6 +75,7 @@ class RegressionData:
 def squared_error_by_examples(outputs: torch.Tensor, batch: EpisodeBatch):
     """``(per_step [B, T], examples [B, T])``: the squared error summed over the target dims and the
     number of labelled examples shown before each step (``shot - 1``)."""
+    check_outputs(outputs, batch)
     return (outputs.float() - batch.targets).square().sum(-1), batch.shot - 1
 
 
