@@ -8,6 +8,7 @@ sets it also chose the kind (or came later), and is left out when it comes from 
 from __future__ import annotations
 
 import difflib
+import hashlib
 import os
 import sys
 from dataclasses import MISSING, dataclass, field, fields
@@ -74,7 +75,8 @@ class TrainConfig:
     log_every: int = 25               # at most; short runs log at least 20 points
     checkpoint_every: int = 250
     out_dir: str = "runs"
-    name: Optional[str] = None        # run folder name (Default: the recipe's name)
+    name: Optional[str] = None        # run folder name (Default: the recipe's name, and a hash of what the
+                                      # overrides change in training when they do)
     resume: str = "false"             # true: continue the run in the folder exactly (same config), refused where
                                       # there is none; auto: continue it when there is one, else start it
     init_from: Optional[str] = None   # a new run starting from another run's weights (folder or .pt)
@@ -306,7 +308,23 @@ def load_config(recipe: str | Path | None = None, overrides: list[str] = ()) -> 
         learner = f"model.kind={config.model.kind}" + (f", model.mixer={config.model.mixer}"
                                                        if config.model.kind == "sequence" else "")
         print(f"note: {', '.join(notes)} of {recipe} not read with {learner}: left out", file=sys.stderr)
+    if recipe is not None and overrides and config.train.name is None:
+        name_run_after_overrides(config, Path(recipe).expanduser())
     return config
+
+
+def name_run_after_overrides(config: RunConfig, recipe: Path) -> None:
+    """Set ``train.name`` to the recipe's name and a short hash of the overrides that shape training
+    (two commands that differ in them get two folders; the same command finds its folder again). The
+    progress bar or lines and the last line of ``python -m metafwp.train`` show the folder."""
+    try:
+        changed = trajectory_differences(load_config(recipe), config)
+    except ConfigError:  # the recipe alone does not load (the overrides complete it): hash them all
+        changed = [f"{key} ({value})" for key, value in sorted(flatten(config_to_dict(config)).items())
+                   if key not in RUN_SETTINGS and key not in test_keys(config.task)]
+    if changed:
+        digest = hashlib.sha256("; ".join(changed).encode()).hexdigest()[:6]
+        config.train.name = f"{config.recipe}-{digest}"
 
 
 def merge(task: str, kind: str, containers: list[dict]) -> RunConfig:

@@ -147,3 +147,13 @@ def test_every_recipe_loads_and_says_what_it_reproduces(recipe):
     head = recipe.read_text().splitlines()[:6]
     assert head[0].startswith("# ") and any(f"python -m metafwp.train {recipe.parent.name}/{recipe.name}" in line
                                             for line in head)
+
+
+def test_overrides_that_shape_training_name_their_own_run_folder():
+    recipe = RECIPES_DIR / "glyphs_5way1shot_srwm.yaml"
+    delta = load_config(recipe, ["model.mixer=delta", "train.steps=5"])
+    assert delta.train.name.startswith("glyphs_5way1shot_srwm-") and len(delta.train.name) == 28
+    assert load_config(recipe, ["train.steps=5", "model.mixer=delta"]).train.name == delta.train.name  # found again
+    assert load_config(recipe, ["model.mixer=delta", "train.steps=6"]).train.name != delta.train.name
+    assert load_config(recipe, ["eval.episodes=5", "train.progress=none"]).train.name is None  # the recipe's name
+    assert load_config(recipe, ["model.mixer=delta", "train.name=mine"]).train.name == "mine"
