@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from episodes import MNIST, ContinualSampler, FewShotSampler, ImageClasses, MNIST5k, split_mnist
+from episodes import MNIST, ContinualSampler, FewShotSampler, Glyphs, ImageClasses, MNIST5k, split_mnist
 from episodes.batch import concatenate_steps
 from metafwp.losses import continual_loss
 from metafwp.models import SequenceLearner, feature_size
@@ -166,7 +166,8 @@ def test_streams_whose_labels_the_learner_cannot_hold_are_refused(tmp_path):
     ("data.train_sources=[mnist]", "Unknown data.train_sources entry 'mnist'"),
     ("data.test_dataset=emnist", "Unknown data.test_dataset 'emnist'. Valid: mnist5k, mnist"),
     ("data.num_tasks=0", "data.num_tasks must be >= 1"),
-    ("eval.val_every=10", "task=continual has no validation split"),
+    ("eval.val_every=10", "eval.val_every=10 needs data.val_splits"),
+    ("data.val_splits=[background]", "data.val_splits[0]=background shares classes with the training split"),
     ("eval.baselines=[pixel_nn]", "task=continual has no baselines to run"),
     ("data.roots=[a,b]", "data.roots gives 2 values for 1 data.train_sources"),
 ])
@@ -178,6 +179,20 @@ def test_bad_settings_are_config_errors(override, message):
 def tiny_continual(tmp_path, *overrides):
     return load_config(RECIPE, TINY + TINY_SEQUENCE + ["data.num_tasks=3", "data.k_shot=2", "data.test_k_shot=3",
                                                         "train.steps=3", f"train.out_dir={tmp_path}", *overrides])
+
+
+def test_continual_validates_on_streams_of_held_out_classes_and_tests_the_best(tmp_path):
+    config = tiny_continual(tmp_path, "data.train_splits=[train]", "data.val_splits=[val]", "eval.val_every=1",
+                            "eval.val_episodes=6", "train.name=validated")
+    run_dir = train(config)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    accuracies = [record["accuracy"] for record in metrics["validation"]]
+    assert len(accuracies) == 3 and metrics["best"]["step"] == 1 + accuracies.index(max(accuracies))
+    assert metrics["tested"] == f"best.pt (step {metrics['best']['step']})"
+    task = ContinualTask(config, progress=False)
+    val_classes = set(Glyphs("val", progress=False).class_names)
+    for sampler in task.val_sampler.samplers:  # every validation task draws from the val blocks only
+        assert {sampler.dataset.class_names[int(c)] for c in sampler.class_ids} <= val_classes
 
 
 def test_continual_trains_and_tests_the_forgetting_matrix(tmp_path):

@@ -72,7 +72,6 @@ class Task:
         BASELINES: the ``eval.baselines`` it can test beside the learner.
         validation_key: the ``data`` key that names the validation split (None: validation draws
             fresh seeded episodes and needs no split).
-        has_validation: whether ``eval.val_every`` can be set at all.
     """
 
     name: str
@@ -84,7 +83,6 @@ class Task:
     sequential: bool = False
     BASELINES: tuple[str, ...] = ()
     validation_key: str | None = None
-    has_validation: bool = True
 
     def __init__(self, config, progress: bool = True):
         """``config`` is the RunConfig; building the task loads the training (and, when the recipe
@@ -195,10 +193,8 @@ class Task:
             if baseline not in cls.BASELINES:
                 raise ConfigError(f"Unknown eval.baselines entry {baseline!r} for task {cls.name}. Valid: "
                                   f"{', '.join(cls.BASELINES)}")
-        if config.eval.val_every:
-            if not cls.has_validation:
-                raise ConfigError(f"task={cls.name} has no validation split; set eval.val_every=0")
-            if cls.validation_key is not None and getattr(config.data, cls.validation_key) is None:
+        if config.eval.val_every and cls.validation_key is not None:
+            if getattr(config.data, cls.validation_key) is None:
                 raise ConfigError(f"eval.val_every={config.eval.val_every} needs data.{cls.validation_key}, the "
                                   f"classes validation episodes come from (e.g. val)")
 

@@ -35,7 +35,8 @@ class ContinualData:
     """Meta-training streams of ``num_tasks`` few-shot tasks (``n_way``-way, ``k_shot`` support and
     ``n_query`` queries per class), task t drawn from ``train_sources[t % len(train_sources)]``
     (one of glyphs, omniglot, mini_imagenet, folder; ``roots`` and ``train_splits`` one each; ``shuffle_tasks``
-    draws the order per stream); ``class_incremental`` shifts task t's labels by ``t n_way``;
+    draws the order per stream); validation streams are drawn the same way from ``val_splits`` (one
+    per source, classes the training never sees); ``class_incremental`` shifts task t's labels by ``t n_way``;
     ``acl`` keeps the backward terms in the loss; ``first_task_scale`` weights the first task's own
     term. The meta-test reads Split-MNIST from ``test_dataset`` (``mnist5k``: the embedded digits;
     ``mnist``: torchvision's layout under ``test_root``) with ``test_k_shot`` shots per class,
@@ -44,6 +45,7 @@ class ContinualData:
     train_sources: List[str] = field(default_factory=lambda: ["glyphs"])
     roots: Optional[List[Optional[str]]] = None
     train_splits: List[str] = field(default_factory=lambda: ["background"])
+    val_splits: Optional[List[str]] = None
     num_tasks: int = 5
     n_way: int = 2
     k_shot: int = 5
@@ -76,7 +78,7 @@ class ContinualData:
                 raise ConfigError(f"Unknown data.train_sources entry {source!r}. Valid: {', '.join(DATASETS)}")
         if self.test_dataset not in TEST_DATASETS:
             raise ConfigError(f"Unknown data.test_dataset {self.test_dataset!r}. Valid: {', '.join(TEST_DATASETS)}")
-        for key in ("roots", "train_splits"):
+        for key in ("roots", "train_splits", "val_splits"):
             value = getattr(self, key)
             if value is not None and len(value) != len(self.train_sources):
                 raise ConfigError(f"data.{key} gives {len(value)} values for {len(self.train_sources)} "
@@ -109,7 +111,7 @@ class ContinualTask(StreamTask):
 
     name = "continual"
     DataConfig = ContinualData
-    has_validation = False
+    validation_key = "val_splits"
 
     @classmethod
     def check_config(cls, config) -> None:
@@ -117,18 +119,27 @@ class ContinualTask(StreamTask):
         super().check_config(config)
         data = config.data
         for i, source in enumerate(data.train_sources):
-            check_splits(source, None if data.roots is None else data.roots[i], data.train_splits[i], {})
+            held_out = {f"data.val_splits[{i}]": None if data.val_splits is None else data.val_splits[i]}
+            check_splits(source, None if data.roots is None else data.roots[i], data.train_splits[i], held_out)
         if config.data.test_dataset == "mnist" and config.data.test_root is None:
             raise ConfigError("data.test_dataset=mnist needs data.test_root, the folder that holds MNIST/ "
                               "(torchvision.datasets.MNIST(root, download=True) writes it)")
 
     def train_episodes(self) -> ContinualSampler:
-        data, seed, samplers, datasets = self.data, self.config.train.seed, [], {}
+        return self.make_stream(self.data.train_splits, self.config.train.seed, "meta-training")
+
+    def validation_episodes(self) -> ContinualSampler:
+        return self.make_stream(self.data.val_splits, self.config.eval.val_seed, "validation")
+
+    def make_stream(self, splits: list[str], seed: int, what: str) -> ContinualSampler:
+        """Streams of ``data.num_tasks`` few-shot tasks, task t from source ``t % len(train_sources)``
+        on its split of ``splits``."""
+        data, samplers, datasets = self.data, [], {}
         for t in range(data.num_tasks):
             index = t % len(data.train_sources)
             if index not in datasets:
                 root = None if data.roots is None else data.roots[index]
-                datasets[index] = load_image_split(data.train_sources[index], root, data.train_splits[index],
+                datasets[index] = load_image_split(data.train_sources[index], root, splits[index],
                                                    progress=self.progress, root_key=f"data.roots[{index}]")
             try:
                 samplers.append(FewShotSampler(datasets[index], data.n_way, data.k_shot, data.n_query, seed=seed,
@@ -143,7 +154,7 @@ class ContinualTask(StreamTask):
             raise ConfigError(f"data: {error}; set data.image_size and data.channels") from None
         except ValueError as error:
             raise ConfigError(f"data: {error}") from None
-        check_label_space(stream, data.num_classes, "meta-training")
+        check_label_space(stream, data.num_classes, what)
         return stream
 
     def load_test_digits(self) -> ImageClasses:
@@ -193,7 +204,7 @@ class ContinualTask(StreamTask):
         """Loss; ``accuracy`` (each task right after learning it), ``remembered`` (earlier tasks
         after later ones) where read; the ``forgetting`` matrix (``mean`` and ``ci95``, rows the
         task s, columns after task t; None where not read) and ``final_average`` (after the last task)."""
-        n = self.data.num_tasks
+        n = sums["correct"].shape[0]  # tasks per stream: num_tasks in training, five on Split-MNIST
         correct, count, acc_sum, acc_square = sums["correct"], sums["scored"], sums["accuracy"], sums["accuracy_square"]
         episodes = sums["episodes"]
         read = count > 0
