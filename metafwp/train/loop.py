@@ -19,7 +19,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from episodes import EpisodeStream
-from metafwp.errors import CheckpointError, ConfigError, TrainingDiverged, TrainingInterrupted
+from metafwp.errors import USER_ERRORS, CheckpointError, ConfigError, TrainingDiverged, TrainingInterrupted
 from metafwp.plots import plot_learning_curves
 from metafwp.tasks import LEARNER, TASKS, Task, add_tallies, autocast
 from metafwp.train.checkpoint import load_checkpoint, save_checkpoint
@@ -364,14 +364,18 @@ def finish(run: Run, writer: SummaryWriter) -> None:
     if run.history:
         plot_learning_curves(run.history, run_dir / "learning_curves.png", title=run_dir.name,
                              validation=run.validation, metric=task.metric)
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))  # the test follows, if not deferred
     if not config.train.test:  # deferred: python -m metafwp.evaluate <run folder>
-        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
         return
     tested = "last"
     if run.best is not None:
         run.model.load_state_dict(load_checkpoint(run_dir / "best.pt")["model"])
         tested = f"best.pt (step {run.best['step']})"
-    results = task.test(run.model, run.ranks.device)
+    try:
+        results = task.test(run.model, run.ranks.device)
+    except USER_ERRORS as error:  # e.g. test data removed while the run trained
+        raise type(error)(f"{error}. Training finished and its weights are saved in {run_dir}; once this is "
+                          f"fixed, test them with: python -m metafwp.evaluate {run_dir}") from None
     for name, result in results.items():
         writer.add_scalar(f"test/{task.metric}_{name}", result[task.metric], config.train.steps)
     metrics.update(tested=tested, test=results)

@@ -423,3 +423,17 @@ def test_the_mini_imagenet_recipe_validates_on_its_val_split_and_tests_the_best(
     assert [record["step"] for record in metrics["validation"]] == [1, 2, 3]
     assert metrics["tested"] == f"best.pt (step {metrics['best']['step']})"
     assert load_checkpoint(run_dir / "best.pt")["step"] == metrics["best"]["step"]
+
+
+def test_a_test_that_fails_after_training_says_the_weights_are_saved(tmp_path, monkeypatch):
+    from metafwp.tasks import FewShotTask
+
+    def test_data_gone(task):
+        raise FileNotFoundError("image folder not found: /data/test")
+
+    monkeypatch.setattr(FewShotTask, "test_episodes", test_data_gone)  # deleted while the run trained
+    with pytest.raises(FileNotFoundError, match=r"/data/test\. Training finished and its weights are saved in .*run; "
+                                                r"once this is fixed, test them with: python -m metafwp.evaluate"):
+        train(tiny(tmp_path, "train.steps=2"))
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["step"] == 2
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["test"] is None
