@@ -24,7 +24,7 @@ from metafwp.nn import MIXERS, register_mixer
 from metafwp.tasks import LEARNER, TASKS, RegressionTask
 from metafwp.train import ConfigError, TrainingInterrupted, load_config, loop, train
 from metafwp.train.checkpoint import load_checkpoint
-from tests.helpers import ROOT, assert_identical
+from tests.helpers import ROOT, assert_identical, error_by_hand
 
 TOY = ["data.dim=3", "data.num_support=5", "train.batch_size=4", "train.steps=4", "train.checkpoint_every=2",
        "train.log_every=1", "train.progress=none", "train.threads=1", "eval.episodes=12", "eval.batch_size=5",
@@ -206,20 +206,6 @@ def straight_and_resumed(tmp_path, monkeypatch, task, *overrides, stop_at=1):
 def assert_same_training(resumed, straight):
     for key in ("model", "models", "optimizers", "schedulers", "task_state", "step"):
         assert_identical(key, resumed[key], straight[key])
-
-
-def error_by_hand(model, task) -> float:
-    """Squared error / dim on the loss mask of the task's test episodes, a plain loop over episodes."""
-    sampler, _ = task.test_episodes()[""]
-    total, count = 0.0, 0
-    with torch.no_grad():
-        for episode in range(task.config.eval.episodes):
-            batch = sampler.sample([episode])
-            mask = batch.loss_mask[0]
-            outputs = model(batch)[0][0]
-            total += (outputs[mask].double() - batch.targets[0][mask].double()).square().sum().item()
-            count += int(mask.sum())
-    return total / count / sampler.dim
 
 
 def test_a_learner_kind_from_a_test_file_trains_resumes_and_evaluates(tmp_path, monkeypatch):

@@ -14,7 +14,7 @@ from metafwp.models import LinearSelfAttention
 from metafwp.tasks.regression import (InContextBaseline, RegressionTask, compare_with_gradient_descent, error_at,
                                       one_step_gd_learning_rate)
 from metafwp.train import ConfigError, load_config, train
-from tests.helpers import ROOT
+from tests.helpers import ROOT, error_by_hand, learner_of
 
 TINY_REGRESSION = ["task=regression", "model.mixer=delta", "data.dim=3", "data.num_support=6", "model.d_model=16", "model.num_heads=2",
                    "model.num_layers=1", "train.batch_size=8", "train.log_every=1", "train.checkpoint_every=2",
@@ -102,10 +102,13 @@ def test_a_regression_run_tests_the_learner_and_the_baselines_and_evaluate_agree
     assert metrics["test"]["gd"]["lr"] > 0
     for name in ("error_by_examples.png", "learning_curves.png", "config.yaml"):
         assert (run_dir / name).stat().st_size > 0
+    config, model = learner_of(run_dir)
+    expected = error_by_hand(model, RegressionTask(config, progress=False))  # a plain loop over the test episodes
+    assert metrics["test"]["delta"]["error"] == pytest.approx(expected, rel=1e-5)
     assert evaluate_main([str(run_dir), "eval.baselines=[least_squares]"]) == 0
     evaluation = json.loads(next(run_dir.glob("evaluation_tasks_20ep_seed*.json")).read_text())
-    for name in ("delta", "least_squares"):
-        assert evaluation["results"][name]["error"] == pytest.approx(metrics["test"][name]["error"])
+    assert evaluation["results"]["delta"]["error"] == pytest.approx(expected, rel=1e-5)
+    assert evaluation["results"]["least_squares"]["error"] == pytest.approx(metrics["test"]["least_squares"]["error"])
 
 
 def test_the_study_recipe_trains_linear_attention(tmp_path):
