@@ -43,3 +43,8 @@ def convert_frames(frames: torch.Tensor, frame_shape: tuple[int, int, int]) -> t
     if c == 1 and channels == 3:
         x = x.expand(-1, 3, -1, -1)
     return x.reshape(*lead, channels, height, width)
+
+
+def frames_to_float(inputs: torch.Tensor) -> torch.Tensor:
+    """uint8 frames to float in [0, 1]; float inputs (regression) unchanged."""
+    return inputs.float().div_(255.0) if inputs.dtype == torch.uint8 else inputs

@@ -17,7 +17,7 @@ from metafwp.baselines.regression import gradient_descent
 from metafwp.models.backbones import Conv4
 from metafwp.tasks import FewShotTask, RegressionTask
 from metafwp.train import ConfigError, load_config, train
-from tests.helpers import ROOT, accuracy_by_hand, learner_of, tiny
+from tests.helpers import ROOT, accuracy_by_hand, error_by_hand, learner_of, tiny
 
 TASKS, N_WAY = 3, 4
 MAML_RECIPE = ROOT / "recipes/glyphs_5way1shot_maml.yaml"
@@ -186,8 +186,11 @@ def test_maml_regresses_sinusoids_through_the_trainer(tmp_path):
     task = RegressionTask(config, progress=False)
     learner = task.build_learner(config.model)
     assert [m.out_features for m in learner.network if isinstance(m, nn.Linear)] == [40, 40, 1]
-    metrics = json.loads((train(config) / "metrics.json").read_text())
+    run_dir = train(config)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["test"]["maml"]["by_examples"].keys() == {"10"}
+    _, model = learner_of(run_dir)  # each test task adapted and scored alone, in a plain loop
+    assert metrics["test"]["maml"]["error"] == pytest.approx(error_by_hand(model, task), rel=1e-5)
 
 
 def test_errors_name_what_is_wrong():

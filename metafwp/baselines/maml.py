@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
 from episodes import EpisodeBatch
-from metafwp.models.sequence_learner import frames_to_float
+from episodes.frames import frames_to_float
 
 LOSSES: dict[str, Callable] = {"cross_entropy": F.cross_entropy, "mse": F.mse_loss}
 

@@ -8,7 +8,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from episodes import EpisodeBatch
-from metafwp.models.sequence_learner import frames_to_float
+from episodes.frames import frames_to_float
 
 
 def support_one_hot(batch: EpisodeBatch) -> torch.Tensor:

@@ -6,13 +6,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from episodes import EpisodeBatch
+from episodes.frames import frames_to_float
 from metafwp.nn.blocks import MixerBlock
 from metafwp.nn.mixers import MIXERS, build_mixer, mixer_entry
-
-
-def frames_to_float(inputs: torch.Tensor) -> torch.Tensor:
-    """uint8 frames to float in [0, 1]; float inputs (regression) unchanged."""
-    return inputs.float().div_(255.0) if inputs.dtype == torch.uint8 else inputs
 
 
 class SequenceLearner(nn.Module):
