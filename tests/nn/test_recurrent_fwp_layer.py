@@ -2,6 +2,7 @@
 slow parameter trained, the recomputing backward, bad names."""
 import pytest
 import torch
+import torch.nn.functional as F
 
 from metafwp.nn import RecurrentFWPLayer
 from metafwp.ops import RECURRENT_FWPS
@@ -29,6 +30,34 @@ def test_state_carry_is_exact(kind, backend):
                                    torch.autograd.grad(loss_of(y_full, state_full), inputs))):
         assert_close(f"gradient {i}", a, e, 1e-11)
         assert a.abs().sum() > 0, f"gradient {i} of {kind} is zero: a slow parameter is not used"
+
+
+def test_the_delta_rnn_layer_maps_its_projections_as_the_authors():
+    """The layer's output against a float64 loop written here: per head, the projection's pieces
+    [q, k, v, beta, rk, rv, rbeta] (5d + 2), q and k through elu + 1 normalised to sum 1, the rates
+    through a sigmoid, R's key through a softmax; W and R written by the delta rule, and
+    y_t = R_t softmax(y_{t-1}) + W_t q_t."""
+    torch.manual_seed(0)
+    B, T, H, d = 2, 6, 2, 4
+    layer = RecurrentFWPLayer(H * d, H, kind="delta_rnn", backend="reference").double()
+    x = torch.randn(B, T, H * d, dtype=torch.float64)
+    q, k, v, beta, rk, rv, rbeta = layer.in_proj(x).view(B, T, H, -1).split([d, d, d, 1, d, d, 1], -1)
+
+    def elu_sum_one(t):
+        return (F.elu(t) + 1) / (F.elu(t) + 1).sum(-1, keepdim=True)
+
+    outputs = torch.zeros(B, T, H, d, dtype=torch.float64)
+    for b in range(B):
+        for h in range(H):
+            W, R, y = torch.zeros(d, d, dtype=torch.float64), torch.zeros(d, d, dtype=torch.float64), torch.zeros(d)
+            for t in range(T):
+                key, r_key = elu_sum_one(k[b, t, h]), rk[b, t, h].softmax(0)
+                W = W + beta[b, t, h].sigmoid() * torch.outer(v[b, t, h] - W @ key, key)
+                R = R + rbeta[b, t, h].sigmoid() * torch.outer(rv[b, t, h] - R @ r_key, r_key)
+                y = R @ y.double().softmax(0) + W @ elu_sum_one(q[b, t, h])
+                outputs[b, t, h] = y
+    expected = layer.out_proj(outputs.reshape(B, T, H * d))
+    assert_close("y", layer(x)[0], expected, 1e-12)
 
 
 @pytest.mark.parametrize("kind", ["delta_rnn", "recurrent_delta"])
