@@ -14,14 +14,19 @@ def tasks(B=4, N=6, M=3, dx=4, dy=2, seed=0):
 
 @pytest.mark.parametrize("k", [2, 5, 10, 15, 20])
 def test_least_squares_follows_one_minus_k_over_d(k):
-    """Garg et al.'s curve: normalised error 1 - k/d below k = d, 0 from k = d on (noiseless)."""
+    """Garg et al.'s curve: normalised error 1 - k/d below k = d (the expectation: the minimum-norm
+    fit recovers w's projection on the span of k isotropic inputs), exactly 0 from k = d on
+    (noiseless). Below d, within 4 standard errors of the mean over 4000 tasks."""
     d = 10
     sampler = RegressionSampler("linear", k, 1, dim=d, seed=3)
     batch = sampler.sample(range(4000))
     x, y = batch.inputs.double(), batch.targets.double()
-    error = (least_squares(x[:, :k], y[:, :k], x[:, k:]) - y[:, k:]).square().mean() / d
-    expected = max(0.0, 1 - k / d)
-    assert abs(error.item() - expected) < 0.04 + 1e-6
+    per_task = (least_squares(x[:, :k], y[:, :k], x[:, k:]) - y[:, k:]).square().flatten() / d
+    if k >= d:
+        assert per_task.max() < 1e-6  # exact up to the conditioning of k = d random inputs
+    else:
+        standard_error = per_task.std() / len(per_task) ** 0.5
+        assert abs(per_task.mean() - (1 - k / d)) < 4 * standard_error
 
 
 def test_ridge_is_the_posterior_mean_and_zero_lambda_is_least_squares():
