@@ -115,7 +115,8 @@ class ContinualTask(StreamTask):
 
     @classmethod
     def check_config(cls, config) -> None:
-        """The meta-test's data is named before training: ``mnist`` needs ``data.test_root``."""
+        """Before training: the sources' splits (validation ones held out) and the meta-test's data
+        (``mnist`` needs ``data.test_root``)."""
         super().check_config(config)
         data = config.data
         for i, source in enumerate(data.train_sources):
