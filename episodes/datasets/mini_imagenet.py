@@ -132,21 +132,28 @@ class MiniImageNet(ImageClasses):
     """
 
     def __init__(self, root, split: str = "train", *, source: str = "auto", progress: bool = True):
+        self.root, self.split = expand_root(root), split
+        wanted, self.source = self.locate(root, split, source)
+        if self.source == "pickle":
+            images, labels, names = _from_pickle(wanted)
+        else:
+            images, labels, names = _from_csv(self.root, split, progress)
+        super().__init__(images, labels, names)
+
+    @staticmethod
+    def locate(root, split: str, source: str = "auto") -> tuple[Path, str]:
+        """``(file, source)`` that ``split`` reads under ``root`` (the pickle, or the CSV split),
+        without reading it; a missing one raises FileNotFoundError saying what is expected."""
         check_choice("split", split, MINI_IMAGENET_SPLITS)
         check_choice("source", source, SOURCES)
-        self.root, self.split = expand_root(root), split
-        pickle_file = self.root / f"mini-imagenet-cache-{PICKLE_NAMES[split]}.pkl"
-        csv_file = self.root / f"{split}.csv"
+        root = expand_root(root)
+        pickle_file = root / f"mini-imagenet-cache-{PICKLE_NAMES[split]}.pkl"
+        csv_file = root / f"{split}.csv"
         if source == "auto":
             source = "pickle" if pickle_file.is_file() or not csv_file.is_file() else "csv"
         wanted = pickle_file if source == "pickle" else csv_file
         if not wanted.is_file():
             raise FileNotFoundError(
                 f"Mini-ImageNet {split} not found: expected {pickle_file} (a dict with image_data and "
-                f"class_dict) or {csv_file} with the images in {self.root / 'images'}")
-        self.source = source
-        if source == "pickle":
-            images, labels, names = _from_pickle(pickle_file)
-        else:
-            images, labels, names = _from_csv(self.root, split, progress)
-        super().__init__(images, labels, names)
+                f"class_dict) or {csv_file} with the images in {root / 'images'}")
+        return wanted, source

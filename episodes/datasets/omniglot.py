@@ -92,11 +92,9 @@ class Omniglot(ImageClasses):
 
     def __init__(self, root, split: str = "train", *, rotations: bool = False, image_size: int = 28,
                  progress: bool = True):
-        check_choice("split", split, OMNIGLOT_SPLITS)
         self.root = expand_root(root)
         self.split, self.rotations = split, rotations
-        base = _find_base(self.root)
-        halves = {"background": HALVES[:1], "evaluation": HALVES[1:]}.get(split, HALVES)
+        base, halves = self.locate(self.root, split)
         images, labels, names = [], [], []
         for half in halves:
             half_images, half_labels, half_names = _load_half(base, half, image_size, progress)
@@ -108,6 +106,19 @@ class Omniglot(ImageClasses):
         if rotations:
             images, labels, names = self._rotate(images, labels, names)
         super().__init__(images, labels, names)
+
+    @staticmethod
+    def locate(root, split: str) -> tuple[Path, tuple[str, ...]]:
+        """``(base folder, halves)`` that ``split`` reads under ``root``, without reading an image; a
+        missing folder or zip raises FileNotFoundError saying what is expected."""
+        check_choice("split", split, OMNIGLOT_SPLITS)
+        base = _find_base(expand_root(root))
+        halves = {"background": HALVES[:1], "evaluation": HALVES[1:]}.get(split, HALVES)
+        for half in halves:
+            if not (base / half).is_dir() and not (base / f"{half}.zip").is_file():
+                raise FileNotFoundError(f"Omniglot half {half!r} missing: expected {base / half} or "
+                                        f"{base / (half + '.zip')}")
+        return base, halves
 
     @staticmethod
     def _split_classes(names: list[str], split: str) -> list[int]:

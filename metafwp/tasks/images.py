@@ -40,10 +40,33 @@ HELD_OUT = {"glyphs": "background -> evaluation, or train -> val", "omniglot": "
 
 
 def check_splits(dataset: str, root: str | None, train: str, held_out: dict[str, str | None]) -> None:
-    """Before any image is read: every split name is one ``dataset`` has, and no validation or test
-    split (``held_out``: ``{recipe key: split}``) shares classes with ``train``. Folder datasets
-    name their splits freely: class folders found under both are a one-line warning."""
+    """Before any image is read: every split name is one ``dataset`` has, no validation or test
+    split (``held_out``: ``{recipe key: split}``) shares classes with ``train``, and, where the
+    user's ``root`` is given, each split's files are there. Folder datasets name their splits
+    freely: class folders found under both are a one-line warning."""
     splits = {"training": train, **{key: split for key, split in held_out.items() if split is not None}}
+    check_names_and_overlaps(dataset, root, train, splits, held_out)
+    if root is not None:
+        for split in splits.values():
+            try:
+                locate_split(dataset, root, split)
+            except FileNotFoundError as error:
+                raise FileNotFoundError(f"{error}. How to get it: {WHERE_TO_GET[dataset]}.") from None
+
+
+def locate_split(dataset: str, root: str, split: str) -> None:
+    """A FileNotFoundError when ``split``'s files are not under ``root`` (nothing is read)."""
+    if dataset == "omniglot":
+        Omniglot.locate(root, split)
+    elif dataset == "mini_imagenet":
+        MiniImageNet.locate(root, split)
+    elif dataset == "folder" and not (folder := Path(root).expanduser() / split).is_dir():
+        raise FileNotFoundError(f"image folder not found: {folder} (expected {folder}/<class>/<image>)")
+
+
+def check_names_and_overlaps(dataset: str, root: str | None, train: str, splits: dict[str, str],
+                             held_out: dict[str, str | None]) -> None:
+    """``check_splits``' checks of the names (``splits``: ``{recipe key: split}``) and overlaps."""
     if dataset in SPLITS:
         for key, split in splits.items():
             if split not in SPLITS[dataset]:

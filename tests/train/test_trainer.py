@@ -258,7 +258,8 @@ def test_ordinary_mistakes_print_one_line(tmp_path, capsys):
     broken.write_text("model:\n  mixer: [srwm\n")
     assert "is not valid YAML" in one_line_error(capsys, [str(broken)])
     (tmp_path / "mini").mkdir()
-    (tmp_path / "mini" / "mini-imagenet-cache-train.pkl").write_bytes(b"garbage, not a pickle")
+    for split in ("train", "test"):  # both there (checked when the config loads), the training one garbage
+        (tmp_path / "mini" / f"mini-imagenet-cache-{split}.pkl").write_bytes(b"garbage, not a pickle")
     assert "mini-imagenet-cache-train.pkl" in one_line_error(capsys, base + [
         "data.dataset=mini_imagenet", f"data.root={tmp_path / 'mini'}", "data.train_split=train",
         "data.test_split=test"])
@@ -301,10 +302,26 @@ def test_user_data_that_is_missing_says_where_to_get_it(tmp_path):
     config = tiny(tmp_path, "data.dataset=omniglot", "data.train_split=train", "data.test_split=test")
     with pytest.raises(ConfigError, match="needs data.root.*torchvision.datasets.Omniglot"):
         train(config)
-    config = tiny(tmp_path, "data.dataset=mini_imagenet", f"data.root={tmp_path / 'none'}",
-                  "data.train_split=train", "data.test_split=test")
     with pytest.raises(FileNotFoundError, match="mini-imagenet-cache-train.pkl.*How to get it"):
-        train(config)
+        tiny(tmp_path, "data.dataset=mini_imagenet", f"data.root={tmp_path / 'none'}", "data.train_split=train",
+             "data.test_split=test")  # found missing when the config loads, before any work
+
+
+def test_the_test_and_validation_files_are_checked_when_the_config_loads(tmp_path):
+    """A missing test or validation split of the user's copy fails before training, not after it."""
+    (tmp_path / "mini").mkdir()
+    write_mini_imagenet_pickle(tmp_path / "mini" / "mini-imagenet-cache-train.pkl", {"a": 2, "b": 2})
+    mini = ["data.dataset=mini_imagenet", f"data.root={tmp_path / 'mini'}", "data.train_split=train",
+            "data.test_split=test"]
+    with pytest.raises(FileNotFoundError, match="Mini-ImageNet test not found: .*mini-imagenet-cache-test.pkl"):
+        tiny(tmp_path, *mini)
+    write_mini_imagenet_pickle(tmp_path / "mini" / "mini-imagenet-cache-test.pkl", {"c": 2, "d": 2})
+    with pytest.raises(FileNotFoundError, match="Mini-ImageNet val not found"):
+        tiny(tmp_path, *mini, "data.val_split=val")
+    (tmp_path / "omniglot" / "omniglot-py" / "images_background").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="Omniglot half 'images_evaluation' missing.*How to get it"):
+        tiny(tmp_path, "data.dataset=omniglot", f"data.root={tmp_path / 'omniglot'}")
+    assert not any((tmp_path / "run").glob("*"))
 
 
 def test_ddp_on_two_processes_equals_one_process_with_the_same_global_batch_and_prints_once(tmp_path):
