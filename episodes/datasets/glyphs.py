@@ -37,7 +37,7 @@ IMAGE_SIZE = 28
 RENDER_SCALE = 4  # render at 4x, then downsample with an antialiasing filter
 FONT_PIXELS = 88  # font size at 4x: an em of 22 px in the 28 px image
 NEAR_DUPLICATE = 0.95
-CLASS_LIST_VERSION = 1
+CLASS_LIST_VERSION = 2  # 2: symbol blocks held out for validation too
 # Unicode blocks of alphabets and phonetic letters; every other block is a symbol family (shapes,
 # arrows, box drawing, mathematical operators, punctuation): two styles of glyph for multi-task streams
 LETTER_BLOCKS = frozenset({"Basic Latin", "Latin-1 Supplement", "Latin Extended-A", "Latin Extended-B", "IPA Extensions",
@@ -48,8 +48,10 @@ INVISIBLE_CATEGORIES = ("Zs", "Zl", "Zp", "Cc", "Cf", "Cs", "Co", "Cn", "Mn", "M
 MISSING_CODEPOINT = 0x10FFFD  # a private-use code point no face draws: renders the missing-glyph box
 EVALUATION_BLOCKS = ("Cyrillic", "Arrows", "Box Drawing", "Miscellaneous Symbols", "Latin Extended-B",
                      "Spacing Modifier Letters", "Supplemental Mathematical Operators", "Dingbats")
-# background blocks held out for validation (model selection): ``train`` is background without them
-VALIDATION_BLOCKS = ("Greek and Coptic", "Latin Extended-A", "Letterlike Symbols")
+# background blocks held out for validation (model selection), letters and symbols, so that streams
+# of either family can be validated: ``train`` is background without them
+VALIDATION_BLOCKS = ("Greek and Coptic", "Latin Extended-A", "Letterlike Symbols", "General Punctuation",
+                     "Number Forms", "Miscellaneous Technical", "Miscellaneous Symbols and Arrows")
 UNICODE_BLOCKS = (
     (0x0000, 0x007F, "Basic Latin"), (0x0080, 0x00FF, "Latin-1 Supplement"), (0x0100, 0x017F, "Latin Extended-A"),
     (0x0180, 0x024F, "Latin Extended-B"), (0x0250, 0x02AF, "IPA Extensions"),
@@ -186,8 +188,10 @@ class Glyphs(ImageClasses):
 
     Args:
         split: ``background`` or ``evaluation`` (a fixed split by Unicode block), ``val`` (the
-            background blocks named in the split file's ``validation_blocks``: Greek and Coptic,
-            Latin Extended-A, Letterlike Symbols), ``train`` (background without ``val``) or ``all``.
+            background blocks named in the split file's ``validation_blocks``: 83 letter classes from
+            Greek and Coptic, Latin Extended-A and Letterlike Symbols, 45 symbol classes from General
+            Punctuation, Number Forms, Miscellaneous Technical and Miscellaneous Symbols and Arrows),
+            ``train`` (background without ``val``) or ``all``.
         root: where the rendered tensor is cached. Default: ``$XDG_CACHE_HOME/metafwp`` or
             ``~/.cache/metafwp``.
         progress: show a progress bar while rendering (first use only, a few seconds).

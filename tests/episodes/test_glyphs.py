@@ -27,14 +27,19 @@ def test_splits_partition_the_classes_by_alphabet(glyph_root):
     assert all(len(entry[3]) >= MIN_FACES for entry in class_list()["classes"])
 
 
-def test_validation_classes_are_whole_background_alphabets(glyph_root):
+def test_validation_classes_are_whole_background_alphabets_of_both_families(glyph_root):
     background = Glyphs("background", root=glyph_root, progress=False)
     train = Glyphs("train", root=glyph_root, progress=False)
     val = Glyphs("val", root=glyph_root, progress=False)
     assert sorted(train.class_names + val.class_names) == sorted(background.class_names)
     assert set(val.alphabets) == set(class_list()["validation_blocks"]) == {
-        "Greek and Coptic", "Latin Extended-A", "Letterlike Symbols"}
-    assert not set(train.alphabets) & set(val.alphabets) and val.num_classes == 83 and train.num_classes == 428
+        "Greek and Coptic", "Latin Extended-A", "Letterlike Symbols", "General Punctuation", "Number Forms",
+        "Miscellaneous Technical", "Miscellaneous Symbols and Arrows"}
+    assert not set(train.alphabets) & set(val.alphabets) and val.num_classes == 128 and train.num_classes == 383
+    counts = {(split.split, family): len(split.family_classes(family))
+              for split in (train, val) for family in ("letters", "symbols")}
+    assert counts == {("train", "letters"): 214, ("train", "symbols"): 169, ("val", "letters"): 83,
+                      ("val", "symbols"): 45}  # a letters-then-symbols stream can be validated
 
 
 def test_no_two_classes_are_near_duplicates_and_homoglyphs_are_gone(glyph_root):
