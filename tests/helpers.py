@@ -1,13 +1,14 @@
 """Helpers shared by the tests: comparisons, fast-weight inputs, a layer run in pieces, a tiny
 trainer config, a run's learner and its accuracy by a plain loop."""
 import math
+import signal
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from metafwp.evaluate import load_run
-from metafwp.train import load_config
+from metafwp.train import load_config, loop
 
 ROOT = Path(__file__).parents[1]
 RECIPE = ROOT / "recipes/glyphs_5way1shot_srwm.yaml"
@@ -118,3 +119,16 @@ def error_by_hand(model, task) -> float:
             total += (outputs[mask].double() - batch.targets[0][mask].double()).square().sum().item()
             count += int(mask.sum())
     return total / count / sampler.dim
+
+
+def stop_after(monkeypatch, step: int, stop=lambda: signal.raise_signal(signal.SIGTERM)) -> None:
+    """Call ``stop`` right after training step ``step`` (its optimiser step done, before its log line
+    and checkpoint). Default: SIGTERM, as a cluster's pre-emption sends it."""
+    original = loop.Progress.step
+
+    def step_then_stop(progress):
+        original(progress)
+        if progress.run.step == step:
+            stop()
+
+    monkeypatch.setattr(loop.Progress, "step", step_then_stop)

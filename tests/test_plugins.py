@@ -7,7 +7,6 @@ Run as a script under torchrun, this file registers its toy task and kind and tr
 import copy
 import json
 import os
-import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -22,9 +21,9 @@ from metafwp.models import LEARNER_KINDS, LearnerKind, register_learner_kind
 from metafwp.models.kinds import ModelSection
 from metafwp.nn import MIXERS, register_mixer
 from metafwp.tasks import LEARNER, TASKS, RegressionTask
-from metafwp.train import ConfigError, TrainingInterrupted, load_config, loop, train
+from metafwp.train import ConfigError, TrainingInterrupted, load_config, train
 from metafwp.train.checkpoint import load_checkpoint
-from tests.helpers import ROOT, assert_identical, error_by_hand
+from tests.helpers import ROOT, assert_identical, error_by_hand, stop_after
 
 TOY = ["data.dim=3", "data.num_support=5", "train.batch_size=4", "train.steps=4", "train.checkpoint_every=2",
        "train.log_every=1", "train.progress=none", "train.threads=1", "eval.episodes=12", "eval.batch_size=5",
@@ -177,18 +176,6 @@ def plugins():
 
 def toy(tmp_path, task, *overrides, name="run"):
     return load_config(None, [f"task={task}", *TOY, f"train.out_dir={tmp_path}", f"train.name={name}", *overrides])
-
-
-def stop_after(monkeypatch, step: int) -> None:
-    """SIGTERM right after training step ``step``, as a cluster's pre-emption would send it."""
-    original = loop.Progress.step
-
-    def step_then_signal(progress):
-        original(progress)
-        if progress.run.step == step:
-            signal.raise_signal(signal.SIGTERM)
-
-    monkeypatch.setattr(loop.Progress, "step", step_then_signal)
 
 
 def straight_and_resumed(tmp_path, monkeypatch, task, *overrides, stop_at=1):

@@ -30,11 +30,16 @@ class Scores:
             and ranks; the task's ``summarise`` reads them by name.
         per_episode: detached ``[B]`` the task's headline metric per episode (accuracy in [0, 1],
             or loss), for confidence intervals.
+        loss_terms: how many terms ``loss`` is the mean of (e.g. scored steps), when that differs
+            from batch to batch: under torchrun each rank's loss is then weighted by its share of
+            all ranks' terms, so that the gradient is that of one process on the whole batch.
+            None: the loss is a mean over terms of equal number in every batch.
     """
 
     loss: torch.Tensor
     sums: dict[str, torch.Tensor]
     per_episode: torch.Tensor
+    loss_terms: torch.Tensor | None = None
 
 
 def add_tallies(total: dict[str, torch.Tensor] | None, sums: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -153,7 +158,7 @@ class Task:
         Default: the objective on the whole batch and one optimiser step."""
         with trainer.autocast():
             scores = self.objective(trainer.models[LEARNER], batch)
-        trainer.step(scores.loss)
+        trainer.step(scores.loss, terms=scores.loss_terms)
         return scores
 
     def state_dict(self) -> dict:

@@ -99,7 +99,7 @@ class ExpressivityTask(Task):
         last_correct = correct.gather(1, last[:, None]).squeeze(1).double()
         sums = {"loss_sum": loss_sum, "steps": mask.sum(), "last_correct": last_correct.sum(),
                 "correct": correct.sum(0), "scored": mask.sum(0)}
-        return Scores(loss, sums, last_correct)
+        return Scores(loss, sums, last_correct, mask.sum())
 
     def summarise(self, sums: dict[str, torch.Tensor]) -> dict:
         """``loss``; ``accuracy`` of the whole string (its last step), ``step_accuracy`` over every

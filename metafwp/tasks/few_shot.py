@@ -70,7 +70,7 @@ class FewShotScoring:
         outputs, _ = model(batch)
         result = episode_loss(outputs, batch, self.num_shots)
         sums = {"loss_sum": result.loss_sum, "correct": result.correct, "scored": result.count}
-        return Scores(result.loss, sums, result.episode_correct / result.episode_count)
+        return Scores(result.loss, sums, result.episode_correct / result.episode_count, result.count.sum())
 
     def summarise(self, sums: dict[str, torch.Tensor]) -> dict:
         correct, count = sums["correct"], sums["scored"]

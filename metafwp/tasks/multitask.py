@@ -170,7 +170,7 @@ class MultiTaskTask(StreamTask):
         correct_by_shot, scored_by_shot = tally(by_shot, self.num_shots)
         sums = {"loss_sum": result.loss_sum, "correct_at": correct_at, "scored_at": scored_at,
                 "correct_by_shot": correct_by_shot, "scored_by_shot": scored_by_shot}
-        return Scores(result.loss, sums, result.episode_correct / result.episode_count)
+        return Scores(result.loss, sums, result.episode_correct / result.episode_count, result.count.sum())
 
     def summarise(self, sums: dict[str, torch.Tensor]) -> dict:
         """Loss and accuracy, and per source (by name) and slot (``first``, ``second``, ...) the

@@ -159,14 +159,15 @@ class RegressionTask(Task):
         outputs, _ = model(batch)
         per_step, examples = squared_error_by_examples(outputs, batch)
         mask = batch.loss_mask.to(per_step.dtype)
-        loss = (per_step * mask).sum() / (mask.sum() * outputs.shape[-1])
+        scored = mask.sum()
+        loss = (per_step * mask).sum() / (scored * outputs.shape[-1])
         scored_error, mask = (per_step.detach() * mask).double(), mask.double()
         slots = examples.clamp_min(0).flatten()  # padding (shot 0) weighs nothing
         sums = torch.zeros(2, batch.num_steps + 1, dtype=torch.float64, device=mask.device)
         sums[0].index_add_(0, slots, scored_error.flatten())
         sums[1].index_add_(0, slots, mask.flatten())
         per_episode = scored_error.sum(1) / mask.sum(1) / self.sampler.dim
-        return Scores(loss, {"squared_error": sums[0], "scored": sums[1]}, per_episode)
+        return Scores(loss, {"squared_error": sums[0], "scored": sums[1]}, per_episode, scored)
 
     def summarise(self, sums: dict[str, torch.Tensor]) -> dict:
         """``loss`` (mean squared error), ``error`` (squared error / dim, Garg et al.'s normalisation)

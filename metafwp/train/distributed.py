@@ -16,6 +16,7 @@ class Distributed:
     rank: int
     world_size: int
     device: torch.device
+    joined_group: bool = False  # this run joined the process group, so it leaves it at the end
 
     @property
     def is_main(self) -> bool:
@@ -51,7 +52,8 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
 
 
 def start_distributed(device_name: str) -> Distributed:
-    """Join the process group when launched by torchrun (nccl on GPU, gloo on CPU), else run alone."""
+    """Join the process group when launched by torchrun (nccl on GPU, gloo on CPU), else run alone;
+    a group the caller joined already (a script that trains several runs) is used as it is."""
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     device = resolve_device(device_name, local_rank)
@@ -61,11 +63,13 @@ def start_distributed(device_name: str) -> Distributed:
         warnings.simplefilter("ignore")
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    if not dist.is_initialized():
+    joined_group = not dist.is_initialized()
+    if joined_group:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return Distributed(dist.get_rank(), dist.get_world_size(), device)
+    return Distributed(dist.get_rank(), dist.get_world_size(), device, joined_group)
 
 
-def stop_distributed() -> None:
-    if dist.is_available() and dist.is_initialized():
+def stop_distributed(ranks: Distributed) -> None:
+    """Leave the process group if ``ranks`` joined it."""
+    if ranks.joined_group and dist.is_initialized():
         dist.destroy_process_group()

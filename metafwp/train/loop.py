@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
@@ -141,7 +140,7 @@ def train(config: RunConfig) -> Path:
     try:
         return _train(config, ranks)
     finally:
-        stop_distributed()
+        stop_distributed(ranks)
 
 
 def _train(config: RunConfig, ranks: Distributed) -> Path:
@@ -285,25 +284,28 @@ def episode_loader(run: Run, steps: int) -> DataLoader:
 
 
 class Trainer:
-    """What a task's ``training_step`` works with: the models (data-parallel wrappers of those
-    with trainable weights when under torchrun) and ``step``, one optimiser step."""
+    """What a task's ``training_step`` works with: the models, as they are (an objective may call
+    any of their methods: ``embed``, ``read``, ...), and ``step``, one optimiser step, whose
+    gradients are averaged over the ranks under torchrun."""
 
     def __init__(self, run: Run):
-        self.run, self.device = run, run.ranks.device
-        data_parallel = run.ranks.world_size > 1
-        self.models = {name: DistributedDataParallel(model) if data_parallel and name in run.optimizers else model
-                       for name, model in run.models.items()}
+        self.run, self.device, self.models = run, run.ranks.device, run.models
 
     def autocast(self):
         """bf16 autocast on CUDA when the recipe asks (``train.bf16``)."""
         return autocast(self.device, self.run.config.train.bf16)
 
-    def step(self, loss: torch.Tensor, optimizer: str = LEARNER) -> None:
+    def step(self, loss: torch.Tensor, optimizer: str = LEARNER, terms: torch.Tensor | None = None) -> None:
         """Backward, clip (``optim.grad_clip``), step and zero the gradients of ``optimizer``'s
-        parameters; a NaN or infinite gradient stops the run."""
-        run, config = self.run, self.run.config
+        parameters; a NaN or infinite gradient stops the run. ``terms``: how many terms ``loss`` is
+        the mean of on this rank (``Scores.loss_terms``), weighting the ranks' gradients."""
+        run, config, ranks = self.run, self.run.config, self.run.ranks
+        if terms is not None and ranks.world_size > 1:  # sum_r (n_r / N) grad L_r: the mean over all N terms
+            share = terms.detach().double() / ranks.sum(terms.detach().double().clone())
+            loss = loss * (share * ranks.world_size).to(loss.dtype)
         loss.backward()
         parameters = [p for group in run.optimizers[optimizer].param_groups for p in group["params"]]
+        average_gradients(parameters, run.ranks)
         grad_norm = torch.nn.utils.clip_grad_norm_(parameters, config.optim.grad_clip or math.inf)
         if not torch.isfinite(grad_norm):  # the same on every rank: gradients are averaged before this
             kept = (f"the last good checkpoint is kept: {run.checkpoint_path} (step "
@@ -316,6 +318,23 @@ class Trainer:
                 f"train.init_from={run.checkpoint_path}")
         run.optimizers[optimizer].step()
         run.optimizers[optimizer].zero_grad(set_to_none=True)
+
+
+def average_gradients(parameters: list[torch.Tensor], ranks: Distributed) -> None:
+    """Each parameter's gradient becomes its mean over the ranks, in one all-reduce of all of them
+    flattened: what DistributedDataParallel computes, for objectives that call the learner's other
+    methods (``embed``, ``read``) too. A parameter a rank did not use counts as zero there; one no
+    rank used keeps no gradient, as it would in one process."""
+    if ranks.world_size == 1:
+        return
+    gradients = [torch.zeros_like(p) if p.grad is None else p.grad for p in parameters]
+    flat = torch.cat([g.reshape(-1) for g in gradients])  # the widest dtype of them
+    used = torch.tensor([p.grad is not None for p in parameters], dtype=flat.dtype, device=flat.device)
+    flat = ranks.sum(torch.cat([flat, used]))
+    sizes = [g.numel() for g in gradients]
+    *summed, used = flat.split(sizes + [len(parameters)])
+    for parameter, gradient, anywhere in zip(parameters, summed, used.tolist()):
+        parameter.grad = (gradient / ranks.world_size).view_as(parameter).to(parameter.dtype) if anywhere else None
 
 
 def validate(run: Run, log: "Progress") -> None:

@@ -1,19 +1,17 @@
 """The trainer end to end on the embedded glyphs: artefacts, exact resume (after a crash or a
-signal), what resume refuses, validation and best.pt, errors a user can cause, DDP, evaluation."""
+signal), what resume refuses, validation and best.pt against hand-computed accuracies, errors a user
+can cause, evaluation. What every task guarantees (DDP included) is in test_every_task.py."""
 import json
 import math
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from tqdm import tqdm
 
 from episodes import FewShotSampler, Glyphs
 from metafwp.errors import CheckpointError
@@ -22,7 +20,8 @@ from metafwp.train import ConfigError, TrainingDiverged, TrainingInterrupted, co
 from metafwp.train.__main__ import main as train_main
 from metafwp.train.checkpoint import load_checkpoint, save_checkpoint
 from tests.episodes.fixtures import write_mini_imagenet_pickle
-from tests.helpers import RECIPE, ROOT, TINY, TINY_SEQUENCE, accuracy_by_hand, assert_identical, learner_of, tiny
+from tests.helpers import (RECIPE, ROOT, TINY, TINY_SEQUENCE, accuracy_by_hand, assert_identical, learner_of,
+                           stop_after, tiny)
 
 
 def test_a_run_writes_its_artefacts_and_its_test_accuracy_is_the_accuracy_of_its_weights(tmp_path):
@@ -47,22 +46,6 @@ def crash():
     raise KeyboardInterrupt  # the process dies here: nothing after this step is saved
 
 
-def killed_at(step, stop=crash):
-    """A training progress bar whose ``step``-th update (after that step's optimiser step, before its
-    log line and checkpoint) calls ``stop``."""
-
-    class Bar(tqdm):
-        updates = 0
-
-        def update(self, n=1):
-            self.updates += 1
-            if self.updates == step:
-                stop()
-            return super().update(n)
-
-    return Bar
-
-
 def assert_same_run(resumed: dict, straight: dict) -> None:
     assert resumed["step"] == straight["step"]
     for key in ("model", "models", "optimizers", "task_state"):
@@ -81,7 +64,7 @@ def test_resume_after_a_crash_is_bit_exact_and_keeps_the_tallies_and_tensorboard
                "model.backbone_dropout=0.2", "train.checkpoint_every=2", "eval.baselines=[]", "eval.episodes=5"]
     assert tiny(tmp_path).optim.schedule == "cosine"
     straight = load_checkpoint(train(tiny(tmp_path, *options, name="straight")) / "checkpoint.pt")
-    monkeypatch.setattr(loop, "tqdm", killed_at(4))
+    stop_after(monkeypatch, 4, crash)
     with pytest.raises(KeyboardInterrupt):
         train(tiny(tmp_path, *options, name="halves"))
     monkeypatch.undo()
@@ -97,7 +80,7 @@ def test_resume_after_a_crash_is_bit_exact_and_keeps_the_tallies_and_tensorboard
 def test_sigterm_saves_a_checkpoint_at_the_current_step_and_resuming_it_is_exact(tmp_path, monkeypatch, capsys):
     options = ["train.steps=5", "model.dropout=0.2", "train.checkpoint_every=100"]
     straight = load_checkpoint(train(tiny(tmp_path, *options, name="straight")) / "checkpoint.pt")
-    monkeypatch.setattr(loop, "tqdm", killed_at(3, lambda: os.kill(os.getpid(), signal.SIGTERM)))
+    stop_after(monkeypatch, 3)
     command = [str(RECIPE), *TINY, *TINY_SEQUENCE, *options, f"train.out_dir={tmp_path}", "train.name=stopped"]
     assert train_main(command) == 128 + signal.SIGTERM
     message = capsys.readouterr().err
@@ -110,7 +93,7 @@ def test_sigterm_saves_a_checkpoint_at_the_current_step_and_resuming_it_is_exact
 
 
 def test_sigint_stops_training_the_same_way(tmp_path, monkeypatch):
-    monkeypatch.setattr(loop, "tqdm", killed_at(2, lambda: os.kill(os.getpid(), signal.SIGINT)))
+    stop_after(monkeypatch, 2, lambda: signal.raise_signal(signal.SIGINT))
     with pytest.raises(TrainingInterrupted, match="SIGINT at step 2"):
         train(tiny(tmp_path, "train.steps=5"))
     assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["step"] == 2
@@ -171,32 +154,22 @@ def test_short_runs_log_at_least_20_points():
     assert loop.log_interval(config) == 5 and loop.log_interval(load_config(RECIPE)) == 50
 
 
-def test_validation_keeps_the_best_checkpoint_tests_it_and_survives_a_resume(tmp_path, monkeypatch):
+def test_validation_scores_held_out_classes_and_the_test_scores_the_best_checkpoint(tmp_path):
     options = ["train.steps=6", "data.train_split=train", "data.val_split=val", "eval.val_every=2",
                "eval.val_episodes=10", "optim.lr=0.01", "eval.baselines=[]"]
-    straight_dir = train(tiny(tmp_path, *options, name="straight"))
-    metrics = json.loads((straight_dir / "metrics.json").read_text())
+    run_dir = train(tiny(tmp_path, *options))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
     validation = metrics["validation"]
     assert [record["step"] for record in validation] == [2, 4, 6]
     best = max(validation, key=lambda record: record["accuracy"])  # the first of equals stays
     assert metrics["best"] == {"step": best["step"], "accuracy": best["accuracy"]}
     assert metrics["tested"] == f"best.pt (step {best['step']})"
-    config, model = learner_of(straight_dir, "best.pt")
-    assert load_checkpoint(straight_dir / "best.pt")["step"] == best["step"]
+    config, model = learner_of(run_dir, "best.pt")
+    assert load_checkpoint(run_dir / "best.pt")["step"] == best["step"]
     val_batch = FewShotSampler(Glyphs("val", progress=False), 5, 1, 1, seed=config.eval.val_seed).sample(range(10))
     assert best["accuracy"] == pytest.approx(accuracy_by_hand(model, val_batch)[0])
     test_batch = FewShotSampler(Glyphs("evaluation", progress=False), 5, 1, 1, seed=config.eval.seed).sample(range(12))
     assert metrics["test"]["srwm"]["accuracy"] == pytest.approx(accuracy_by_hand(model, test_batch)[0])
-
-    monkeypatch.setattr(loop, "tqdm", killed_at(5))
-    with pytest.raises(KeyboardInterrupt):
-        train(tiny(tmp_path, *options, name="halves"))
-    monkeypatch.undo()
-    resumed = json.loads((train(tiny(tmp_path, *options, "train.resume=true", name="halves")) / "metrics.json")
-                         .read_text())
-    assert resumed["validation"] == validation and resumed["best"] == metrics["best"]
-    assert torch.equal(torch.cat([v.flatten() for v in load_checkpoint(tmp_path / "halves/best.pt")["model"].values()]),
-                       torch.cat([v.flatten() for v in load_checkpoint(straight_dir / "best.pt")["model"].values()]))
 
 
 def test_validation_needs_a_validation_split():
@@ -322,23 +295,6 @@ def test_the_test_and_validation_files_are_checked_when_the_config_loads(tmp_pat
     with pytest.raises(FileNotFoundError, match="Omniglot half 'images_evaluation' missing.*How to get it"):
         tiny(tmp_path, "data.dataset=omniglot", f"data.root={tmp_path / 'omniglot'}")
     assert not any((tmp_path / "run").glob("*"))
-
-
-def test_ddp_on_two_processes_equals_one_process_with_the_same_global_batch_and_prints_once(tmp_path):
-    options = ["train.steps=3", "model.norm=instance", "model.mixer=delta", "eval.baselines=[]"]
-    single = load_checkpoint(train(tiny(tmp_path, *options, name="single")) / "checkpoint.pt")
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               "-m", "metafwp.train", str(RECIPE), *TINY, *TINY_SEQUENCE, *options, f"train.out_dir={tmp_path}", "train.name=ddp",
-               "train.device=cpu"]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.count("Run folder:") == 1 and done.stdout.count("delta: accuracy") == 1
-    ddp = load_checkpoint(tmp_path / "ddp" / "checkpoint.pt")
-    for key, value in single["model"].items():
-        assert torch.allclose(ddp["model"][key], value, rtol=1e-4, atol=1e-6), key
-    for a, b in zip(ddp["history"], single["history"]):  # metrics all-reduced over the two ranks
-        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5) and a["episodes"] == b["episodes"] == 4
 
 
 def test_noam_warm_up_follows_the_reference_formula():
