@@ -7,26 +7,30 @@ A *GD layer* is a one-head vanilla FWP (Hebbian rule, identity feature map) whos
 
     W^Q = W^K = [[I, 0], [0, 0]]       (keys and queries: the x part)
     W^V       = [[0, 0], [0, I]]       (values: the target slot s)
-    W^O       = [[0, 0], [0, -lr I]]   (the output subtracts from the target slot)
+    W^O       = [[0, 0], [0, -c I]]    (the output subtracts from the target slot)
 
-so with ``S = sum_{writers} s_i x_i^T`` each token's target slot becomes ``s_j - lr S x_j``. An
+so with ``S = sum_{writers} s_i x_i^T`` each token's target slot becomes ``s_j - c S x_j``. An
 embedding ``[[I, 0], [-W0, I]]`` first turns the target slots into ``y_i - W0 x_i`` (support) and
 ``-W0 x*`` (queries). By induction, after GD layer ``l`` a support slot holds the residual
 ``y_i - W_l x_i`` and a query slot ``-W_l x*``: the prediction is minus the query's target slot.
 
 - ``causal=False``: every token reads the state of the whole support, so the stack computes
-  ``W_{l+1} = W_l + lr_l sum_i (y_i - W_l x_i) x_i^T``: full-batch gradient descent on
-  ``1/2 sum_i ||y_i - W x_i||^2`` from W0.
+  ``W_{l+1} = W_l + c_l sum_i (y_i - W_l x_i) x_i^T``: full-batch gradient descent from W0 with
+  learning rate ``eta_l = N c_l`` on the mean loss ``1/(2N) sum_i ||y_i - W x_i||^2``.
 - ``causal=True`` (the FWP as it runs): token t reads the state of the support tokens up to and
   including itself. Token t's slot then holds the residual under its own prefix model
   ``W_l^(t)``, and the stack computes, for each prefix,
 
-      W_0^(t) = W0,   W_{l+1}^(t) = W_l^(t) + lr_l sum_{i <= t} (y_i - W_l^(i) x_i) x_i^T,
+      W_0^(t) = W0,   W_{l+1}^(t) = W_l^(t) + c_l sum_{i <= t} (y_i - W_l^(i) x_i) x_i^T,
 
   i.e. step l's gradient takes each example's error under the model trained on *that example's*
   prefix (the stale residuals left in its token), not under ``W_l``. For one layer, and for any
-  query after the whole support, ``W_1 = W0 + lr_0 sum_i (y_i - W0 x_i) x_i^T``: one exact GD
+  query after the whole support, ``W_1 = W0 + c_0 sum_i (y_i - W0 x_i) x_i^T``: one exact GD
   step. From two layers on it differs from GD (``docs/protocols.md`` section 9 derives it).
+
+``c_l`` (``step_sizes``) is the step per example, the strength with which each support token
+writes; the GD learning rate of results (``gd_lr``, the regression baselines' and von Oswald et
+al.'s eta) is ``N c`` for N support examples.
 
 ``lms_predict`` runs a DeltaNet (delta rule, identity feature map, fast weights starting at W0)
 with the same projections: it computes Widrow-Hoff, one online step per example in order.
@@ -98,33 +102,33 @@ class VanillaFWPLayer(nn.Module):
         return tokens + read @ self.W_o.T
 
 
-def _gd_slow_weights(dx: int, dy: int, lr: float, like: torch.Tensor):
+def _gd_slow_weights(dx: int, dy: int, step_size: float, like: torch.Tensor):
     D = dx + dy
     W_qk = like.new_zeros(D, D)
     W_qk[:dx, :dx] = torch.eye(dx, dtype=like.dtype)
     W_v = like.new_zeros(D, D)
     W_v[dx:, dx:] = torch.eye(dy, dtype=like.dtype)
-    return W_qk, W_qk.clone(), W_v, -lr * W_v
+    return W_qk, W_qk.clone(), W_v, -step_size * W_v
 
 
 class GDLayers(nn.Module):
-    """The embedding ``[[I, 0], [-W0, I]]`` then one GD layer per learning rate (see the module
+    """The embedding ``[[I, 0], [-W0, I]]`` then one GD layer per step size (see the module
     docstring). ``forward(tokens [B, T, dx + dy], writes [T] bool) -> tokens``; the prediction of
     token t is minus its target slot: ``-tokens[..., dx:]``."""
 
-    def __init__(self, W0: torch.Tensor, lrs: Sequence[float], causal: bool = False):
+    def __init__(self, W0: torch.Tensor, step_sizes: Sequence[float], causal: bool = False):
         super().__init__()
         if W0.dim() != 2:
             raise ValueError(f"W0 must be [dy, dx], got shape {tuple(W0.shape)}")
-        if len(lrs) < 1:
-            raise ValueError("lrs must hold one learning rate per layer (at least one)")
+        if len(step_sizes) < 1:
+            raise ValueError("step_sizes must hold one step size per layer (at least one)")
         dy, dx = W0.shape
         embed = torch.eye(dx + dy, dtype=W0.dtype, device=W0.device)
         embed[dx:, :dx] = -W0
         self.register_buffer("embedding", embed)
         self.dx, self.dy = dx, dy
-        self.layers = nn.ModuleList(VanillaFWPLayer(*_gd_slow_weights(dx, dy, float(lr), W0), causal=causal)
-                                    for lr in lrs)
+        self.layers = nn.ModuleList(VanillaFWPLayer(*_gd_slow_weights(dx, dy, float(c), W0), causal=causal)
+                                    for c in step_sizes)
 
     def forward(self, tokens: torch.Tensor, writes: torch.Tensor) -> torch.Tensor:
         if tokens.shape[-1] != self.dx + self.dy:
@@ -136,37 +140,38 @@ class GDLayers(nn.Module):
         return tokens
 
 
-def gd_layers(W0: torch.Tensor, lrs: Sequence[float], *, causal: bool = False) -> GDLayers:
+def gd_layers(W0: torch.Tensor, step_sizes: Sequence[float], *, causal: bool = False) -> GDLayers:
     """The vanilla-FWP layers whose forward pass is gradient descent on the support, from ``W0 [dy, dx]``
-    with learning rate ``lrs[l]`` at layer l (see the module docstring for the causal form)."""
-    return GDLayers(W0, lrs, causal=causal)
+    with step size per example ``step_sizes[l]`` at layer l (see the module docstring for the causal form)."""
+    return GDLayers(W0, step_sizes, causal=causal)
 
 
 def gd_predict(x_support: torch.Tensor, y_support: torch.Tensor, x_query: torch.Tensor, W0: torch.Tensor,
-               lrs: Sequence[float], *, causal: bool = False) -> torch.Tensor:
-    """Predictions ``[B, M, dy]`` of ``gd_layers(W0, lrs)`` for the queries ``x_query [B, M, dx]`` after
+               step_sizes: Sequence[float], *, causal: bool = False) -> torch.Tensor:
+    """Predictions ``[B, M, dy]`` of ``gd_layers(W0, step_sizes)`` for the queries ``x_query [B, M, dx]`` after
     the support ``x_support [B, N, dx]``, ``y_support [B, N, dy]``. With ``causal=False`` this is
-    ``W_L x*`` after ``L = len(lrs)`` full-batch GD steps ``W_{l+1} = W_l + lr_l sum_i (y_i - W_l x_i) x_i^T``."""
+    ``W_L x*`` after ``L = len(step_sizes)`` full-batch GD steps ``W_{l+1} = W_l + c_l sum_i (y_i - W_l x_i) x_i^T``
+    (learning rates ``gd_lr = N c_l``)."""
     dx, _ = _check_regression_inputs(x_support, y_support, x_query, W0)
     tokens, writes = regression_tokens(x_support, y_support, x_query)
-    out = gd_layers(W0, lrs, causal=causal)(tokens, writes)
+    out = gd_layers(W0, step_sizes, causal=causal)(tokens, writes)
     return -out[:, x_support.shape[1]:, dx:]
 
 
 def lms_predict(x_support: torch.Tensor, y_support: torch.Tensor, x_query: torch.Tensor, W0: torch.Tensor,
-                lrs: Sequence[float]) -> torch.Tensor:
-    """Predictions ``[B, M, dy]`` of a DeltaNet (one head, identity feature map, learning rate
-    ``lrs[0]``, fast weights starting at ``W0``) with the GD layer's projections: keys and queries
+                step_sizes: Sequence[float]) -> torch.Tensor:
+    """Predictions ``[B, M, dy]`` of a DeltaNet (one head, identity feature map, write strength
+    ``step_sizes[0]``, fast weights starting at ``W0``) with the GD layer's projections: keys and queries
     ``x``, values ``y``. Its fast weights follow Widrow-Hoff / LMS, one online step per example in
-    order, ``W_t = W_{t-1} + lr (y_t - W_{t-1} x_t) x_t^T``, and queries (which write nothing) read
+    order, ``W_t = W_{t-1} + c (y_t - W_{t-1} x_t) x_t^T``, and queries (which write nothing) read
     ``W_N x*``."""
     dx, dy = _check_regression_inputs(x_support, y_support, x_query, W0)
-    if len(lrs) != 1:
-        raise ValueError(f"lms_predict takes one learning rate (lrs=[lr]), got {len(lrs)}")
+    if len(step_sizes) != 1:
+        raise ValueError(f"lms_predict takes one step size (step_sizes=[c]), got {len(step_sizes)}")
     tokens, writes = regression_tokens(x_support, y_support, x_query)
     B, T, _ = tokens.shape
     q = tokens[..., :dx]
-    beta = torch.full((B, T, 1), float(lrs[0]), dtype=tokens.dtype, device=tokens.device) * writes[:, None]
+    beta = torch.full((B, T, 1), float(step_sizes[0]), dtype=tokens.dtype, device=tokens.device) * writes[:, None]
     state = W0.T.expand(B, 1, dx, dy).contiguous()  # S is the transpose of W
     out, _ = fast_weight(q[:, :, None], q[:, :, None], tokens[:, :, None, dx:], rule="delta", beta=beta,
                          scale=1.0, initial_state=state, backend="reference")
@@ -174,13 +179,13 @@ def lms_predict(x_support: torch.Tensor, y_support: torch.Tensor, x_query: torch
 
 
 def gd_plus_plus_predict(x_support: torch.Tensor, y_support: torch.Tensor, x_query: torch.Tensor, W0: torch.Tensor,
-                         lrs: Sequence[float], gamma: float) -> torch.Tensor:
+                         step_sizes: Sequence[float], gamma: float) -> torch.Tensor:
     """GD++ (von Oswald et al. 2023, section 4): a first vanilla-FWP layer that reads and writes the
     x part only, ``x_j <- (I - gamma X^T X) x_j`` with ``X^T X = sum_i x_i x_i^T`` over the support
-    (non-causal), then the GD layers of ``lrs`` on the transformed inputs. Returns ``[B, M, dy]``."""
+    (non-causal), then the GD layers of ``step_sizes`` on the transformed inputs. Returns ``[B, M, dy]``."""
     dx, dy = _check_regression_inputs(x_support, y_support, x_query, W0)
     tokens, writes = regression_tokens(x_support, y_support, x_query)
     W_qk, _, _, _ = _gd_slow_weights(dx, dy, 0.0, W0)
     precondition = VanillaFWPLayer(W_qk, W_qk.clone(), W_qk.clone(), -gamma * W_qk)
-    out = gd_layers(W0, lrs)(precondition(tokens, writes), writes)
+    out = gd_layers(W0, step_sizes)(precondition(tokens, writes), writes)
     return -out[:, x_support.shape[1]:, dx:]

@@ -71,8 +71,8 @@ def run_gd_study(overrides: list[str]) -> dict:
     tasks, and compare the two on the run's test tasks; written to ``gd_comparison.json`` in the run."""
     run_dir = train(load_config(RECIPES / f"{GD_STUDY}.yaml", overrides))
     config, task, model, _ = load_run(run_dir)
-    lr = one_step_gd_learning_rate(task.train_sampler(), GD_LR_TASKS)
-    comparison = compare_with_gradient_descent(model, task.make_sampler(config.eval.seed), lr, config.eval.episodes)
+    gd_lr = one_step_gd_learning_rate(task.train_sampler(), GD_LR_TASKS)
+    comparison = compare_with_gradient_descent(model, task.make_sampler(config.eval.seed), gd_lr, config.eval.episodes)
     comparison["run"] = str(run_dir)
     (run_dir / "gd_comparison.json").write_text(json.dumps(comparison, indent=2))
     return comparison
@@ -82,7 +82,7 @@ def print_gd_study(comparison: dict) -> None:
     print(f"\nIn-context linear regression, d = 10, N = 10 (von Oswald et al. 2023), {comparison['episodes']} "
           f"held-out tasks:")
     print(f"  {'trained linear self-attention':<34} loss {comparison['loss_learner']:.4f}")
-    print(f"  {'one GD step, lr ' + format(comparison['lr'], '.3f') + ' fitted':<34} loss {comparison['loss_gd']:.4f}")
+    print(f"  {'one GD step, gd_lr ' + format(comparison['gd_lr'], '.2f') + ' fitted':<34} loss {comparison['loss_gd']:.4f}")
     print(f"  prediction difference |y_TF - y_GD| {comparison['prediction_difference']:.4f}; sensitivities "
           f"d y / d x_query: cosine {comparison['sensitivity_cosine']:.4f}, L2 distance "
           f"{comparison['sensitivity_distance']:.4f}")

@@ -12,27 +12,27 @@ def problem(seed, B=3, N=7, M=4, dx=5, dy=2):
     return draw(B, N, dx), draw(B, N, dy), draw(B, M, dx), 0.5 * draw(dy, dx)
 
 
-def gradient_descent(x, y, x_query, W0, lrs):
+def gradient_descent(x, y, x_query, W0, step_sizes):
     """Full-batch GD on 1/2 sum_i ||y_i - W x_i||^2, one task at a time."""
     predictions = []
     for b in range(x.shape[0]):
         W = W0.clone()
-        for lr in lrs:
-            W = W + lr * sum(torch.outer(y[b, i] - W @ x[b, i], x[b, i]) for i in range(x.shape[1]))
+        for c in step_sizes:
+            W = W + c * sum(torch.outer(y[b, i] - W @ x[b, i], x[b, i]) for i in range(x.shape[1]))
         predictions.append(x_query[b] @ W.T)
     return torch.stack(predictions)
 
 
-def causal_stack(x, y, x_query, W0, lrs):
-    """The derivation of the causal stack: W_{l+1}^(t) = W_l^(t) + lr_l sum_{i<=t} (y_i - W_l^(i) x_i) x_i^T,
+def causal_stack(x, y, x_query, W0, step_sizes):
+    """The derivation of the causal stack: W_{l+1}^(t) = W_l^(t) + c_l sum_{i<=t} (y_i - W_l^(i) x_i) x_i^T,
     W_0^(t) = W0; a query after the support reads W_L^(N)."""
     predictions = []
     N = x.shape[1]
     for b in range(x.shape[0]):
         prefix = [W0.clone() for _ in range(N)]  # W_l^(t) for t = 1..N
-        for lr in lrs:
+        for c in step_sizes:
             errors = [torch.outer(y[b, i] - prefix[i] @ x[b, i], x[b, i]) for i in range(N)]
-            prefix = [prefix[t] + lr * sum(errors[: t + 1]) for t in range(N)]
+            prefix = [prefix[t] + c * sum(errors[: t + 1]) for t in range(N)]
         predictions.append(x_query[b] @ prefix[-1].T)
     return torch.stack(predictions)
 
@@ -40,19 +40,19 @@ def causal_stack(x, y, x_query, W0, lrs):
 @pytest.mark.parametrize("num_layers", [1, 2, 3, 4])
 def test_non_causal_stack_is_gradient_descent(num_layers):
     x, y, x_query, W0 = problem(num_layers)
-    lrs = torch.rand(num_layers, generator=torch.Generator().manual_seed(9)).mul(0.1).tolist()
-    expected = gradient_descent(x, y, x_query, W0, lrs)
-    assert (gd_predict(x, y, x_query, W0, lrs) - expected).abs().max() < 1e-10
+    step_sizes = torch.rand(num_layers, generator=torch.Generator().manual_seed(9)).mul(0.1).tolist()
+    expected = gradient_descent(x, y, x_query, W0, step_sizes)
+    assert (gd_predict(x, y, x_query, W0, step_sizes) - expected).abs().max() < 1e-10
     assert (expected - x_query @ W0.T).abs().max() > 1e-2  # the steps moved the prediction
 
 
 @pytest.mark.parametrize("num_layers", [1, 2, 3, 4])
 def test_causal_stack_matches_its_derivation(num_layers):
     x, y, x_query, W0 = problem(10 + num_layers)
-    lrs = [0.05 * (l + 1) for l in range(num_layers)]
-    causal = gd_predict(x, y, x_query, W0, lrs, causal=True)
-    assert (causal - causal_stack(x, y, x_query, W0, lrs)).abs().max() < 1e-10
-    gd = gradient_descent(x, y, x_query, W0, lrs)
+    step_sizes = [0.05 * (l + 1) for l in range(num_layers)]
+    causal = gd_predict(x, y, x_query, W0, step_sizes, causal=True)
+    assert (causal - causal_stack(x, y, x_query, W0, step_sizes)).abs().max() < 1e-10
+    gd = gradient_descent(x, y, x_query, W0, step_sizes)
     if num_layers == 1:  # one layer is one GD step for queries after the support
         assert (causal - gd).abs().max() < 1e-10
     else:  # stale residuals: not GD from two layers on
@@ -85,22 +85,22 @@ def test_lms_is_widrow_hoff():
 
 def test_gd_plus_plus_preconditions_then_descends():
     x, y, x_query, W0 = problem(5)
-    gamma, lrs = 0.02, [0.1, 0.05]
+    gamma, step_sizes = 0.02, [0.1, 0.05]
     covariance = torch.einsum("bni,bnj->bij", x, x)
     eye = torch.eye(x.shape[-1], dtype=x.dtype)
     transform = eye - gamma * covariance
-    expected = gradient_descent(x @ transform.transpose(1, 2), y, x_query @ transform.transpose(1, 2), W0, lrs)
-    assert (gd_plus_plus_predict(x, y, x_query, W0, lrs, gamma) - expected).abs().max() < 1e-10
-    assert (expected - gradient_descent(x, y, x_query, W0, lrs)).abs().max() > 1e-3
+    expected = gradient_descent(x @ transform.transpose(1, 2), y, x_query @ transform.transpose(1, 2), W0, step_sizes)
+    assert (gd_plus_plus_predict(x, y, x_query, W0, step_sizes, gamma) - expected).abs().max() < 1e-10
+    assert (expected - gradient_descent(x, y, x_query, W0, step_sizes)).abs().max() > 1e-3
 
 
 def test_construction_gradients_match_the_loop():
     x, y, x_query, W0 = problem(6, B=2, N=4, M=2, dx=3, dy=2)
     W0.requires_grad_(True)
     x = x.requires_grad_(True)
-    lrs = [0.1, 0.2]
-    ours = torch.autograd.grad(gd_predict(x, y, x_query, W0, lrs).square().sum(), (W0, x))
-    loop = torch.autograd.grad(gradient_descent(x, y, x_query, W0, lrs).square().sum(), (W0, x))
+    step_sizes = [0.1, 0.2]
+    ours = torch.autograd.grad(gd_predict(x, y, x_query, W0, step_sizes).square().sum(), (W0, x))
+    loop = torch.autograd.grad(gradient_descent(x, y, x_query, W0, step_sizes).square().sum(), (W0, x))
     for a, b in zip(ours, loop):
         assert (a - b).abs().max() < 1e-10
 
@@ -112,8 +112,8 @@ def test_construction_gradients_match_the_loop():
     (lambda x, y, q, W0: gd_predict(x, y[:, :-1], q, W0, [0.1]), "y_support"),
     (lambda x, y, q, W0: gd_layers(W0, [0.1])(torch.zeros(1, 3, 4, dtype=W0.dtype), torch.ones(3, dtype=bool)),
      "tokens have width 4"),
-    (lambda x, y, q, W0: gd_predict(x, y, q, W0, []), "one learning rate per layer"),
-    (lambda x, y, q, W0: lms_predict(x, y, q, W0, [0.1, 0.2]), "one learning rate"),
+    (lambda x, y, q, W0: gd_predict(x, y, q, W0, []), "one step size per layer"),
+    (lambda x, y, q, W0: lms_predict(x, y, q, W0, [0.1, 0.2]), "takes one step size"),
 ])
 def test_bad_input(call, message):
     with pytest.raises(ValueError, match=message):

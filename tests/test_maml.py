@@ -137,7 +137,7 @@ def test_zero_inner_steps_is_the_unadapted_model():
 
 
 def test_linear_model_adapts_as_gradient_descent_in_closed_form():
-    """MSE's gradient is twice the GD baseline's (1/2 squared error), so inner lr a = GD lr 2a."""
+    """MSE's gradient is twice that of the GD baseline's 1/2 squared error, so inner_lr a is gd_lr 2a."""
     generator = torch.Generator().manual_seed(4)
     x_support, x_query = torch.randn(5, 8, 3, generator=generator), torch.randn(5, 4, 3, generator=generator)
     y_support = x_support @ torch.randn(5, 3, 1, generator=generator)
@@ -145,7 +145,7 @@ def test_linear_model_adapts_as_gradient_descent_in_closed_form():
     nn.init.zeros_(model.weight)
     x_support, y_support, x_query = x_support.double(), y_support.double(), x_query.double()
     adapted = maml_outputs(model, x_support, y_support, x_query, inner_lr=0.1, inner_steps=4, loss_fn=F.mse_loss)
-    expected = gradient_descent(x_support, y_support, x_query, lr=0.2, steps=4)
+    expected = gradient_descent(x_support, y_support, x_query, gd_lr=0.2, steps=4)
     assert torch.allclose(adapted, expected, atol=1e-12)
 
 

@@ -41,12 +41,12 @@ def test_ridge_is_the_posterior_mean_and_zero_lambda_is_least_squares():
 
 def test_gradient_descent_steps():
     x, y, q = tasks()
-    lr, steps = 0.2, 3
+    gd_lr, steps = 0.2, 3
     for b in range(x.shape[0]):
         W = torch.zeros(2, 4, dtype=x.dtype)  # [dy, dx]
         for _ in range(steps):
-            W = W + lr / 6 * sum(torch.outer(y[b, i] - W @ x[b, i], x[b, i]) for i in range(6))
-        assert torch.allclose(gradient_descent(x, y, q, lr=lr, steps=steps)[b], q[b] @ W.T, atol=1e-12)
+            W = W + gd_lr / 6 * sum(torch.outer(y[b, i] - W @ x[b, i], x[b, i]) for i in range(6))
+        assert torch.allclose(gradient_descent(x, y, q, gd_lr=gd_lr, steps=steps)[b], q[b] @ W.T, atol=1e-12)
 
 
 def test_nearest_neighbours_and_averaging_by_hand():
@@ -76,5 +76,5 @@ def test_outputs_keep_the_query_dtype_and_bad_names_are_named():
     assert least_squares(x, y, q).dtype == torch.float32
     with pytest.raises(ValueError, match="Unknown regression baseline 'ols'. Valid: least_squares"):
         make_baseline("ols")
-    with pytest.raises(ValueError, match="needs its lr"):
+    with pytest.raises(ValueError, match="needs its gd_lr"):
         make_baseline("gd")

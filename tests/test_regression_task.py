@@ -74,23 +74,24 @@ def test_linear_attention_with_constructed_weights_is_one_gd_step_and_the_compar
     x, y = batch.inputs.double(), batch.targets.double()
     expected = gd_predict(x[:, :10], y[:, :10], x[:, 10:], torch.zeros(1, 4, dtype=torch.float64), [0.3])
     assert torch.allclose(model(batch)[0][:, 10:].double(), expected, atol=1e-6)
-    comparison = compare_with_gradient_descent(model, sampler, lr=0.3, episodes=50, batch_size=20)
+    comparison = compare_with_gradient_descent(model, sampler, gd_lr=3.0, episodes=50, batch_size=20)  # 0.3 x N
     assert comparison["prediction_difference"] < 1e-6
     assert comparison["sensitivity_cosine"] == pytest.approx(1.0, abs=1e-6)
     assert comparison["loss_learner"] == pytest.approx(comparison["loss_gd"], rel=1e-5)
-    other = compare_with_gradient_descent(model, sampler, lr=0.1, episodes=50, batch_size=20)
+    assert (comparison["gd_lr"], comparison["step_size"]) == (3.0, pytest.approx(0.3))
+    other = compare_with_gradient_descent(model, sampler, gd_lr=1.0, episodes=50, batch_size=20)
     assert other["prediction_difference"] > 1e-2 and other["sensitivity_distance"] > 1e-2
 
 
 def test_one_step_learning_rate_minimises_the_loss():
     sampler = RegressionSampler("linear", 10, 1, dim=10, input_distribution="uniform", input_range=1.0, seed=5)
-    lr = one_step_gd_learning_rate(sampler, episodes=4000, batch_size=1000)
+    gd_lr = one_step_gd_learning_rate(sampler, episodes=4000, batch_size=1000)
     batch = sampler.sample(range(4000))
     x, y = batch.inputs.double(), batch.targets.double()
-    def loss(rate):
-        predictions = gd_predict(x[:, :10], y[:, :10], x[:, 10:], torch.zeros(1, 10, dtype=torch.float64), [rate])
-        return 0.5 * (predictions - y[:, 10:]).square().mean().item()
-    assert loss(lr) < min(loss(0.97 * lr), loss(1.03 * lr))
+    def loss(rate):  # one step of gd_lr = rate: W = (rate / N) sum_i y_i x_i^T, N = 10
+        W = rate / 10 * torch.einsum("bn,bnd->bd", y[:, :10, 0], x[:, :10])
+        return 0.5 * (torch.einsum("bd,bd->b", W, x[:, 10]) - y[:, 10, 0]).square().mean().item()
+    assert loss(gd_lr) < min(loss(0.97 * gd_lr), loss(1.03 * gd_lr))
 
 
 def test_a_regression_run_tests_the_learner_and_the_baselines_and_evaluate_agrees(tmp_path, capsys):
@@ -99,7 +100,7 @@ def test_a_regression_run_tests_the_learner_and_the_baselines_and_evaluate_agree
     assert list(metrics["test"]) == ["delta", "least_squares", "gd", "nearest_neighbours", "averaging"]
     assert sorted(map(int, metrics["test"]["delta"]["by_examples"])) == list(range(6))
     assert metrics["test"]["least_squares"]["by_examples"]["5"] < 1e-9  # k >= d: exact
-    assert metrics["test"]["gd"]["lr"] > 0
+    assert metrics["test"]["gd"]["gd_lr"] > 0
     for name in ("error_by_examples.png", "learning_curves.png", "config.yaml"):
         assert (run_dir / name).stat().st_size > 0
     config, model = learner_of(run_dir)

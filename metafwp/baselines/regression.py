@@ -5,8 +5,8 @@ x_query [B, M, dx]) -> y_query [B, M, dy]`` and computes in float64 (the result 
   noiseless linear tasks.
 - ``ridge``: ``W = (X^T X + lambda I)^-1 X^T Y``, the posterior mean for ``w ~ N(0, I)`` and noise
   variance ``lambda``; ``lambda = 0`` is least squares.
-- ``gradient_descent``: ``steps`` steps from 0 on the mean squared error,
-  ``W <- W + lr / N sum_i (y_i - W x_i) x_i^T``.
+- ``gradient_descent``: ``steps`` steps from 0 on the mean loss ``1/(2N) sum_i ||y_i - W x_i||^2``
+  with learning rate ``gd_lr``, ``W <- W + gd_lr / N sum_i (y_i - W x_i) x_i^T``.
 - ``nearest_neighbours``: the mean target of the ``k`` nearest support points (fewer if N < k).
 - ``averaging``: ``w = sum_i y_i x_i / N`` read at x* (Garg et al. 2022).
 - ``lasso``: ``argmin_w 1/(2N) ||y - X w||^2 + alpha ||w||_1`` per output (scikit-learn's
@@ -41,11 +41,11 @@ def ridge(x_support, y_support, x_query, *, lam: float):
     return (Q @ torch.linalg.solve(gram, X.transpose(1, 2) @ Y)).to(x_query.dtype)
 
 
-def gradient_descent(x_support, y_support, x_query, *, lr: float, steps: int):
+def gradient_descent(x_support, y_support, x_query, *, gd_lr: float, steps: int):
     X, Y, Q = _float64(x_support, y_support, x_query)
     W = X.new_zeros(X.shape[0], X.shape[-1], Y.shape[-1])  # [B, dx, dy], predictions X @ W
     for _ in range(steps):
-        W = W + lr / X.shape[1] * X.transpose(1, 2) @ (Y - X @ W)
+        W = W + gd_lr / X.shape[1] * X.transpose(1, 2) @ (Y - X @ W)
     return (Q @ W).to(x_query.dtype)
 
 
@@ -83,8 +83,8 @@ def lasso(x_support, y_support, x_query, *, alpha: float, max_iterations: int = 
 
 
 BASELINES = ("least_squares", "ridge", "gd", "nearest_neighbours", "averaging", "lasso")
-TUNED = {"gd": "lr", "lasso": "alpha"}  # baselines whose setting is chosen on training tasks
-SEARCH_GRIDS = {"lr": torch.logspace(-3, 2, 51).tolist(), "alpha": torch.logspace(-4, 0, 9).tolist()}
+TUNED = {"gd": "gd_lr", "lasso": "alpha"}  # baselines whose setting is chosen on training tasks
+SEARCH_GRIDS = {"gd_lr": torch.logspace(-3, 2, 51).tolist(), "alpha": torch.logspace(-4, 0, 9).tolist()}
 
 
 def make_baseline(name: str, *, noise_std: float = 0.0, gd_steps: int = 1, setting: float | None = None) -> Baseline:
@@ -95,5 +95,5 @@ def make_baseline(name: str, *, noise_std: float = 0.0, gd_steps: int = 1, setti
     if name in TUNED and setting is None:
         raise ValueError(f"baseline {name} needs its {TUNED[name]} (setting=...)")
     return {"least_squares": least_squares, "ridge": partial(ridge, lam=noise_std ** 2),
-            "gd": partial(gradient_descent, lr=setting, steps=gd_steps), "nearest_neighbours": nearest_neighbours,
+            "gd": partial(gradient_descent, gd_lr=setting, steps=gd_steps), "nearest_neighbours": nearest_neighbours,
             "averaging": averaging, "lasso": partial(lasso, alpha=setting)}[name]

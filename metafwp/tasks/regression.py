@@ -205,8 +205,9 @@ class RegressionTask(Task):
 
 
 def one_step_gd_learning_rate(sampler: RegressionSampler, episodes: int = 100_000, batch_size: int = 10_000) -> float:
-    """The learning rate of one GD step from W0 = 0, ``y* = lr sum_i y_i x_i . x*``, that minimises the
-    squared error on ``episodes`` tasks of ``sampler`` (a scalar least-squares fit: exact, no grid)."""
+    """The ``gd_lr`` of one GD step from W0 = 0, ``y* = (gd_lr / N) sum_i y_i x_i . x*`` for N support
+    examples, that minimises the squared error on ``episodes`` tasks of ``sampler`` (a scalar
+    least-squares fit: exact, no grid)."""
     moment, power = 0.0, 0.0
     for start in range(0, episodes, batch_size):
         batch = sampler.sample(range(start, min(start + batch_size, episodes)))
@@ -215,18 +216,19 @@ def one_step_gd_learning_rate(sampler: RegressionSampler, episodes: int = 100_00
         read = torch.einsum("bnd,bny,bmd->bmy", x[:, :n], y[:, :n], x[:, n:])  # sum_i y_i x_i^T x*
         moment += (read * y[:, n:]).sum().item()
         power += read.square().sum().item()
-    return moment / power
+    return sampler.num_support * moment / power
 
 
-def compare_with_gradient_descent(model: nn.Module, sampler: RegressionSampler, lr: float, episodes: int = 10_000,
+def compare_with_gradient_descent(model: nn.Module, sampler: RegressionSampler, gd_lr: float, episodes: int = 10_000,
                                   batch_size: int = 2000) -> dict:
     """von Oswald et al.'s comparison of a trained learner with the constructed GD layers
-    (``gd_predict``: one step from W0 = 0, learning rate ``lr``) on tasks ``0 .. episodes - 1`` of
-    ``sampler`` (synchronous, one query per task).
+    (``gd_predict``: one step from W0 = 0, learning rate ``gd_lr``, a step of ``gd_lr / N`` per
+    example) on tasks ``0 .. episodes - 1`` of ``sampler`` (synchronous, one query per task).
 
     Returns ``{"loss_learner", "loss_gd"}`` (1/2 squared error, their loss), ``prediction_difference``
     (mean |y_learner - y_GD|), and the sensitivities ``d y / d x_query`` compared per task:
-    ``sensitivity_cosine`` (mean cosine similarity) and ``sensitivity_distance`` (mean L2 distance).
+    ``sensitivity_cosine`` (mean cosine similarity) and ``sensitivity_distance`` (mean L2 distance),
+    with ``gd_lr`` and its ``step_size`` per example ``gd_lr / N``.
     """
     if sampler.feedback != "synchronous" or sampler.num_query != 1:
         raise ValueError("the comparison reads synchronous episodes with one query (num_query=1)")
@@ -241,7 +243,7 @@ def compare_with_gradient_descent(model: nn.Module, sampler: RegressionSampler, 
         (learner_sensitivity,) = torch.autograd.grad(learner.sum(), inputs)
         x = inputs.detach().double().requires_grad_(True)
         W0 = x.new_zeros(1, x.shape[-1])
-        gd = gd_predict(x[:, :n], batch.targets[:, :n].double(), x[:, n:], W0, [lr])
+        gd = gd_predict(x[:, :n], batch.targets[:, :n].double(), x[:, n:], W0, [gd_lr / n])
         (gd_sensitivity,) = torch.autograd.grad(gd.sum(), x)
         learner, gd, target = learner.detach().double(), gd.detach(), batch.targets[:, n:].double()
         a, b = learner_sensitivity[:, n].double(), gd_sensitivity[:, n]
@@ -250,7 +252,8 @@ def compare_with_gradient_descent(model: nn.Module, sampler: RegressionSampler, 
                              (a - b).norm(dim=-1).sum()])
     model.train(was_training)
     names = ("loss_learner", "loss_gd", "prediction_difference", "sensitivity_cosine", "sensitivity_distance")
-    return {name: (value / episodes).item() for name, value in zip(names, sums)} | {"lr": lr, "episodes": episodes}
+    return {name: (value / episodes).item() for name, value in zip(names, sums)} | {
+        "gd_lr": gd_lr, "step_size": gd_lr / n, "episodes": episodes}
 
 
 def error_at(result: dict, k: int) -> float:
