@@ -82,7 +82,8 @@ def print_gd_study(comparison: dict) -> None:
     print(f"\nIn-context linear regression, d = 10, N = 10 (von Oswald et al. 2023), {comparison['episodes']} "
           f"held-out tasks:")
     print(f"  {'trained linear self-attention':<34} loss {comparison['loss_learner']:.4f}")
-    print(f"  {'one GD step, gd_lr ' + format(comparison['gd_lr'], '.2f') + ' fitted':<34} loss {comparison['loss_gd']:.4f}")
+    gd_step = f"one GD step, gd_lr {comparison['gd_lr']:.2f} fitted"
+    print(f"  {gd_step:<34} loss {comparison['loss_gd']:.4f}")
     print(f"  prediction difference |y_TF - y_GD| {comparison['prediction_difference']:.4f}; sensitivities "
           f"d y / d x_query: cosine {comparison['sensitivity_cosine']:.4f}, L2 distance "
           f"{comparison['sensitivity_distance']:.4f}")
