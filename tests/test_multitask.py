@@ -88,11 +88,17 @@ def test_multitask_trains_and_tests_through_the_trainer(tmp_path):
     assert result["accuracy"] == pytest.approx(100 * per_episode.mean().item(), abs=1e-4)
 
 
+def colour_of(c: int, i: int) -> tuple[int, int, int]:
+    """The RGB colour filling image i of class c."""
+    return 40 * c + i, 10 + 20 * i, 200 - 30 * c
+
+
 def write_colour_folder(root: Path, classes: int = 4, per_class: int = 6) -> None:
     for c in range(classes):
         (root / "train" / f"class{c}").mkdir(parents=True)
         for i in range(per_class):
-            pixels = np.full((12, 12, 3), 40 * c + i, np.uint8)
+            pixels = np.empty((12, 12, 3), np.uint8)
+            pixels[...] = colour_of(c, i)
             Image.fromarray(pixels).save(root / "train" / f"class{c}" / f"{i}.png")
 
 
@@ -103,7 +109,17 @@ def test_sources_whose_frames_differ_need_a_common_shape(tmp_path):
     with pytest.raises(ConfigError, match="frames of different shapes .* set data.image_size and data.channels"):
         MultiTaskTask(tiny_multitask(tmp_path, *overrides), progress=False)
     task = MultiTaskTask(tiny_multitask(tmp_path, *overrides, "data.image_size=16", "data.channels=3"), progress=False)
-    assert task.train_sampler().sample(range(2)).inputs.shape[2:] == (3, 16, 16)
+    batch = task.train_sampler().sample(range(4))
+    assert batch.inputs.shape[2:] == (3, 16, 16)
+    colours = {colour_of(c, i) for c in range(4) for i in range(6)}
+    folder, glyphs = batch.inputs[batch.segment == 1], batch.inputs[batch.segment == 0]
+    assert len(folder) and len(glyphs)
+    for frame in folder:  # a one-colour image stays that colour, resized and in its own channels
+        colour = tuple(int(frame[k, 0, 0]) for k in range(3))
+        assert colour in colours and bool((frame == torch.tensor(colour)[:, None, None]).all())
+    for frame in glyphs:  # a grey glyph's level repeated in the three channels, its ink kept
+        assert torch.equal(frame[0], frame[1]) and torch.equal(frame[0], frame[2])
+        assert int(frame.min()) < 128 < int(frame.max())
 
 
 @pytest.mark.parametrize("override,message", [

@@ -1,11 +1,11 @@
 """RecurrentFWPLayer: exact state carry through the layer (outputs, states, every gradient), every
-slow parameter trained, the recomputing backward, bad names."""
+slow parameter trained, the feature maps and rates of each kind, the recomputing backward, bad names."""
 import pytest
 import torch
 import torch.nn.functional as F
 
 from metafwp.nn import RecurrentFWPLayer
-from metafwp.ops import RECURRENT_FWPS
+from metafwp.ops import RECURRENT_FWPS, delta_delta, delta_lstm, delta_mlp, recurrent_delta
 from tests.helpers import assert_close, run_in_pieces
 
 
@@ -43,9 +43,6 @@ def test_the_delta_rnn_layer_maps_its_projections_as_the_authors():
     x = torch.randn(B, T, H * d, dtype=torch.float64)
     q, k, v, beta, rk, rv, rbeta = layer.in_proj(x).view(B, T, H, -1).split([d, d, d, 1, d, d, 1], -1)
 
-    def elu_sum_one(t):
-        return (F.elu(t) + 1) / (F.elu(t) + 1).sum(-1, keepdim=True)
-
     outputs = torch.zeros(B, T, H, d, dtype=torch.float64)
     for b in range(B):
         for h in range(H):
@@ -58,6 +55,40 @@ def test_the_delta_rnn_layer_maps_its_projections_as_the_authors():
                 outputs[b, t, h] = y
     expected = layer.out_proj(outputs.reshape(B, T, H * d))
     assert_close("y", layer(x)[0], expected, 1e-12)
+
+
+def elu_sum_one(t):
+    """elu + 1, normalised to sum 1 over the last dim."""
+    return (F.elu(t) + 1) / (F.elu(t) + 1).sum(-1, keepdim=True)
+
+
+@pytest.mark.parametrize("kind", ["delta_lstm", "recurrent_delta", "delta_mlp", "delta_delta"])
+def test_each_layer_feeds_its_op_the_authors_maps(kind):
+    """Per head, the projection's pieces in the op's order, with keys and queries of matrices
+    written from the input through elu + 1 normalised to sum 1, R's keys through a softmax, rates
+    through a sigmoid, values as projected (the Delta MLP's query raw, the recurrent Delta's maps
+    inside its op); the ops themselves are checked against their equations in tests/ops."""
+    torch.manual_seed(0)
+    B, T, H, d, n, hidden = 2, 5, 2, 4, 2, 6
+    layer = RecurrentFWPLayer(H * d, H, kind=kind, fast_layers=n, fast_hidden=hidden, backend="reference").double()
+    x = torch.randn(B, T, H * d, dtype=torch.float64)
+    pieces = layer.in_proj(x).view(B, T, H, -1)
+    if kind == "delta_lstm":  # [q, k, v, beta, rk, rv, rbeta], three gates each
+        q, k, v, beta, rk, rv, rbeta = pieces.split([3 * d, 3 * d, 3 * d, 3, 3 * d, 3 * d, 3], -1)
+        gates = [t.unflatten(-1, (3, d)) for t in (q, k, v, rk, rv)]
+        y, _ = delta_lstm(elu_sum_one(gates[0]), elu_sum_one(gates[1]), gates[2], beta.sigmoid(),
+                          gates[3].softmax(-1), gates[4], rbeta.sigmoid())
+    elif kind == "recurrent_delta":
+        q, k, v, beta = pieces.split([d, d, d, 1], -1)
+        y, _ = recurrent_delta(q, k, v, beta[..., 0], layer.recurrent)
+    elif kind == "delta_mlp":
+        q, k1, v1, beta1, k2, v2, beta2 = pieces.split([d, n * d, n * hidden, n, n * hidden, n * d, n], -1)
+        y, _ = delta_mlp(q, elu_sum_one(k1.unflatten(-1, (n, d))), v1.unflatten(-1, (n, hidden)), beta1.sigmoid(),
+                         elu_sum_one(k2.unflatten(-1, (n, hidden))), v2.unflatten(-1, (n, d)), beta2.sigmoid())
+    else:
+        q, k, v, beta = pieces.split([d, d, 3 * d + 1, 1], -1)
+        y, _ = delta_delta(elu_sum_one(q), elu_sum_one(k), v, beta[..., 0].sigmoid())
+    assert_close("y", layer(x)[0], layer.out_proj(y.reshape(B, T, H * d)), 1e-12)
 
 
 @pytest.mark.parametrize("kind", ["delta_rnn", "recurrent_delta"])
