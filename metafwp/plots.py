@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 
 def save_figure(figure: Figure, path: Path) -> Path:
@@ -86,7 +87,8 @@ def plot_accuracy_by_shot(results: dict[str, dict], path: Path, *, chance: float
 
 def plot_error_by_examples(results: dict[str, dict], path: Path, *, dim: int, title: str = "") -> Path:
     """Normalised squared error (squared error / ``dim``) against the number of in-context examples k
-    (``by_examples``) for each named result: a line per learner, k = ``dim`` marked; bars with 95%
+    (``by_examples``) for each named result: a line per learner with its 95% CI band
+    (``by_examples_ci95`` where the result has it), integer k, k = ``dim`` marked; bars with 95%
     CIs when every result is scored at one k only (synchronous queries)."""
     ks = sorted({int(k) for result in results.values() for k in result["by_examples"]})
     figure = Figure(figsize=(6.4, 3.8))
@@ -101,9 +103,16 @@ def plot_error_by_examples(results: dict[str, dict], path: Path, *, dim: int, ti
     else:
         for name, result in results.items():
             by_k = {int(k): v for k, v in result["by_examples"].items()}
-            axis.plot(sorted(by_k), [by_k[k] for k in sorted(by_k)], marker=".", label=name)
+            ks_held = sorted(by_k)
+            line, = axis.plot(ks_held, [by_k[k] for k in ks_held], marker=".", label=name)
+            if "by_examples_ci95" in result:
+                ci = {int(k): v for k, v in result["by_examples_ci95"].items()}
+                axis.fill_between(ks_held, [by_k[k] - ci[k] for k in ks_held], [by_k[k] + ci[k] for k in ks_held],
+                                  color=line.get_color(), alpha=0.2, linewidth=0)
         axis.axvline(dim, color="black", linestyle=":", linewidth=1, label=f"k = d = {dim}")
-        axis.set(xlabel="in-context examples k", ylabel="squared error / d", ylim=(0, None), title=title)
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axis.set(xlabel="in-context examples k", ylabel="squared error / d (bands: 95% CI)", ylim=(0, None),
+                 title=title)
         axis.legend(fontsize=8)
     axis.grid(alpha=0.3)
     return save_figure(figure, path)
@@ -162,18 +171,26 @@ def plot_accuracy_across_switch(results: dict[str, dict], path: Path, *, chance:
 
 def plot_accuracy_by_position(results: dict[str, dict], path: Path, *, chance: float, train_length: int,
                               title: str = "") -> Path:
-    """Accuracy of the prefix's label at every position (``results[name]["by_position"]``), one line
-    per result, the longest training string as a vertical line: what a model keeps beyond it."""
-    figure = Figure(figsize=(7.5, 3.8))
-    axis = figure.subplots()
-    for name, result in results.items():
-        curve = [float("nan") if value is None else value for value in result["by_position"]]
-        axis.plot(range(1, len(curve) + 1), curve, label=f"{name}: {result['accuracy']:.1f} % at the last step")
-    axis.axvline(train_length + 0.5, color="gray", linestyle=":", linewidth=1, label="longest training string")
-    axis.axhline(chance, color="black", linestyle="--", linewidth=1, label=f"chance ({chance:.0f} %)")
-    axis.set(xlabel="position in the string", ylabel="accuracy of the prefix's label (%)", ylim=(0, 101), title=title)
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=8)
+    """Accuracy of the prefix's label at every position (``results[name]["by_position"]``), one panel
+    per test length (strings of the training length beside the longer ones, so neither curve hides
+    the other), the longest training string as a vertical line: what a model keeps beyond it."""
+    lengths = sorted({len(result["by_position"]) for result in results.values()})
+    figure = Figure(figsize=(5.0 * len(lengths), 3.8))
+    axes = figure.subplots(1, len(lengths), squeeze=False)[0]
+    for axis, length in zip(axes, lengths):
+        for name, result in results.items():
+            if len(result["by_position"]) == length:
+                curve = [float("nan") if value is None else value for value in result["by_position"]]
+                axis.plot(range(1, length + 1), curve, marker="." if length <= 32 else None,
+                          label=f"{name}: {result['accuracy']:.1f} % at the last step")
+        if length > train_length:
+            axis.axvline(train_length + 0.5, color="gray", linestyle=":", linewidth=1, label="longest training string")
+        axis.axhline(chance, color="black", linestyle="--", linewidth=1, label=f"chance ({chance:.0f} %)")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axis.set(xlabel="position in the string", ylabel="accuracy of the prefix's label (%)", ylim=(0, 101),
+                 title=f"{title}\nstrings of length {length}" if title else f"strings of length {length}")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
     return save_figure(figure, path)
 
 

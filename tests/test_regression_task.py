@@ -51,8 +51,10 @@ def test_objective_tallies_squared_error_by_k_as_a_hand_loop(tmp_path):
             predictions = torch.zeros(5, 1, 1, dtype=torch.float64)
         else:
             predictions = torch.stack([x[b, k] @ torch.linalg.pinv(x[b, :k]) @ y[b, :k] for b in range(5)])[:, None]
-        expected = (predictions[:, 0] - y[:, k]).square().mean().item() / 3
-        assert record["by_examples"][k] == pytest.approx(expected, rel=1e-5, abs=1e-9)
+        errors = (predictions[:, 0, 0] - y[:, k, 0]).square() / 3  # one step at each k per episode
+        assert record["by_examples"][k] == pytest.approx(errors.mean().item(), rel=1e-5, abs=1e-9)
+        assert record["by_examples_ci95"][k] == pytest.approx(1.96 * errors.std().item() / 5 ** 0.5, rel=1e-4,
+                                                              abs=1e-9)
     assert record["error"] == pytest.approx(sum(record["by_examples"].values()) / 6, rel=1e-6)
     assert record["loss"] == pytest.approx(3 * record["error"])
     assert scores.per_episode.mean().item() == pytest.approx(record["error"], rel=1e-6)

@@ -211,8 +211,12 @@ class SequenceKind(LearnerKind):
 
     @classmethod
     def label(cls, config: SequenceConfig) -> str:
-        """The mixer (``srwm``, ``delta``, ...), or the layers' mixers joined by ``+``."""
-        return config.mixer if isinstance(config.mixer, str) else "+".join(config.mixer)
+        """The mixer (``srwm``, ``delta``, ...), or the layers' mixers joined by ``+``; a delta rule with
+        ``num_householder`` n > 1 is DeltaProduct: ``delta_product_n2``, ``gated_delta_product_n2``."""
+        mixers = [config.mixer] if isinstance(config.mixer, str) else config.mixer
+        if config.num_householder > 1:
+            mixers = [f"{m}_product_n{config.num_householder}" if m in ("delta", "gated_delta") else m for m in mixers]
+        return "+".join(mixers)
 
 
 @dataclass

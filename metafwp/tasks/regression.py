@@ -154,8 +154,10 @@ class RegressionTask(Task):
         return LearnerInputs("vectors", (self.sampler.dim,), 1, 2, "values")
 
     def objective(self, model: nn.Module, batch: EpisodeBatch) -> Scores:
-        """Mean squared error on the loss mask; tallies ``squared_error`` and ``scored`` (steps) by k
-        for k = 0 .. num_steps (k: labelled examples shown before the step)."""
+        """Mean squared error on the loss mask; tallies by k for k = 0 .. num_steps (k: labelled
+        examples shown before the step) ``squared_error`` and ``scored`` (steps), and over the
+        episodes scored at k, ``episodes``, ``episode_error`` and ``episode_error_squared`` (each
+        episode's mean squared error at k, for the confidence interval by k)."""
         outputs, _ = model(batch)
         per_step, examples = squared_error_by_examples(outputs, batch)
         mask = batch.loss_mask.to(per_step.dtype)
@@ -166,17 +168,30 @@ class RegressionTask(Task):
         sums = torch.zeros(2, batch.num_steps + 1, dtype=torch.float64, device=mask.device)
         sums[0].index_add_(0, slots, scored_error.flatten())
         sums[1].index_add_(0, slots, mask.flatten())
+        by_episode = torch.zeros(2, batch.batch_size, batch.num_steps + 1, dtype=torch.float64, device=mask.device)
+        by_episode[0].scatter_add_(1, examples.clamp_min(0), scored_error)
+        by_episode[1].scatter_add_(1, examples.clamp_min(0), mask)
+        at_k = by_episode[1] > 0
+        episode_error = torch.where(at_k, by_episode[0] / by_episode[1].clamp_min(1), 0)  # [B, num_steps + 1]
         per_episode = scored_error.sum(1) / mask.sum(1) / self.sampler.dim
-        return Scores(loss, {"squared_error": sums[0], "scored": sums[1]}, per_episode, scored)
+        tallies = {"squared_error": sums[0], "scored": sums[1], "episodes": at_k.double().sum(0),
+                   "episode_error": episode_error.sum(0), "episode_error_squared": episode_error.square().sum(0)}
+        return Scores(loss, tallies, per_episode, scored)
 
     def summarise(self, sums: dict[str, torch.Tensor]) -> dict:
-        """``loss`` (mean squared error), ``error`` (squared error / dim, Garg et al.'s normalisation)
-        and ``by_examples`` ``{k: error}``."""
-        error, count = sums["squared_error"], sums["scored"]
+        """``loss`` (mean squared error), ``error`` (squared error / dim, Garg et al.'s normalisation),
+        ``by_examples`` ``{k: error}`` and ``by_examples_ci95`` ``{k: 1.96 std / sqrt(n)}`` over the n
+        episodes scored at k (0 where n < 2)."""
+        error, count, episodes = sums["squared_error"], sums["scored"], sums["episodes"]
         dim = self.sampler.dim
-        by_examples = {k: (error[k] / count[k] / dim).item() for k in range(len(count)) if count[k] > 0}
+        held = [k for k in range(len(count)) if count[k] > 0]
+        by_examples = {k: (error[k] / count[k] / dim).item() for k in held}
+        mean = sums["episode_error"] / episodes.clamp_min(1)
+        variance = (sums["episode_error_squared"] - episodes * mean.square()) / (episodes - 1).clamp_min(1)
+        ci95 = 1.96 * variance.clamp_min(0).sqrt() / episodes.clamp_min(1).sqrt() / dim
         mse = (error.sum() / count.sum()).item()
-        return {"loss": mse, "error": mse / dim, "by_examples": by_examples}
+        return {"loss": mse, "error": mse / dim, "by_examples": by_examples,
+                "by_examples_ci95": {k: ci95[k].item() if episodes[k] > 1 else 0.0 for k in held}}
 
     def tuned_setting(self, name: str, device: torch.device) -> float:
         """The ``TUNED[name]`` of baseline ``name`` from ``SEARCH_GRIDS`` with the lowest error on the
