@@ -143,7 +143,9 @@ class MiniImageNet(ImageClasses):
     @staticmethod
     def locate(root, split: str, source: str = "auto") -> tuple[Path, str]:
         """``(file, source)`` that ``split`` reads under ``root`` (the pickle, or the CSV split),
-        without reading it; a missing one raises FileNotFoundError saying what is expected."""
+        reading only its first bytes: a missing one raises FileNotFoundError saying what is expected,
+        one whose start is not a pickle, or a CSV without its ``filename,label`` header or its
+        ``images/`` folder, a ValueError."""
         check_choice("split", split, MINI_IMAGENET_SPLITS)
         check_choice("source", source, SOURCES)
         root = expand_root(root)
@@ -156,4 +158,15 @@ class MiniImageNet(ImageClasses):
             raise FileNotFoundError(
                 f"Mini-ImageNet {split} not found: expected {pickle_file} (a dict with image_data and "
                 f"class_dict) or {csv_file} with the images in {root / 'images'}")
+        with open(wanted, "rb") as handle:
+            start = handle.readline(64)  # a pickle's protocol mark, or the CSV's header line
+        protocol_2_to_5 = len(start) > 1 and start[0] == 0x80 and 2 <= start[1] <= 5
+        if source == "pickle" and not (protocol_2_to_5 or start[:1] in (b"(", b"}", b"]")):  # or protocol 0 / 1
+            raise ValueError(f"{wanted} is not a pickle file (it starts with {start[:8]!r}); download it again")
+        if source == "csv":
+            if start.decode("utf-8", "replace").strip() != "filename,label":
+                raise ValueError(f"{wanted}: expected a header 'filename,label', got {start[:40]!r}")
+            if not (root / "images").is_dir():
+                raise FileNotFoundError(f"Mini-ImageNet images folder not found: {root / 'images'} (the CSV split "
+                                        f"{wanted} names the files in it)")
         return wanted, source

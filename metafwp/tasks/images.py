@@ -52,6 +52,8 @@ def check_splits(dataset: str, root: str | None, train: str, held_out: dict[str,
                 locate_split(dataset, root, split)
             except FileNotFoundError as error:
                 raise FileNotFoundError(f"{error}. How to get it: {WHERE_TO_GET[dataset]}.") from None
+            except ValueError as error:  # a file is there, but its start is not the format's
+                raise DataError(f"{error}. How to get it: {WHERE_TO_GET[dataset]}.") from None
 
 
 def locate_split(dataset: str, root: str, split: str) -> None:

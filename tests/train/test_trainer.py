@@ -14,7 +14,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from episodes import FewShotSampler, Glyphs
-from metafwp.errors import CheckpointError
+from metafwp.errors import CheckpointError, DataError
 from metafwp.train import ConfigError, TrainingDiverged, TrainingInterrupted, confidence_interval, load_config, \
     loop, train
 from metafwp.train.__main__ import main as train_main
@@ -291,6 +291,14 @@ def test_the_test_and_validation_files_are_checked_when_the_config_loads(tmp_pat
     write_mini_imagenet_pickle(tmp_path / "mini" / "mini-imagenet-cache-test.pkl", {"c": 2, "d": 2})
     with pytest.raises(FileNotFoundError, match="Mini-ImageNet val not found"):
         tiny(tmp_path, *mini, "data.val_split=val")
+    (tmp_path / "mini" / "mini-imagenet-cache-validation.pkl").write_text("<!DOCTYPE html><html>quota exceeded</html>")
+    with pytest.raises(DataError, match=r"mini-imagenet-cache-validation.pkl is not a pickle file .*How to get it"):
+        tiny(tmp_path, *mini, "data.val_split=val")  # a failed download, found by its first bytes
+    (tmp_path / "csv").mkdir()
+    (tmp_path / "csv" / "train.csv").write_text("file,class\n")
+    with pytest.raises(DataError, match="expected a header 'filename,label'"):
+        tiny(tmp_path, "data.dataset=mini_imagenet", f"data.root={tmp_path / 'csv'}", "data.train_split=train",
+             "data.test_split=test")
     (tmp_path / "omniglot" / "omniglot-py" / "images_background").mkdir(parents=True)
     with pytest.raises(FileNotFoundError, match="Omniglot half 'images_evaluation' missing.*How to get it"):
         tiny(tmp_path, "data.dataset=omniglot", f"data.root={tmp_path / 'omniglot'}")
