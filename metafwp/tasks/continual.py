@@ -15,7 +15,7 @@ import torch.nn as nn
 
 from episodes import MNIST, ContinualSampler, FewShotSampler, MNIST5k, split_mnist
 from episodes.datasets.base import ImageClasses
-from episodes.streams import FrameShapesDiffer
+from episodes.streams import SPLIT_MNIST_TASKS, FrameShapesDiffer
 from metafwp.errors import ConfigError, DataError
 from metafwp.losses import continual_loss
 from metafwp.plots import plot_forgetting
@@ -122,6 +122,14 @@ class ContinualTask(StreamTask):
         for i, source in enumerate(data.train_sources):
             held_out = {f"data.val_splits[{i}]": None if data.val_splits is None else data.val_splits[i]}
             check_splits(source, None if data.roots is None else data.roots[i], data.train_splits[i], held_out)
+        tasks, ways = len(SPLIT_MNIST_TASKS), len(SPLIT_MNIST_TASKS[0])
+        needed = tasks * ways if data.class_incremental else ways
+        if needed > data.num_classes:  # the learner's outputs are sized by the training streams
+            sized_by = (f"data.num_tasks={data.num_tasks} x data.n_way={data.n_way}" if data.class_incremental
+                        else f"data.n_way={data.n_way}")
+            raise ConfigError(f"the Split-MNIST test {'class-incremental ' if data.class_incremental else ''}stream of "
+                              f"{tasks} tasks of {ways} ways needs {needed} labels, but the learner has "
+                              f"{data.num_classes} outputs ({sized_by}); meta-train with at least {needed}")
         if config.data.test_dataset == "mnist":
             if config.data.test_root is None:
                 raise ConfigError("data.test_dataset=mnist needs data.test_root, the folder that holds MNIST/ "
