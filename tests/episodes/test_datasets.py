@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 
 from episodes import ImageClasses, ImageFolderClasses, MiniImageNet, Omniglot
-from tests.episodes.fixtures import (BACKGROUND_ALPHABETS, EVALUATION_ALPHABETS, write_mini_imagenet_csv,
-                                     write_mini_imagenet_pickle, write_omniglot)
+from tests.helpers import (BACKGROUND_ALPHABETS, EVALUATION_ALPHABETS, write_mini_imagenet_csv,
+                           write_mini_imagenet_pickle, write_omniglot)
 
 
 @pytest.fixture(scope="module")

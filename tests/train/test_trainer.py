@@ -19,9 +19,8 @@ from metafwp.train import ConfigError, TrainingDiverged, TrainingInterrupted, co
     loop, train
 from metafwp.train.__main__ import main as train_main
 from metafwp.train.checkpoint import load_checkpoint, save_checkpoint
-from tests.episodes.fixtures import write_mini_imagenet_pickle
 from tests.helpers import (RECIPE, ROOT, TINY, TINY_SEQUENCE, accuracy_by_hand, assert_identical, learner_of,
-                           stop_after, tiny)
+                           stop_after, tiny, write_mini_imagenet_pickle)
 
 
 def test_a_run_writes_its_artefacts_and_its_test_accuracy_is_the_accuracy_of_its_weights(tmp_path):
