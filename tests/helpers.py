@@ -1,6 +1,7 @@
 """Helpers shared by the tests: comparisons, fast-weight inputs, a layer run in pieces, a tiny
 trainer config, a run's learner and its accuracy by a plain loop, a stop after a given step, and
 small datasets written in the real on-disk formats."""
+import gzip
 import math
 import pickle
 import signal
@@ -203,3 +204,24 @@ def write_mini_imagenet_csv(root: Path, splits: dict[str, dict[str, int]], size:
                 Image.fromarray(pixels).save(root / "images" / filename, quality=95)
                 lines.append(f"{filename},{name}")
         (root / f"{split}.csv").write_text("\n".join(lines) + "\n")
+
+
+def write_idx(path: Path, array: np.ndarray, magic: int, compress: bool) -> None:
+    header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    data = header + array.astype(np.uint8).tobytes()
+    path.write_bytes(gzip.compress(data) if compress else data)
+
+
+def write_mnist(root: Path, split="t10k", per_digit=4, compress=True) -> Path:
+    """MNIST in torchvision's layout under ``root``: ``per_digit`` images of each digit, the digit
+    readable back from pixel (0, 0) (10 x the digit); the raw folder."""
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    labels = np.repeat(np.arange(10), per_digit)[::-1].copy()  # files are not sorted by digit
+    images = np.zeros((labels.size, 28, 28), np.uint8)
+    images[:, 0, 0] = labels * 10  # the digit, readable back from the frame
+    images[:, 27, 27] = np.arange(labels.size)
+    suffix = ".gz" if compress else ""
+    write_idx(raw / f"{split}-images-idx3-ubyte{suffix}", images, 2051, compress)
+    write_idx(raw / f"{split}-labels-idx1-ubyte{suffix}", labels, 2049, compress)
+    return raw

@@ -1,7 +1,6 @@
 """Continual meta-learning: the ACL objective against the learner run by hand on the prefix each term
 names, MNIST in torchvision's idx layout (fixtures written in the real format), Split-MNIST streams,
 the forgetting matrix through the trainer, and the errors a user can cause."""
-import gzip
 import json
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from metafwp.models.backbones import Conv4
 from metafwp.tasks import ContinualTask
 from metafwp.tasks.continual import check_label_space
 from metafwp.train import ConfigError, load_config, train
-from tests.helpers import TINY, TINY_SEQUENCE, assert_close, learner_of
+from tests.helpers import TINY, TINY_SEQUENCE, assert_close, learner_of, write_mnist
 
 ROOT = Path(__file__).parents[1]
 RECIPE = ROOT / "recipes/glyphs_continual_domain_acl.yaml"
@@ -85,25 +84,6 @@ def test_without_acl_the_earlier_tasks_are_not_read_and_carry_no_gradient():
     assert len(reads) == 3 + 6
     with pytest.raises(TypeError, match="reads a ContinualBatch"):
         continual_loss(model, batch.contexts[0])
-
-
-def write_idx(path: Path, array: np.ndarray, magic: int, compress: bool) -> None:
-    header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
-    data = header + array.astype(np.uint8).tobytes()
-    path.write_bytes(gzip.compress(data) if compress else data)
-
-
-def write_mnist(root: Path, split="t10k", per_digit=4, compress=True) -> Path:
-    raw = root / "MNIST" / "raw"
-    raw.mkdir(parents=True, exist_ok=True)
-    labels = np.repeat(np.arange(10), per_digit)[::-1].copy()  # files are not sorted by digit
-    images = np.zeros((labels.size, 28, 28), np.uint8)
-    images[:, 0, 0] = labels * 10  # the digit, readable back from the frame
-    images[:, 27, 27] = np.arange(labels.size)
-    suffix = ".gz" if compress else ""
-    write_idx(raw / f"{split}-images-idx3-ubyte{suffix}", images, 2051, compress)
-    write_idx(raw / f"{split}-labels-idx1-ubyte{suffix}", labels, 2049, compress)
-    return raw
 
 
 @pytest.mark.parametrize("compress", [True, False])

@@ -5,6 +5,7 @@ import pytest
 
 from metafwp.train import ConfigError, load_config
 from metafwp.train.config import config_to_yaml, trajectory_differences
+from tests.helpers import write_mnist
 
 RECIPES = sorted((Path(__file__).parents[2] / "recipes").glob("*.yaml"))
 
@@ -47,10 +48,11 @@ def test_the_meta_test_data_is_named_before_training():
         load_config(None, ["task=continual", "data.test_dataset=mnist", "eval.baselines=[]"])
 
 
-def test_on_resume_what_shapes_only_the_test_may_change_and_the_thread_count_may_not():
+def test_on_resume_what_shapes_only_the_test_may_change_and_the_thread_count_may_not(tmp_path):
     base = ["task=continual", "eval.baselines=[]"]
     saved = load_config(None, base)
-    test_only = ["data.test_dataset=mnist", "data.test_root=/data", "data.test_k_shot=5", "data.invert_test=false",
+    write_mnist(tmp_path)
+    test_only = ["data.test_dataset=mnist", f"data.test_root={tmp_path}", "data.test_k_shot=5", "data.invert_test=false",
                  "eval.episodes=7", "eval.seed=3", "train.test=false", "train.progress=none"]
     assert trajectory_differences(saved, load_config(None, base + test_only)) == []
     assert trajectory_differences(saved, load_config(None, base + ["train.threads=2"])) == ["train.threads (None -> 2)"]
