@@ -74,7 +74,7 @@ def evaluate_run(run_dir: Path, overrides: list[str] = (), progress: bool = True
     config, task, model, weights = load_run(run_dir, [*overrides, *([] if progress else ["train.progress=none"])])
     device = resolve_device(config.train.device)
     results = task.test(model.to(device), device)
-    return {"split": task.test_set_name(), "episodes": config.eval.episodes, "seed": config.eval.seed,
+    return {"split": task.test_set_name(config), "episodes": config.eval.episodes, "seed": config.eval.seed,
             "weights": weights, "metric": task.metric, "results": results}
 
 

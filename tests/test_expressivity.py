@@ -116,19 +116,6 @@ def test_delta_with_negative_eigenvalues_learns_parity(tmp_path):
     assert result["accuracy"] > 95
 
 
-def test_the_expressivity_study_tabulates_every_mixer(tmp_path, capsys):
-    from metafwp.studies import EXPRESSIVITY_MIXERS, main
-
-    summary = main(["expressivity", "--out", str(tmp_path), "--steps", "2", "--episodes", "10", "--seeds", "2"])
-    assert set(summary["mixers"]) == set(EXPRESSIVITY_MIXERS) and Path(summary["figure"]).is_file()
-    row = summary["mixers"]["srwm"]
-    accuracies = [json.loads((Path(summary["runs"][f"srwm_seed_{seed}"]) / "metrics.json").read_text())["test"]
-                  ["srwm@64"]["accuracy"] for seed in (0, 1)]
-    assert row["length 64"]["accuracy"] == pytest.approx(sum(accuracies) / 2)
-    assert row["length 64"]["ci95"] == pytest.approx(12.706 * abs(accuracies[0] - accuracies[1]) / 2)
-    assert "length 64" in capsys.readouterr().out
-
-
 def test_a_mesa_lambda_that_is_not_positive_is_refused():
     with pytest.raises(ConfigError, match=re.escape("model.mesa_lambda must be > 0 (the ridge term of the mesa rule), "
                                                     "got 0.0")):

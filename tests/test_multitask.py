@@ -140,26 +140,6 @@ def test_a_segment_longer_than_a_family_allows_is_refused(tmp_path):
         MultiTaskTask(tiny_multitask(tmp_path, "data.k_shots=[2,21]"), progress=False)
 
 
-def test_the_studies_train_compare_and_plot(tmp_path, capsys):
-    from metafwp.studies import main
-
-    summary = main(["multitask", "--out", str(tmp_path), "--steps", "2", "--episodes", "10"])
-    assert set(summary["learners"]) == {"SRWM", "DeltaNet", "LSTM"} and Path(summary["figure"]).is_file()
-    for label, run in summary["runs"].items():
-        result = json.loads((Path(run) / "metrics.json").read_text())["test"]
-        (learner,) = result
-        assert summary["learners"][label]["second_segment_accuracy"] == result[learner]["second_segment_accuracy"]
-    summary = main(["bootstrap", "--out", str(tmp_path), "--steps", "2", "--episodes", "10"])
-    assert set(summary["curves"]) == {"bootstrapped SRWM", "plain SRWM", "pixel nearest neighbour"}
-    assert set(summary["curves"]["plain SRWM"]) == {"1", "3"} and (tmp_path / "bootstrap/comparison.png").is_file()
-    summary = main(["continual", "--out", str(tmp_path), "--steps", "2", "--episodes", "10"])
-    assert set(summary["learners"]) == {"SRWM with ACL", "SRWM without ACL"} and summary["quoted"]["LwF"] == 71.02
-    assert len(summary["learners"]["SRWM with ACL"]["forgetting"]["mean"]) == 5
-    printed = capsys.readouterr().out
-    assert "second segment" in printed and "K = 3" in printed and "Study wall time" in printed
-    assert "final average" in printed and "LwF 71.0" in printed
-
-
 def test_user_data_sources_without_a_folder_say_which_position_of_data_roots_to_fill():
     config = load_config(ROOT / "recipes/omniglot_mini_imagenet_multitask_srwm_conv4.yaml")
     with pytest.raises(ConfigError, match=r"omniglot needs data.roots\[0\].*data.roots=\[...\] with that folder at "

@@ -118,8 +118,10 @@ class Task:
         """The ``LearnerInputs`` of this task's episodes."""
         raise NotImplementedError
 
-    def test_set_name(self) -> str:
-        """What the test episodes come from, in result file names (Default: ``tasks``, fresh seeded ones)."""
+    @classmethod
+    def test_set_name(cls, config) -> str:
+        """What ``config``'s test episodes come from, in result file names (Default: ``tasks``, fresh
+        seeded ones)."""
         return "tasks"
 
     def objective(self, model: nn.Module, batch) -> Scores:
@@ -168,6 +170,12 @@ class Task:
 
     def load_state_dict(self, state: dict) -> None:
         """Restore ``state_dict``'s state."""
+
+    @classmethod
+    def chance(cls, config) -> float | None:
+        """The metric of guessing (e.g. ``100 / n_way`` % for accuracy), read from ``config`` alone;
+        None where the metric has no chance level (regression's error)."""
+        return None
 
     # what every task shares
 

@@ -131,5 +131,5 @@ class BootstrapTask(FewShotTask):
         for result in results.values():
             curves.setdefault(result["learner"], {})[result["k_shot"]] = (result["accuracy"], result["ci95"])
         return [plot_accuracy_by_support_shots(curves, run_dir / "accuracy_by_support_shots.png",
-                                               chance=100 / self.data.n_way, trained_shots=self.data.k_shot,
+                                               chance=self.chance(self.config), trained_shots=self.data.k_shot,
                                                title=title)]

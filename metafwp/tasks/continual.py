@@ -114,6 +114,10 @@ class ContinualTask(StreamTask):
     validation_key = "val_splits"
 
     @classmethod
+    def chance(cls, config) -> float:
+        return 100 / config.data.num_classes
+
+    @classmethod
     def check_config(cls, config) -> None:
         """Before training: the sources' splits (validation ones held out) and the meta-test's data
         (``mnist`` needs ``data.test_root`` with the split's files, their headers MNIST's)."""
@@ -197,8 +201,9 @@ class ContinualTask(StreamTask):
     def learner_inputs(self):
         return frame_inputs(self.sampler.frame_shape, self.data.num_classes)
 
-    def test_set_name(self) -> str:
-        return "mnist5k" if self.data.test_dataset == "mnist5k" else f"mnist_{self.data.test_split}"
+    @classmethod
+    def test_set_name(cls, config) -> str:
+        return "mnist5k" if config.data.test_dataset == "mnist5k" else f"mnist_{config.data.test_split}"
 
     def objective(self, model: nn.Module, batch) -> Scores:
         """``continual_loss`` (the forgetting matrix read too when not training); tallies ``loss``,
@@ -243,4 +248,4 @@ class ContinualTask(StreamTask):
     def write_figures(self, results: dict[str, dict], run_dir: Path, title: str) -> list[Path]:
         kind = "class" if self.data.class_incremental else "domain"
         return [plot_forgetting(results, run_dir / "forgetting.png", quoted=QUOTED_BASELINES, kind=kind,
-                                chance=100 / self.data.num_classes, title=title)]
+                                chance=self.chance(self.config), title=title)]

@@ -63,6 +63,10 @@ class ExpressivityTask(Task):
     higher_is_better = True
     inputs, targets, sequential = "tokens", "classes", True
 
+    @classmethod
+    def chance(cls, config) -> float:
+        return 100 / (config.data.modulus if config.data.language == "mod_add" else 2)
+
     def make_sampler(self, max_length: int, min_length: int | None, seed: int) -> FormalLanguageSampler:
         data = self.data
         try:
@@ -113,5 +117,5 @@ class ExpressivityTask(Task):
 
     def write_figures(self, results: dict[str, dict], run_dir: Path, title: str) -> list[Path]:
         return [plot_accuracy_by_position(results, run_dir / "accuracy_by_position.png",
-                                          chance=100 / self.sampler.num_classes, train_length=self.data.train_length,
+                                          chance=self.chance(self.config), train_length=self.data.train_length,
                                           title=title)]

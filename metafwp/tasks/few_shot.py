@@ -95,6 +95,10 @@ class FewShotTask(Task):
         return ["pixel_nn"]
 
     @classmethod
+    def chance(cls, config) -> float:
+        return 100 / config.data.n_way
+
+    @classmethod
     def check_config(cls, config) -> None:
         """Settings that do not fit together, found before any data is read."""
         super().check_config(config)
@@ -136,8 +140,9 @@ class FewShotTask(Task):
     def learner_inputs(self):
         return frame_inputs(self.sampler.frame_shape, self.sampler.num_classes)
 
-    def test_set_name(self) -> str:
-        return self.data.test_split
+    @classmethod
+    def test_set_name(cls, config) -> str:
+        return config.data.test_split
 
     @property
     def scoring(self) -> FewShotScoring:
@@ -157,5 +162,5 @@ class FewShotTask(Task):
         first = None
         if self.data.feedback == "delayed":  # a guesser that never repeats a label already shown
             first = 100 * sum(1 / (n_way - seen) for seen in range(n_way)) / n_way
-        return [plot_accuracy_by_shot(results, run_dir / "accuracy_by_shot.png", chance=100 / n_way,
+        return [plot_accuracy_by_shot(results, run_dir / "accuracy_by_shot.png", chance=self.chance(self.config),
                                       first_sighting_chance=first, title=title)]

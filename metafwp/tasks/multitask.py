@@ -88,6 +88,10 @@ class MultiTaskTask(StreamTask):
     validation_key = "val_splits"
 
     @classmethod
+    def chance(cls, config) -> float:
+        return 100 / config.data.n_way
+
+    @classmethod
     def check_config(cls, config) -> None:
         super().check_config(config)
         data = config.data
@@ -144,8 +148,9 @@ class MultiTaskTask(StreamTask):
     def learner_inputs(self):
         return frame_inputs(self.sampler.frame_shape, self.sampler.num_classes)
 
-    def test_set_name(self) -> str:
-        return "+".join(self.data.test_splits)
+    @classmethod
+    def test_set_name(cls, config) -> str:
+        return "+".join(config.data.test_splits)
 
     def objective(self, model: nn.Module, batch: EpisodeBatch) -> Scores:
         """Cross-entropy on every step; tallies ``loss_sum``, ``correct_at`` / ``scored_at`` by (source,
@@ -196,4 +201,4 @@ class MultiTaskTask(StreamTask):
 
     def write_figures(self, results: dict[str, dict], run_dir: Path, title: str) -> list[Path]:
         return [plot_accuracy_across_switch(results, run_dir / "accuracy_across_switch.png",
-                                            chance=100 / self.data.n_way, title=title)]
+                                            chance=self.chance(self.config), title=title)]

@@ -1,0 +1,147 @@
+"""Declared studies: every declaration plans loadable runs; a quick run follows its declaration
+(seeds, steps, selection on validation, only the selected runs tested, means and Student-t
+intervals over seeds); submitit's local executor gives the same results as the process pool; the
+multi-task learners are capacity-matched; bad input is one line before anything runs."""
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from metafwp.studies import STUDIES, Budget, Column, Condition, Study, register_study, run_study
+from metafwp.studies.__main__ import main
+from metafwp.studies.multitask import LEARNERS
+from metafwp.studies.protocol import T_975, plan
+from metafwp.tasks import TASKS
+from metafwp.train import load_config
+from tests.helpers import ROOT, TINY_SEQUENCE
+
+QUICK = ("train.batch_size=4", "train.log_every=1", "train.checkpoint_every=2", "eval.batch_size=5",
+         "model.filters=8", *TINY_SEQUENCE)
+
+
+@pytest.fixture
+def toy_study():
+    """The glyph SRWM with a learning-rate grid, validated every step."""
+    study = register_study(Study(
+        name="toy", summary="a tiny study for the tests",
+        conditions=(Condition("SRWM", "glyphs_5way1shot_srwm", QUICK + ("eval.baselines=[]",),
+                              grid=(("optim.lr", (0.001, 0.01)),)),),
+        columns=(Column("accuracy", lambda results, learner: results[learner]["accuracy"]),),
+        validation=("data.train_split=train", "data.val_split=val", "eval.val_every=1", "eval.val_episodes=6"),
+        seeds=2, steps=3, episodes=8))
+    yield study
+    STUDIES.pop("toy")
+
+
+def test_every_declared_study_plans_loadable_runs_with_distinct_folders(tmp_path):
+    for study in STUDIES.values():
+        candidates = plan(study, tmp_path / study.name, Budget(1, study.steps, study.episodes))  # one seed: faster
+        names = [candidate.name for candidate in candidates]
+        assert len(set(names)) == len(names) == sum(len(c.settings()) for c in study.conditions)
+
+
+def test_the_multitask_learners_are_within_ten_percent_of_deltanets_parameters():
+    counts = {}
+    for label, (recipe, overrides) in LEARNERS.items():
+        config = load_config(ROOT / "recipes" / f"{recipe}.yaml", list(overrides))
+        assert config.model.num_layers == 2
+        model = TASKS[config.task](config, progress=False).build_learner(config.model)
+        counts[label] = sum(p.numel() for p in model.parameters())
+    assert all(abs(count / counts["DeltaNet"] - 1) <= 0.10 for count in counts.values()), counts
+
+
+@pytest.mark.parametrize("name", ["bootstrap", "continual_domain", "multitask", "expressivity_parity"])
+def test_each_study_reads_its_columns_from_its_tasks_results(tmp_path, name):
+    """The first condition of each study family, one step: its table holds a number in every column."""
+    study = replace(STUDIES[name], conditions=STUDIES[name].conditions[:1])
+    results = run_study(study, tmp_path, Budget(seeds=1, steps=1, episodes=2))
+    row = results["conditions"][study.conditions[0].label]
+    assert set(row["columns"]) == {column.name for column in study.columns}
+    assert all(0 <= cell["mean"] <= 100 for cell in row["columns"].values())
+    assert (tmp_path / "results.md").is_file() and (tmp_path / "results.png").is_file()
+
+
+def student_t_interval(values):
+    n, mean = len(values), sum(values) / len(values)
+    return mean, T_975[n - 1] * math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) / math.sqrt(n)
+
+
+def test_a_quick_run_follows_its_declaration_and_tests_only_what_validation_selected(tmp_path, toy_study):
+    results = main(["run", "toy", "--out", str(tmp_path)])
+    assert (results["seeds"], results["steps"], results["test_episodes"]) == ([0, 1], 3, 8)
+    assert results["selection"] == toy_study.selection and results["validation"] == list(toy_study.validation)
+    records = results["runs"]
+    assert len(records) == 2 * 2  # two learning rates, two seeds each
+    srwm = [r for r in records if r["condition"] == "SRWM"]
+    by_rate = {rate: [r["best_validation"]["accuracy"] for r in srwm if r["setting"] == [f"optim.lr={rate}"]]
+               for rate in (0.001, 0.01)}
+    chosen = max(by_rate, key=lambda rate: sum(by_rate[rate]) / 2)  # the first of equals stays
+    assert results["conditions"]["SRWM"]["selected"] == [f"optim.lr={chosen}"]
+    for record in records:
+        metrics = json.loads((Path(record["run"]) / "metrics.json").read_text())
+        assert metrics["test"] is None and metrics["steps"] == 3 and record["best_validation"] == metrics["best"]
+        evaluations = list(Path(record["run"]).glob("evaluation_*.json"))
+        assert record["selected"] == ("test" in record) == bool(evaluations)  # unselected runs are never tested
+        if record["selected"]:
+            (evaluation,) = evaluations
+            written = json.loads(evaluation.read_text())
+            assert written["weights"] == "best.pt" and written["episodes"] == 8
+            assert record["test"]["accuracy"] == written["results"][metrics["learner"]]["accuracy"]
+    for label, row in results["conditions"].items():
+        values = [r["test"]["accuracy"] for r in records if r["condition"] == label and r["selected"]]
+        assert len(values) == 2
+        mean, ci95 = student_t_interval(values)
+        assert row["columns"]["accuracy"]["mean"] == pytest.approx(mean)
+        assert row["columns"]["accuracy"]["ci95"] == pytest.approx(ci95)
+    table = (tmp_path / "toy" / "results.md").read_text()
+    assert "2 seeds per condition" in table and "8 test episodes" in table and toy_study.selection in table
+    assert (tmp_path / "toy" / "results.png").is_file()
+    checkpoints = {path: path.stat().st_mtime_ns for path in (tmp_path / "toy").rglob("checkpoint.pt")}
+    assert main(["run", "toy", "--out", str(tmp_path)])["conditions"] == results["conditions"]  # reused
+    assert checkpoints == {path: path.stat().st_mtime_ns for path in (tmp_path / "toy").rglob("checkpoint.pt")}
+    assert main(["report", "toy", "--out", str(tmp_path)])["conditions"] == results["conditions"]
+
+
+def test_submitit_local_gives_the_results_of_the_process_pool(tmp_path, toy_study):
+    study = Study("one", "one run", (Condition("SRWM", "glyphs_5way1shot_srwm", QUICK + ("eval.baselines=[]",)),),
+                  toy_study.columns, toy_study.validation)
+    budget = Budget(seeds=1, steps=2, episodes=4)
+    pool = run_study(study, tmp_path / "pool", budget)
+    submitit = run_study(study, tmp_path / "submitit", budget, launcher="submitit-local")
+    for results in (pool, submitit):
+        results["conditions"]["SRWM"].pop("train_minutes")  # wall clock
+    assert submitit["conditions"] == pool["conditions"]
+    assert list((tmp_path / "submitit" / "submitit").glob("*_log.out"))  # submitit's own logs
+
+
+def one_line_error(capsys, argv) -> str:
+    with pytest.raises(SystemExit) as stop:
+        from metafwp.errors import run_command
+        run_command(lambda: main(argv))
+    assert stop.value.code == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and error.count("\n") == 1, error
+    return error
+
+
+def test_bad_input_is_one_line_before_anything_runs(tmp_path, capsys, toy_study, monkeypatch):
+    out = ["--out", str(tmp_path)]
+    assert "Unknown study 'bootstrp'" in one_line_error(capsys, ["run", "bootstrp", *out])
+    assert "--seeds must be >= 1, got 0" in one_line_error(capsys, ["run", "toy", "--seeds", "0", *out])
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch here
+    assert "needs SLURM's sbatch on PATH" in one_line_error(capsys, ["run", "toy", "--launcher", "slurm", *out])
+    monkeypatch.undo()
+    assert "holds no finished study toy" in one_line_error(capsys, ["report", "toy", *out])
+    assert not any(tmp_path.iterdir())
+    run_study(toy_study, tmp_path / "toy", Budget(seeds=1, steps=1, episodes=4))
+    error = one_line_error(capsys, ["run", "toy", "--seeds", "1", "--steps", "2", *out])
+    assert "holds runs of other settings" in error and "train.steps (1 -> 2)" in error
+    STUDIES["broken"] = Study("broken", "a recipe that does not load", (Condition("x", "glyphs_5way1shot_srwm",
+                                                                                 ("model.mixr=delta",)),),
+                              toy_study.columns, ())
+    try:
+        assert "study broken, condition 'x'" in one_line_error(capsys, ["run", "broken", *out])
+    finally:
+        STUDIES.pop("broken")
