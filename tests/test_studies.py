@@ -13,6 +13,7 @@ from metafwp.studies import STUDIES, Budget, Column, Condition, Study, register_
 from metafwp.studies.__main__ import main
 from metafwp.studies.multitask import LEARNERS
 from metafwp.studies.protocol import T_975, plan
+from metafwp.studies.publish import BLOCK, publish, readme_with_results
 from metafwp.tasks import TASKS
 from metafwp.train import load_config
 from tests.helpers import ROOT, TINY_SEQUENCE
@@ -102,6 +103,11 @@ def test_a_quick_run_follows_its_declaration_and_tests_only_what_validation_sele
     assert main(["run", "toy", "--out", str(tmp_path)])["conditions"] == results["conditions"]  # reused
     assert checkpoints == {path: path.stat().st_mtime_ns for path in (tmp_path / "toy").rglob("checkpoint.pt")}
     assert main(["report", "toy", "--out", str(tmp_path)])["conditions"] == results["conditions"]
+    (tmp_path / "README.md").write_text("intro\n<!-- results: toy -->\nold table\n<!-- /results -->\nmore\n")
+    published = publish("toy", tmp_path / "toy", root=tmp_path)
+    readme = (tmp_path / "README.md").read_text()
+    assert published.read_text() in readme and "old table" not in readme and "| SRWM | optim.lr=" in readme
+    assert (tmp_path / "docs" / "results" / "toy_results.png").is_file() and "docs/results/toy_results.png" in readme
 
 
 def test_submitit_local_gives_the_results_of_the_process_pool(tmp_path, toy_study):
@@ -145,3 +151,12 @@ def test_bad_input_is_one_line_before_anything_runs(tmp_path, capsys, toy_study,
         assert "study broken, condition 'x'" in one_line_error(capsys, ["run", "broken", *out])
     finally:
         STUDIES.pop("broken")
+
+
+def test_the_readme_tables_are_the_published_results():
+    """Every results block of the README equals its docs/results/<study>.md, and every published
+    study has its block."""
+    readme = (ROOT / "README.md").read_text()
+    assert readme_with_results(readme) == readme
+    published = {path.stem for path in (ROOT / "docs" / "results").glob("*.md")}
+    assert published == {match["name"] for match in BLOCK.finditer(readme)}

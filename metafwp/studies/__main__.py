@@ -10,6 +10,7 @@ from metafwp.errors import ConfigError, run_command
 from metafwp.studies import STUDIES, Budget, get_study, run_study
 from metafwp.studies.launchers import LAUNCHERS, ClusterSettings, check_launcher
 from metafwp.studies.protocol import finished_results
+from metafwp.studies.publish import publish
 
 
 def positive(name: str):
@@ -33,6 +34,8 @@ def main(argv=None) -> dict | None:
                                   "the table and figures of a study's finished runs")
         sub.add_argument("study", help="a study of `list`")
         sub.add_argument("--out", default="runs/studies", help="the studies' folder (Default: runs/studies)")
+    commands.choices["report"].add_argument("--publish", action="store_true",
+                                            help="copy the table and figures to docs/results/ and the README")
     run = commands.choices["run"]
     run.add_argument("--seeds", type=str, help="seeds per condition (Default: the study's)")
     run.add_argument("--jobs", type=str, default="1", help="runs at once, one thread each (Default: 1)")
@@ -55,6 +58,8 @@ def main(argv=None) -> dict | None:
     if args.command == "report":
         results = finished_results(study, folder, Budget(study.seeds, study.steps, study.episodes))
         print((folder / "results.md").read_text())
+        if args.publish:
+            print(f"Published to {publish(study.name, folder)} and the README's results block {study.name!r}")
         return results
     check_launcher(args.launcher)
     seeds = positive("seeds")(args.seeds) if args.seeds else study.seeds
