@@ -160,8 +160,8 @@ def test_state_target_refuses_attention_and_too_many_shots_are_refused_before_tr
 
 
 def tiny_bootstrap(tmp_path, *overrides):
-    return load_config(RECIPE, TINY + TINY_SEQUENCE + ["data.n_way=3", "train.steps=3", f"train.out_dir={tmp_path}",
-                                                        *overrides])
+    return load_config(RECIPE, TINY + TINY_SEQUENCE + ["data.n_way=3", "train.steps=3", "eval.val_every=0",
+                                                        f"train.out_dir={tmp_path}", *overrides])
 
 
 def test_bootstrap_trains_and_tests_at_k_and_the_larger_k(tmp_path):

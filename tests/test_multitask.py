@@ -20,7 +20,9 @@ RECIPE = ROOT / "recipes/glyphs_multitask_srwm.yaml"
 
 def tiny_multitask(tmp_path, *overrides):
     return load_config(RECIPE, TINY + TINY_SEQUENCE + ["data.n_way=3", "data.k_shots=[2,3]", "data.min_segment_steps=4",
-                                                        "train.steps=3", f"train.out_dir={tmp_path}", *overrides])
+                                                        "train.steps=3", "eval.val_every=0",
+                                                        f"train.out_dir={tmp_path}",
+                                                        *overrides])
 
 
 def test_segment_positions_count_slots_and_positions_within_each_segment():
@@ -105,7 +107,7 @@ def write_colour_folder(root: Path, classes: int = 4, per_class: int = 6) -> Non
 def test_sources_whose_frames_differ_need_a_common_shape(tmp_path):
     write_colour_folder(tmp_path / "colour")
     overrides = ["data.sources=[glyphs:letters,folder]", f"data.roots=[null,{tmp_path / 'colour'}]",
-                 "data.train_splits=[background,train]", "data.test_splits=[evaluation,train]"]
+                 "data.train_splits=[background,train]", "data.val_splits=null", "data.test_splits=[evaluation,train]"]
     with pytest.raises(ConfigError, match="frames of different shapes .* set data.image_size and data.channels"):
         MultiTaskTask(tiny_multitask(tmp_path, *overrides), progress=False)
     task = MultiTaskTask(tiny_multitask(tmp_path, *overrides, "data.image_size=16", "data.channels=3"), progress=False)
@@ -128,7 +130,7 @@ def test_sources_whose_frames_differ_need_a_common_shape(tmp_path):
     ("data.k_shots=[2]", "data.k_shots gives 1 values for 2 data.sources"),
     ("data.k_shots=[0,2]", "data.k_shots must be >= 1"),
     ("eval.baselines=[pixel_nn]", "task=multitask has no baselines"),
-    ("eval.val_every=5", "needs data.val_splits"),
+    ("data.val_splits=null", "eval.val_every=125 needs data.val_splits"),
 ])
 def test_bad_settings_are_config_errors(override, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
@@ -136,7 +138,7 @@ def test_bad_settings_are_config_errors(override, message):
 
 
 def test_a_segment_longer_than_a_family_allows_is_refused(tmp_path):
-    with pytest.raises(ConfigError, match="source glyphs:symbols, split background.*k_shot"):
+    with pytest.raises(ConfigError, match="source glyphs:symbols, split train.*k_shot"):
         MultiTaskTask(tiny_multitask(tmp_path, "data.k_shots=[2,21]"), progress=False)
 
 
