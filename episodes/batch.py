@@ -85,3 +85,24 @@ def concatenate_steps(parts: list[EpisodeBatch]) -> EpisodeBatch:
                            if f.name not in ("episode_ids", "num_classes")},
                         episode_ids=first.episode_ids, num_classes=first.num_classes)
 
+
+def token_episodes(episode_ids: torch.Tensor, tokens: list[list[int]], targets: list[list[int]],
+                   scored: list[list[bool]]) -> EpisodeBatch:
+    """Token sequences of different lengths as one EpisodeBatch, right-padded to the longest:
+    inputs ``[B, T]`` int64 ids (``PADDING_TOKEN`` on padding), no feedback, targets ``[B, T]``,
+    the loss mask ``scored`` (never on padding), ``shot`` the position ``1 .. length``, segment 0
+    (``PADDING_SEGMENT`` on padding) and ``num_classes=None`` (no label is fed back)."""
+    B, T = len(tokens), max(map(len, tokens))
+    inputs = torch.full((B, T), PADDING_TOKEN, dtype=torch.int64)
+    target = torch.zeros(B, T, dtype=torch.int64)
+    mask = torch.zeros(B, T, dtype=torch.bool)
+    for b, (sequence, labels, scores) in enumerate(zip(tokens, targets, scored)):
+        inputs[b, :len(sequence)] = torch.tensor(sequence, dtype=torch.int64)
+        target[b, :len(labels)] = torch.tensor(labels, dtype=torch.int64)
+        mask[b, :len(scores)] = torch.tensor(scores, dtype=torch.bool)
+    real = inputs != PADDING_TOKEN
+    position = torch.arange(1, T + 1).expand(B, T)
+    return EpisodeBatch(inputs=inputs, feedback=torch.zeros(B, T, 0), targets=target, loss_mask=mask & real,
+                        shot=position.masked_fill(~real, 0),
+                        segment=torch.zeros(B, T, dtype=torch.int64).masked_fill(~real, PADDING_SEGMENT),
+                        episode_ids=episode_ids, num_classes=None)

@@ -117,6 +117,14 @@ class EpisodeRNG:
         u = self.uniform(episode_ids, stream, tuple(high.shape[1:]))
         return torch.minimum((u * high).to(torch.int64), high - 1)
 
+    def python_randoms(self, episode_ids: torch.Tensor, stream: int) -> list:
+        """One ``random.Random`` per episode, seeded from 64 of its bits: for generators that draw
+        step by step in Python (a program, a tree), each episode's draws its own whatever the batch."""
+        import random
+
+        halves = self.bits(episode_ids, stream, (2,)).tolist()
+        return [random.Random((high << 32) | low) for high, low in halves]
+
     def permutation(self, episode_ids: torch.Tensor, stream: int, shape: tuple[int, ...]) -> torch.Tensor:
         """Uniform random permutations of the last axis, int64 ``[B, *shape]``.
 
