@@ -2,11 +2,13 @@
 state so sequences can be continued."""
 from metafwp.nn.baseline_layers import CausalAttentionLayer, LSTMLayer
 from metafwp.nn.blocks import FeedForward, MixerBlock
+from metafwp.nn.elstm_layer import ELSTMLayer, ELSTMRTRL
 from metafwp.nn.fast_weight_layer import BETA_ACTIVATIONS, FEATURE_MAPS, LAYER_RULES, FastWeightLayer
 from metafwp.nn.mixers import MIXERS, Mixer, build_mixer, register_mixer
 from metafwp.nn.recurrent_fwp_layer import RecurrentFWPLayer
 from metafwp.nn.srwm_layer import SRWMLayer
 
-__all__ = ["BETA_ACTIVATIONS", "FEATURE_MAPS", "LAYER_RULES", "MIXERS", "CausalAttentionLayer", "FastWeightLayer",
+__all__ = ["BETA_ACTIVATIONS", "FEATURE_MAPS", "LAYER_RULES", "MIXERS", "CausalAttentionLayer", "ELSTMLayer",
+           "ELSTMRTRL", "FastWeightLayer",
            "FeedForward", "LSTMLayer", "Mixer", "MixerBlock", "RecurrentFWPLayer", "SRWMLayer", "build_mixer",
            "register_mixer"]

@@ -9,6 +9,7 @@ from typing import Callable
 import torch.nn as nn
 
 from metafwp.nn.baseline_layers import CausalAttentionLayer, LSTMLayer
+from metafwp.nn.elstm_layer import ELSTMLayer
 from metafwp.nn.fast_weight_layer import FastWeightLayer
 from metafwp.nn.recurrent_fwp_layer import RecurrentFWPLayer
 from metafwp.nn.srwm_layer import SRWMLayer
@@ -88,3 +89,4 @@ for _rule in RULES:
 register_mixer("mesa", fast_weight_builder("mesa"), ("num_heads", "matched_init", "feature_map", "mesa_lambda"))
 for _kind in RECURRENT_FWPS:
     register_mixer(_kind, recurrent_fwp_builder(_kind), ("num_heads",))
+register_mixer("elstm", lambda d_model, dropout: ELSTMLayer(d_model))

@@ -1,7 +1,8 @@
 """Fast-weight ops: the Table-1 rules, DeltaProduct, the SRWM, the recurrent FWPs and the mesa rule
-(layout and semantics: README, "Fast-weight ops")."""
+(layout and semantics: README, "Fast-weight ops"); the e-LSTM and its exact RTRL sensitivities."""
 from metafwp.ops.backends import BackendChoice, explain_backend
 from metafwp.ops.common import BACKENDS
+from metafwp.ops.elstm import ELSTMSensitivities, elstm
 from metafwp.ops.fast_weight import RULES, delta_product, delta_rule, fast_weight
 from metafwp.ops.mesa import mesa
 from metafwp.ops.recurrent_fwp import (RECURRENT_FWPS, DeltaDeltaState, DeltaLSTMState, DeltaMLPState, DeltaRNNState,
@@ -9,7 +10,7 @@ from metafwp.ops.recurrent_fwp import (RECURRENT_FWPS, DeltaDeltaState, DeltaLST
                                        recurrent_delta)
 from metafwp.ops.srwm import srwm, srwm_columns
 
-__all__ = ["BACKENDS", "BackendChoice", "explain_backend", "RULES", "RECURRENT_FWPS", "DeltaDeltaState",
-           "DeltaLSTMState", "DeltaMLPState", "DeltaRNNState", "RecurrentDeltaState", "delta_delta", "delta_lstm",
-           "delta_mlp", "delta_product", "delta_rnn", "delta_rule", "fast_weight", "mesa", "recurrent_delta", "srwm",
-           "srwm_columns"]
+__all__ = ["BACKENDS", "BackendChoice", "ELSTMSensitivities", "explain_backend", "RULES", "RECURRENT_FWPS",
+           "DeltaDeltaState", "DeltaLSTMState", "DeltaMLPState", "DeltaRNNState", "RecurrentDeltaState", "delta_delta",
+           "delta_lstm", "delta_mlp", "delta_product", "delta_rnn", "delta_rule", "elstm", "fast_weight", "mesa",
+           "recurrent_delta", "srwm", "srwm_columns"]
