@@ -1,13 +1,14 @@
 """The algorithmic generators against interpreters written here: every program's targets are its
 printed values (both semantics), every ListOps expression has its label's value and the requested
-depth, every MQAR label is the value paired with its key in the context; seeding by episode id, a
-fixed dataset size, the gap distribution, and bad arguments."""
+depth, every MQAR label is the value paired with its key in the context, every copy episode recalls
+its pattern; seeding by episode id, a fixed dataset size, the gap distribution, and bad arguments."""
 import math
 
 import pytest
 import torch
 
 from episodes.code_execution import LOWEST, NO_OP, CodeExecutionSampler
+from episodes.copy_task import BLANK, CopySampler
 from episodes.listops import VOCABULARY, ListOpsSampler
 from episodes.mqar import MQARSampler
 
@@ -165,3 +166,22 @@ def test_mqar_gaps_follow_the_power_law():
 def test_bad_arguments_name_the_fix(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+def test_every_copy_episode_recalls_its_pattern_bit_by_bit():
+    """Both bit values are recalled and scored (the authors' vocabulary dropped one of them)."""
+    sampler = CopySampler(12, seed=5)
+    batch = sampler.sample(range(400))
+    assert batch.inputs.shape == (400, 24)
+    recalled = []
+    for b in range(400):
+        tokens = batch.inputs[b].tolist()
+        n = tokens.index(BLANK) if BLANK in tokens else 12
+        assert 1 <= n <= 12 and all(t == BLANK for t in tokens[n:])
+        assert batch.targets[b].tolist() == [BLANK] * n + tokens[:n] + [BLANK] * (24 - 2 * n)
+        assert batch.loss_mask[b].tolist() == [False] * n + [True] * n + [False] * (24 - 2 * n)
+        recalled += tokens[:n]
+    assert {0, 1} == set(recalled) and abs(sum(recalled) / len(recalled) - 0.5) < 0.05
+    assert CopySampler(12, dataset_size=3, seed=5).sample([1, 4]).inputs.unique(dim=0).shape[0] == 1
+    with pytest.raises(ValueError, match="length must be an int >= 1"):
+        CopySampler(0)
