@@ -12,7 +12,7 @@ from episodes.sampling import FewShotSampler
 from episodes.streams import (BootstrapBatch, BootstrapSampler, ContinualBatch, ContinualSampler, MultiTaskStream,
                               split_mnist)
 
-__all__ = ["BootstrapBatch", "BootstrapSampler", "CodeExecutionSampler", "ContinualBatch", "ContinualSampler", "CopySampler",
-           "EpisodeBatch", "EpisodeRNG", "EpisodeStream", "FewShotSampler", "Glyphs", "ImageClasses",
+__all__ = ["BootstrapBatch", "BootstrapSampler", "CodeExecutionSampler", "ContinualBatch", "ContinualSampler",
+           "CopySampler", "EpisodeBatch", "EpisodeRNG", "EpisodeStream", "FewShotSampler", "Glyphs", "ImageClasses",
            "ImageFolderClasses", "ListOpsSampler", "MNIST", "MNIST5k", "MQARSampler", "MiniImageNet", "MultiTaskStream",
            "Omniglot", "RegressionSampler", "split_mnist"]
