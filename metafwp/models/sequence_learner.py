@@ -106,7 +106,7 @@ class SequenceLearner(nn.Module):
             raise ValueError(f"token id {int(tokens.max())} is outside this learner's vocabulary of {V}")
         real = (tokens >= 0).unsqueeze(-1)
         columns = F.embedding(tokens.clamp_min(0), weight[:, :V].t()) * real
-        return columns + F.linear(feedback, weight[:, V:], self.input_proj.bias)
+        return columns + F.linear(feedback.to(weight.dtype), weight[:, V:], self.input_proj.bias)
 
     def read(self, h: torch.Tensor, state: list | None = None):
         """The layers over embedded steps ``h [B, T, d_model]`` from ``state``: ``(outputs, state)``."""

@@ -17,7 +17,8 @@ class ELSTMLayer(nn.Module):
     readout ``y_t = c_t * sigmoid(W_o [x_t; c_t] + b_o)`` (its output gate reads the current cell).
 
     Parameters: ``in_proj`` (``[W_z; W_f]`` and ``[b_z; b_f]``), ``w_z``, ``w_f`` (the recurrent
-    ones, which RTRL trains) and ``out_gate`` (the readout).
+    ones, which RTRL trains) and ``out_gate`` (the readout). While ``rtrl`` holds an ``ELSTMRTRL``,
+    ``forward`` takes one step at a time through it (T = 1) and returns its carried cell.
     """
 
     def __init__(self, d_model: int):
@@ -29,8 +30,13 @@ class ELSTMLayer(nn.Module):
         self.out_gate = nn.Linear(2 * d_model, d_model)
         for parameter in self.parameters():
             nn.init.normal_(parameter, std=INIT_STD)
+        self.rtrl: ELSTMRTRL | None = None
 
     def forward(self, x: torch.Tensor, state: torch.Tensor | None = None):
+        if self.rtrl is not None:
+            if x.shape[1] != 1:
+                raise ValueError(f"an e-LSTM trained by RTRL reads one step at a time, got {x.shape[1]} steps")
+            return self.rtrl.step(x[:, 0])[:, None], self.rtrl.c
         a_z, a_f = self.in_proj(x).chunk(2, -1)
         c, c_last = elstm(a_z, a_f, self.w_z, self.w_f, state)
         return self.readout(x, c), c_last

@@ -4,14 +4,15 @@ from metafwp.tasks.base import (LEARNER, Scores, StreamTask, Task, add_tallies, 
                                 evaluate_episodes)
 from metafwp.tasks.bootstrap import BootstrapTask
 from metafwp.tasks.continual import ContinualTask
+from metafwp.tasks.copy import CopyTask
 from metafwp.tasks.expressivity import ExpressivityTask
 from metafwp.tasks.few_shot import FewShotTask
 from metafwp.tasks.multitask import MultiTaskTask
 from metafwp.tasks.regression import RegressionTask
 
 TASKS: dict[str, type[Task]] = {task.name: task for task in (FewShotTask, RegressionTask, BootstrapTask, MultiTaskTask,
-                                                              ContinualTask, ExpressivityTask)}
+                                                              ContinualTask, ExpressivityTask, CopyTask)}
 
-__all__ = ["LEARNER", "TASKS", "BootstrapTask", "ContinualTask", "ExpressivityTask", "FewShotTask", "MultiTaskTask",
-           "RegressionTask", "Scores", "StreamTask", "Task", "add_tallies", "autocast", "confidence_interval",
-           "evaluate_episodes"]
+__all__ = ["LEARNER", "TASKS", "BootstrapTask", "ContinualTask", "CopyTask", "ExpressivityTask", "FewShotTask",
+           "MultiTaskTask", "RegressionTask", "Scores", "StreamTask", "Task", "add_tallies", "autocast",
+           "confidence_interval", "evaluate_episodes"]

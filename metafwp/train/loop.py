@@ -295,15 +295,19 @@ class Trainer:
         """bf16 autocast on CUDA when the recipe asks (``train.bf16``)."""
         return autocast(self.device, self.run.config.train.bf16)
 
-    def step(self, loss: torch.Tensor, optimizer: str = LEARNER, terms: torch.Tensor | None = None) -> None:
+    def step(self, loss: torch.Tensor, optimizer: str = LEARNER, terms: torch.Tensor | None = None,
+             after_backward=None) -> None:
         """Backward, clip (``optim.grad_clip``), step and zero the gradients of ``optimizer``'s
         parameters; a NaN or infinite gradient stops the run. ``terms``: how many terms ``loss`` is
-        the mean of on this rank (``Scores.loss_terms``), weighting the ranks' gradients."""
+        the mean of on this rank (``Scores.loss_terms``), weighting the ranks' gradients;
+        ``after_backward()`` adds gradients autograd does not compute (RTRL's) before the step."""
         run, config, ranks = self.run, self.run.config, self.run.ranks
         if terms is not None and ranks.world_size > 1:  # sum_r (n_r / N) grad L_r: the mean over all N terms
             share = terms.detach().double() / ranks.sum(terms.detach().double().clone())
             loss = loss * (share * ranks.world_size).to(loss.dtype)
         loss.backward()
+        if after_backward is not None:
+            after_backward()
         parameters = [p for group in run.optimizers[optimizer].param_groups for p in group["params"]]
         average_gradients(parameters, run.ranks)
         grad_norm = torch.nn.utils.clip_grad_norm_(parameters, config.optim.grad_clip or math.inf)

@@ -39,6 +39,7 @@ RUNS = {  # task: (recipe, overrides of a tiny run that validates on held-out cl
                                                            "data.train_splits=[train]", "data.val_splits=[val]"]),
     "regression": ("regression_linear", RUN + ["data.dim=3", "data.num_support=6"]),
     "expressivity": ("expressivity_parity", RUN + ["data.train_length=6"]),
+    "copy": ("copy_elstm", [s for s in RUN if s != "model.num_heads=2"] + ["data.length=3"]),  # online RTRL
 }
 
 
@@ -142,6 +143,7 @@ BAD_HELD_OUT_SETTINGS = [
     ("continual", "data.test_dataset=mnist", "data.test_dataset=mnist needs data.test_root"),
     ("regression", "data.gd_steps=0", "data.gd_steps must be >= 1"),
     ("expressivity", "data.test_length=3", "data.test_length=3 is shorter than data.train_length=6"),
+    ("copy", "model.mixer=delta", "data.update=rtrl needs an e-LSTM learner"),
 ]
 
 
