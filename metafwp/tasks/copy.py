@@ -143,9 +143,9 @@ class CopyTask(Task):
                     out, state = model(piece, state)
                 outputs.append(out.detach())
                 scored = piece.loss_mask.sum()
-                if scored > 0:
+                if trainer.total(scored) > 0:  # every rank steps where any scores, so their collectives match
                     per_step = F.cross_entropy(out.flatten(0, 1).float(), piece.targets.flatten(), reduction="none")
-                    trainer.step((per_step.view_as(piece.loss_mask) * piece.loss_mask).sum() / scored,
+                    trainer.step((per_step.view_as(piece.loss_mask) * piece.loss_mask).sum() / scored.clamp_min(1),
                                  terms=scored, after_backward=None if layer is None else layer.rtrl.accumulate)
                 state = detach_state(state)
         finally:

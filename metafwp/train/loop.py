@@ -291,6 +291,11 @@ class Trainer:
     def __init__(self, run: Run):
         self.run, self.device, self.models = run, run.ranks.device, run.models
 
+    def total(self, value: torch.Tensor) -> torch.Tensor:
+        """``value`` summed over the ranks (itself in one process): a decision every rank must take
+        alike, such as whether to step at all, reads it."""
+        return self.run.ranks.sum(value.detach().double().clone())
+
     def autocast(self):
         """bf16 autocast on CUDA when the recipe asks (``train.bf16``)."""
         return autocast(self.device, self.run.config.train.bf16)
