@@ -13,14 +13,15 @@ from metafwp.studies.protocol import finished_results
 from metafwp.studies.publish import publish
 
 
-def positive(name: str):
+def whole(name: str, least: int = 1):
+    """A parser of ``--name``: a whole number >= ``least``, else a one-line error."""
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
-            raise ConfigError(f"--{name} takes a whole number >= 1, got {text!r}") from None
-        if value < 1:
-            raise ConfigError(f"--{name} must be >= 1, got {value}")
+            raise ConfigError(f"--{name} takes a whole number >= {least}, got {text!r}") from None
+        if value < least:
+            raise ConfigError(f"--{name} must be >= {least}, got {value}")
         return value
     return parse
 
@@ -62,12 +63,12 @@ def main(argv=None) -> dict | None:
             print(f"Published to {publish(study.name, folder)} and the README's results block {study.name!r}")
         return results
     check_launcher(args.launcher)
-    seeds = positive("seeds")(args.seeds) if args.seeds else study.seeds
-    budget = Budget(seeds, positive("steps")(args.steps) if args.steps else study.steps,
-                    positive("episodes")(args.episodes) if args.episodes else study.episodes)
-    cluster = ClusterSettings(args.partition, positive("time")(args.time), positive("cpus")(args.cpus),
-                              int(args.gpus))
-    results = run_study(study, folder, budget, launcher=args.launcher, jobs=positive("jobs")(args.jobs),
+    seeds = whole("seeds")(args.seeds) if args.seeds else study.seeds
+    budget = Budget(seeds, whole("steps")(args.steps) if args.steps else study.steps,
+                    whole("episodes")(args.episodes) if args.episodes else study.episodes)
+    cluster = ClusterSettings(args.partition, whole("time")(args.time), whole("cpus")(args.cpus),
+                              whole("gpus", least=0)(args.gpus))
+    results = run_study(study, folder, budget, launcher=args.launcher, jobs=whole("jobs")(args.jobs),
                         cluster=cluster)
     print((folder / "results.md").read_text())
     minutes = results["wall_seconds"] / 60
