@@ -98,15 +98,14 @@ def train_candidate(recipe: str, overrides: list[str]) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
 
 
-def finished_run(run_dir: Path, overrides: list[str]) -> dict | None:
-    """The metrics.json of a run trained to its last step, else None (it is to be trained or resumed)."""
+def finished_run(run_dir: Path) -> dict | None:
+    """The metrics.json of a run trained to its last step (``plan`` checked its settings), else None:
+    it is to be trained or resumed."""
     metrics = run_dir / "metrics.json"
     if not metrics.is_file():
         return None
     record = json.loads(metrics.read_text())
-    done = record["history"] and record["history"][-1]["step"] == record["steps"]
-    return record if done and not trajectory_differences(load_config(run_dir / "config.yaml"),
-                                                         load_config(run_dir / "config.yaml", overrides)) else None
+    return record if record["history"] and record["history"][-1]["step"] == record["steps"] else None
 
 
 def test_file(run_dir: Path, episodes: int | None) -> tuple[Path, list[str]]:
@@ -162,7 +161,7 @@ def run_study(study: Study, folder: Path, budget: Budget, *, launcher: str = "lo
     def done(what):
         return lambda i: print(f"{what} {candidates[i].name}", flush=True)
 
-    runs = [finished_run(folder / c.name, c.overrides) for c in candidates]
+    runs = [finished_run(folder / c.name) for c in candidates]
     to_train = [i for i, run in enumerate(runs) if run is None]
     trained = launch(launcher, [(train_candidate, (candidates[i].condition.recipe, candidates[i].overrides))
                                 for i in to_train], jobs=jobs, folder=folder / "submitit", cluster=cluster,
