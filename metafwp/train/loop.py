@@ -308,7 +308,7 @@ class Trainer:
         ``after_backward()`` adds gradients autograd does not compute (RTRL's) before the step."""
         run, config, ranks = self.run, self.run.config, self.run.ranks
         if terms is not None and ranks.world_size > 1:  # sum_r (n_r / N) grad L_r: the mean over all N terms
-            share = terms.detach().double() / ranks.sum(terms.detach().double().clone())
+            share = terms.detach().double() / self.total(terms)
             loss = loss * (share * ranks.world_size).to(loss.dtype)
         loss.backward()
         if after_backward is not None:
