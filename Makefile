@@ -22,6 +22,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/backbones_cpu.py
 	$(PY) benchmarks/ops_cpu.py
 	$(PY) benchmarks/recurrent_cpu.py
+	$(PY) benchmarks/rtrl_cpu.py
 	$(PY) benchmarks/sampling.py
 	$(PY) benchmarks/train_cpu.py
 	$(PY) benchmarks/maml_cpu.py
