@@ -1,5 +1,6 @@
 """Fast-weight ops: the Table-1 rules, DeltaProduct, the SRWM, the recurrent FWPs and the mesa rule
-(layout and semantics: README, "Fast-weight ops"); the e-LSTM and its exact RTRL sensitivities."""
+(layout and semantics: README, "Fast-weight ops"); the e-LSTM and its exact RTRL sensitivities;
+sliding-window softmax attention."""
 from metafwp.ops.backends import BackendChoice, explain_backend
 from metafwp.ops.common import BACKENDS
 from metafwp.ops.elstm import ELSTMSensitivities, elstm
@@ -9,8 +10,9 @@ from metafwp.ops.recurrent_fwp import (RECURRENT_FWPS, DeltaDeltaState, DeltaLST
                                        RecurrentDeltaState, delta_delta, delta_lstm, delta_mlp, delta_rnn,
                                        recurrent_delta)
 from metafwp.ops.srwm import srwm, srwm_columns
+from metafwp.ops.window_attention import sliding_window_attention
 
 __all__ = ["BACKENDS", "BackendChoice", "ELSTMSensitivities", "explain_backend", "RULES", "RECURRENT_FWPS",
            "DeltaDeltaState", "DeltaLSTMState", "DeltaMLPState", "DeltaRNNState", "RecurrentDeltaState", "delta_delta",
            "delta_lstm", "delta_mlp", "delta_product", "delta_rnn", "delta_rule", "elstm", "fast_weight", "mesa",
-           "recurrent_delta", "srwm", "srwm_columns"]
+           "recurrent_delta", "sliding_window_attention", "srwm", "srwm_columns"]
