@@ -15,7 +15,7 @@ from metafwp.models.backbones import BACKBONES, NORMS, build_backbone, feature_s
 from metafwp.models.linear_attention import LinearSelfAttention
 from metafwp.models.prototypical import PixelNearestNeighbour, PrototypicalNetwork
 from metafwp.models.sequence_learner import SequenceLearner, layer_mixers
-from metafwp.nn import BETA_ACTIVATIONS, FEATURE_MAPS, MIXERS
+from metafwp.nn import BETA_ACTIVATIONS, DELAYED_RATES, FEATURE_MAPS, HQLT_MIXINGS, HQLT_VARIANTS, MIXERS
 
 INPUTS = ("frames", "vectors", "tokens")
 TARGETS = ("classes", "values")
@@ -159,6 +159,11 @@ class SequenceConfig(BackboneSection):
     num_householder: int = 1          # delta, gated_delta: n > 1 delta micro-steps per token (DeltaProduct)
     matched_init: bool = False        # keys start matched to queries: a shorter plateau at chance
     srwm_input_norm: bool = False     # the SRWM reads LayerNorm(h) instead of the raw stream h
+    window: int = 8                   # window_attention, hqlt: the steps a query attends to (delayed_chunk: chunk)
+    hybrid_variant: str = "synchronous"   # hqlt: synchronous, delayed_stream or delayed_chunk
+    hybrid_mixing: str = "gate"       # hqlt: gate (per channel), sum or static (two learned scalars)
+    short_conv: bool = False          # hqlt: causal depthwise convolutions of 4 steps on q, k, v
+    delayed_rate: str = "own"         # hqlt delayed_stream: a delayed write's rate, its own or the current step's
 
     DECIDING_KEYS: ClassVar[tuple[str, ...]] = ("kind", "mixer", "backbone")
 
@@ -180,9 +185,12 @@ class SequenceConfig(BackboneSection):
         for name in self.mixers():
             check_choice("mixer", name, tuple(MIXERS))
         check_choice("beta_activation", self.beta_activation, tuple(BETA_ACTIVATIONS))
+        check_choice("hybrid_variant", self.hybrid_variant, HQLT_VARIANTS)
+        check_choice("hybrid_mixing", self.hybrid_mixing, HQLT_MIXINGS)
+        check_choice("delayed_rate", self.delayed_rate, DELAYED_RATES)
         if self.feature_map is not None:
             check_choice("feature_map", self.feature_map, tuple(FEATURE_MAPS))
-        for key in ("d_model", "num_layers", "num_heads", "ff_multiplier"):
+        for key in ("d_model", "num_layers", "num_heads", "ff_multiplier", "window"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"model.{key} must be >= 1, got {getattr(self, key)}")
         if self.num_householder < 1:

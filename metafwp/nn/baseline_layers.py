@@ -1,10 +1,12 @@
 """The classic sequence mixers beside the fast-weight layers, with the same ``(x, state) -> (y, state)``
-interface: an LSTM and causal softmax attention."""
+interface: an LSTM, causal softmax attention and sliding-window softmax attention."""
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from metafwp.ops import sliding_window_attention
 
 
 class LSTMLayer(nn.Module):
@@ -58,3 +60,44 @@ class CausalAttentionLayer(nn.Module):
 
     def extra_repr(self) -> str:
         return f"heads={self.num_heads}"
+
+
+class SlidingWindowAttentionLayer(nn.Module):
+    """Multi-head causal softmax attention over the last ``window`` steps only (``ops.sliding_window_attention``;
+    memory grows with T x window), no positional encoding.
+
+    ``forward(x [B, T, d_model], state (keys, values) each [B, m, H, D] or None) -> (y, (keys, values))``:
+    the state holds the last ``window - 1`` steps' keys and values, all a later step can read.
+    """
+
+    def __init__(self, d_model: int, num_heads: int, window: int):
+        super().__init__()
+        if d_model % num_heads:
+            raise ValueError(f"d_model={d_model} is not divisible by num_heads={num_heads}")
+        if not isinstance(window, int) or isinstance(window, bool) or window < 1:
+            raise ValueError(f"window must be an int >= 1 (the steps each query reads, its own included), "
+                             f"got {window!r}")
+        self.num_heads, self.window = num_heads, window
+        self.qkv_proj = nn.Linear(d_model, 3 * d_model, bias=False)
+        self.out_proj = nn.Linear(d_model, d_model, bias=False)
+
+    @torch.no_grad()
+    def match_keys_to_queries(self) -> None:
+        """Start the key projection equal to the query projection (see FastWeightLayer's)."""
+        d_model = self.out_proj.weight.shape[0]
+        self.qkv_proj.weight[d_model:2 * d_model] = self.qkv_proj.weight[:d_model]
+
+    def forward(self, x: torch.Tensor, state=None):
+        B, T, d_model = x.shape
+        q, k, v = self.qkv_proj(x).view(B, T, 3, self.num_heads, -1).unbind(2)  # [B, T, H, D] each
+        m = 0
+        if state is not None:
+            m = state[0].shape[1]
+            q = torch.cat([torch.zeros_like(state[0]), q], 1)   # the cached steps' outputs are dropped below
+            k, v = torch.cat([state[0], k], 1), torch.cat([state[1], v], 1)
+        y = sliding_window_attention(q, k, v, self.window)[:, m:]
+        keep = min(self.window - 1, m + T)
+        return self.out_proj(y.reshape(B, T, d_model)), (k[:, m + T - keep:], v[:, m + T - keep:])
+
+    def extra_repr(self) -> str:
+        return f"heads={self.num_heads}, window={self.window}"

@@ -8,9 +8,10 @@ from typing import Callable
 
 import torch.nn as nn
 
-from metafwp.nn.baseline_layers import CausalAttentionLayer, LSTMLayer
+from metafwp.nn.baseline_layers import CausalAttentionLayer, LSTMLayer, SlidingWindowAttentionLayer
 from metafwp.nn.elstm_layer import ELSTMLayer
 from metafwp.nn.fast_weight_layer import FastWeightLayer
+from metafwp.nn.hybrid_layer import HybridQLTLayer
 from metafwp.nn.recurrent_fwp_layer import RecurrentFWPLayer
 from metafwp.nn.srwm_layer import SRWMLayer
 from metafwp.ops import RECURRENT_FWPS, RULES
@@ -90,3 +91,9 @@ register_mixer("mesa", fast_weight_builder("mesa"), ("num_heads", "matched_init"
 for _kind in RECURRENT_FWPS:
     register_mixer(_kind, recurrent_fwp_builder(_kind), ("num_heads",))
 register_mixer("elstm", lambda d_model, dropout: ELSTMLayer(d_model))
+register_mixer("window_attention", lambda d_model, dropout, num_heads, window=8:
+               SlidingWindowAttentionLayer(d_model, num_heads, window), ("num_heads", "matched_init", "window"))
+register_mixer("hqlt", lambda d_model, dropout, num_heads, hybrid_variant="synchronous", hybrid_mixing="gate",
+               **options: HybridQLTLayer(d_model, num_heads, variant=hybrid_variant, mixing=hybrid_mixing, **options),
+               ("num_heads", "window", "hybrid_variant", "hybrid_mixing", "short_conv", "beta_activation",
+                "delayed_rate"))
