@@ -29,6 +29,8 @@ class MQARSampler:
         length: L, even.
         num_pairs: N key-value pairs, with ``4 N <= L``.
         power_a: the gap distribution's exponent a (Zoology's 0.01).
+        dataset_size: with an int N, episode ``i`` is episode ``i mod N`` (a fixed training set, as
+            Zoology's). Default: None, a fresh episode per id.
         seed, generator: the randomness. Default: seed 0.
 
     ``sample(ids)``: inputs ``[B, L]`` int64 tokens, targets ``[B, L]`` (the value at each query key,
@@ -36,7 +38,7 @@ class MQARSampler:
     """
 
     def __init__(self, vocab_size: int = 8192, length: int = 64, num_pairs: int = 4, *, power_a: float = 0.01,
-                 seed: int | None = None, generator: torch.Generator | None = None):
+                 dataset_size: int | None = None, seed: int | None = None, generator: torch.Generator | None = None):
         for name, value in (("vocab_size", vocab_size), ("length", length), ("num_pairs", num_pairs)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {value!r}")
@@ -48,7 +50,10 @@ class MQARSampler:
             raise ValueError(f"vocab_size must be more than length={length}, got {vocab_size}")
         if not power_a > 0:
             raise ValueError(f"power_a must be > 0, got {power_a}")
+        if dataset_size is not None and (not isinstance(dataset_size, int) or dataset_size < 1):
+            raise ValueError(f"dataset_size must be an int >= 1 or None, got {dataset_size!r}")
         self.vocab_size, self.length, self.num_pairs, self.power_a = vocab_size, length, num_pairs, power_a
+        self.dataset_size = dataset_size
         self.rng = make_rng(seed, generator)
 
     @property
@@ -58,7 +63,8 @@ class MQARSampler:
     def state_dict(self) -> dict:
         """What fixes episode ``i``; equal state dicts give equal episodes."""
         return {"sampler": type(self).__name__, "vocab_size": self.vocab_size, "length": self.length,
-                "num_pairs": self.num_pairs, "power_a": self.power_a, "seed": self.rng.seed}
+                "num_pairs": self.num_pairs, "power_a": self.power_a, "dataset_size": self.dataset_size,
+                "seed": self.rng.seed}
 
     def gaps(self, ids: torch.Tensor) -> torch.Tensor:
         """N distinct gaps per episode, int64 ``[B, N]``, drawn without replacement with probability
@@ -70,12 +76,13 @@ class MQARSampler:
 
     def sample(self, episode_ids) -> EpisodeBatch:
         ids = as_episode_ids(episode_ids)
+        draws = ids if self.dataset_size is None else ids % self.dataset_size
         B, L, N, V = len(ids), self.length, self.num_pairs, self.vocab_size
-        keys = 1 + choose_distinct(self.rng, ids, STREAM_KEYS, V // 2 - 1, N)
-        values = V // 2 + choose_distinct(self.rng, ids, STREAM_VALUES, V - V // 2, N)
-        inputs = self.rng.randint(ids, STREAM_NOISE, torch.full((B, L), V))  # the random non-query tokens
+        keys = 1 + choose_distinct(self.rng, draws, STREAM_KEYS, V // 2 - 1, N)
+        values = V // 2 + choose_distinct(self.rng, draws, STREAM_VALUES, V - V // 2, N)
+        inputs = self.rng.randint(draws, STREAM_NOISE, torch.full((B, L), V))  # the random non-query tokens
         inputs[:, 0:2 * N:2], inputs[:, 1:2 * N:2] = keys, values
-        position = 2 * N + 2 * self.gaps(ids)  # [B, N]
+        position = 2 * N + 2 * self.gaps(draws)  # [B, N]
         inputs.scatter_(1, position, keys)
         targets = torch.zeros(B, L, dtype=torch.int64).scatter_(1, position, values)
         mask = torch.zeros(B, L, dtype=torch.bool).scatter_(1, position, True)

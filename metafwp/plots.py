@@ -194,6 +194,23 @@ def plot_accuracy_by_position(results: dict[str, dict], path: Path, *, chance: f
     return save_figure(figure, path)
 
 
+def plot_accuracy_by_distance(results: dict[str, dict], path: Path, *, chance: float, title: str = "") -> Path:
+    """Recall accuracy by how far back the queried pair lies (``results[name]["by_distance"]``: bin
+    name -> %), one line per learner: a memory of the last W steps falls off beyond W."""
+    figure = Figure(figsize=(6.0, 3.8))
+    axis = figure.subplots()
+    for name, result in results.items():
+        bins = list(result["by_distance"])
+        axis.plot(bins, [result["by_distance"][b] for b in bins], marker="o",
+                  label=f"{name}: {result['accuracy']:.1f} % overall")
+    axis.axhline(chance, color="black", linestyle="--", linewidth=1, label=f"chance ({chance:.1f} %)")
+    axis.set(xlabel="steps from the query back to its key", ylabel="queries answered right (%)", ylim=(0, 101),
+             title=title)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    return save_figure(figure, path)
+
+
 def plot_accuracy_by_length(table: dict[str, dict], path: Path, *, lengths: list[str], chance: float,
                             title: str = "") -> Path:
     """One row per mixer, a bar per test length (``table[mixer][length] = (mean, ci95)``), 95% CIs

@@ -7,12 +7,13 @@ from metafwp.tasks.continual import ContinualTask
 from metafwp.tasks.copy import CopyTask
 from metafwp.tasks.expressivity import ExpressivityTask
 from metafwp.tasks.few_shot import FewShotTask
+from metafwp.tasks.mqar import MQARTask
 from metafwp.tasks.multitask import MultiTaskTask
 from metafwp.tasks.regression import RegressionTask
 
 TASKS: dict[str, type[Task]] = {task.name: task for task in (FewShotTask, RegressionTask, BootstrapTask, MultiTaskTask,
-                                                              ContinualTask, ExpressivityTask, CopyTask)}
+                                                              ContinualTask, ExpressivityTask, CopyTask, MQARTask)}
 
 __all__ = ["LEARNER", "TASKS", "BootstrapTask", "ContinualTask", "CopyTask", "ExpressivityTask", "FewShotTask",
-           "MultiTaskTask", "RegressionTask", "Scores", "StreamTask", "Task", "add_tallies", "autocast",
+           "MQARTask", "MultiTaskTask", "RegressionTask", "Scores", "StreamTask", "Task", "add_tallies", "autocast",
            "confidence_interval", "evaluate_episodes"]

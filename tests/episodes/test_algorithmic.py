@@ -139,6 +139,14 @@ def test_every_mqar_label_is_the_value_paired_with_its_key():
         assert sorted(tokens[p] for p in scored) == sorted(keys)  # each key queried once
 
 
+def test_an_mqar_dataset_size_repeats_its_episodes():
+    fixed = MQARSampler(128, 32, 4, dataset_size=10, seed=2).sample(torch.tensor([3, 13, 4]))
+    fresh = MQARSampler(128, 32, 4, seed=2).sample(torch.tensor([3, 13]))
+    assert torch.equal(fixed.inputs[0], fixed.inputs[1]) and torch.equal(fixed.targets[0], fixed.targets[1])
+    assert torch.equal(fixed.inputs[0], fresh.inputs[0]) and not torch.equal(fresh.inputs[0], fresh.inputs[1])
+    assert not torch.equal(fixed.inputs[0], fixed.inputs[2]) and fixed.episode_ids.tolist() == [3, 13, 4]
+
+
 def test_mqar_gaps_follow_the_power_law():
     """With one pair, the gap's distribution is exactly proportional to i^(a - 1): the first gap's
     frequency matches within 4 standard errors, and gaps fall off as 1/i."""
