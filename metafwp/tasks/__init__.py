@@ -3,17 +3,20 @@ A recipe picks one with ``task: <name>``; adding a task is a module and an entry
 from metafwp.tasks.base import (LEARNER, Scores, StreamTask, Task, add_tallies, autocast, confidence_interval,
                                 evaluate_episodes)
 from metafwp.tasks.bootstrap import BootstrapTask
+from metafwp.tasks.code_execution import CodeExecutionTask
 from metafwp.tasks.continual import ContinualTask
 from metafwp.tasks.copy import CopyTask
 from metafwp.tasks.expressivity import ExpressivityTask
 from metafwp.tasks.few_shot import FewShotTask
+from metafwp.tasks.listops import ListOpsTask
 from metafwp.tasks.mqar import MQARTask
 from metafwp.tasks.multitask import MultiTaskTask
 from metafwp.tasks.regression import RegressionTask
 
 TASKS: dict[str, type[Task]] = {task.name: task for task in (FewShotTask, RegressionTask, BootstrapTask, MultiTaskTask,
-                                                              ContinualTask, ExpressivityTask, CopyTask, MQARTask)}
+                                                              ContinualTask, ExpressivityTask, CopyTask, MQARTask,
+                                                              CodeExecutionTask, ListOpsTask)}
 
-__all__ = ["LEARNER", "TASKS", "BootstrapTask", "ContinualTask", "CopyTask", "ExpressivityTask", "FewShotTask",
-           "MQARTask", "MultiTaskTask", "RegressionTask", "Scores", "StreamTask", "Task", "add_tallies", "autocast",
-           "confidence_interval", "evaluate_episodes"]
+__all__ = ["LEARNER", "TASKS", "BootstrapTask", "CodeExecutionTask", "ContinualTask", "CopyTask", "ExpressivityTask",
+           "FewShotTask", "ListOpsTask", "MQARTask", "MultiTaskTask", "RegressionTask", "Scores", "StreamTask", "Task",
+           "add_tallies", "autocast", "confidence_interval", "evaluate_episodes"]

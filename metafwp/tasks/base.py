@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from episodes import EpisodeStream
@@ -50,6 +51,15 @@ def add_tallies(total: dict[str, torch.Tensor] | None, sums: dict[str, torch.Ten
     if set(total) != set(sums):
         raise ValueError(f"tallies {sorted(sums)} do not match the earlier {sorted(total)}")
     return {name: total[name] + sums[name] for name in total}
+
+
+def masked_token_scores(outputs: torch.Tensor, batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(loss_sum, right)``: the summed cross-entropy of ``outputs [B, T, classes]`` at the batch's
+    loss-mask steps (carries the graph), and ``[B, T]`` which of those steps the argmax gets right."""
+    mask = batch.loss_mask
+    per_step = F.cross_entropy(outputs.flatten(0, 1).float(), batch.targets.flatten(), reduction="none")
+    right = (outputs.detach().argmax(-1) == batch.targets) & mask
+    return (per_step.view_as(mask) * mask).sum(), right
 
 
 def confidence_interval(values: torch.Tensor) -> tuple[float, float]:

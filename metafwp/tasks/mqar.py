@@ -11,13 +11,12 @@ from typing import ClassVar, Optional
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from episodes import EpisodeBatch, MQARSampler
 from metafwp.errors import ConfigError
 from metafwp.models import LearnerInputs
 from metafwp.plots import plot_accuracy_by_distance
-from metafwp.tasks.base import Scores, Task
+from metafwp.tasks.base import Scores, Task, masked_token_scores
 
 DISTANCE_BINS = (8, 16, 32, 64, 128, 256, 512)   # upper ends: 1 .. 8, 9 .. 16, ...; the last holds the rest
 
@@ -97,9 +96,7 @@ class MQARTask(Task):
         by distance bin."""
         outputs, _ = model(batch)
         mask = batch.loss_mask
-        per_step = F.cross_entropy(outputs.flatten(0, 1).float(), batch.targets.flatten(), reduction="none")
-        loss_sum = (per_step.view_as(mask) * mask).sum()
-        right = (outputs.detach().argmax(-1) == batch.targets) & mask
+        loss_sum, right = masked_token_scores(outputs, batch)
         per_episode = right.sum(1).double() / mask.sum(1)
         bins = distance_bin(pair_distances(batch, self.data.num_pairs))[mask]
         size = len(DISTANCE_BINS)
