@@ -1,9 +1,10 @@
 """Sliding-window causal softmax attention: step t attends to the ``window`` steps ``t - window + 1
 .. t``, the short-term memory of the hybrid quadratic-linear layers (Irie, Yau & Gershman 2025).
 
-Each query reads its own window of keys, gathered as ``[B, T, W, H, D]`` (padding before the first
-step is masked): memory grows with T W, never with T^2, when the window is small. With
-``window >= T`` it is causal softmax attention over the whole prefix.
+The queries are cut into blocks of W = min(window, T) steps; a block's keys are its own W steps and
+the W before them, so each block is a W x 2W attention with a band mask: time and memory grow
+with T W, never with T^2, when the window is small. With ``window >= T`` it is causal softmax
+attention over the whole prefix.
 """
 from __future__ import annotations
 
@@ -23,11 +24,18 @@ def sliding_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
     B, T, H, D = q.shape
     scale = D ** -0.5 if scale is None else scale
     W = min(window, T)
-    padded_k = F.pad(k, (0, 0, 0, 0, W - 1, 0))          # [B, W - 1 + T, H, D]
-    padded_v = F.pad(v, (0, 0, 0, 0, W - 1, 0))
-    keys = padded_k.unfold(1, W, 1)                     # [B, T, H, D, W]: step t's window, oldest first
-    values = padded_v.unfold(1, W, 1)
-    scores = torch.einsum("bthd,bthdw->bthw", q, keys) * scale
-    real = torch.arange(T, device=q.device)[:, None] - (W - 1) + torch.arange(W, device=q.device) >= 0  # [T, W]
-    scores = scores.masked_fill(~real[None, :, None, :], float("-inf"))
-    return torch.einsum("bthw,bthdw->bthd", scores.softmax(-1), values)
+    n = -(-T // W)
+
+    def blocks(x, before):  # [B, T, H, d] -> [B, H, n, W, d], W zero steps in front when ``before``
+        x = F.pad(x.transpose(1, 2), (0, 0, W if before else 0, n * W - T))
+        return x.unflatten(2, (n + before, W))
+
+    q_blocks = blocks(q, False)
+    k_padded, v_padded = blocks(k, True), blocks(v, True)
+    keys = torch.cat([k_padded[:, :, :-1], k_padded[:, :, 1:]], 3)      # [B, H, n, 2W, D]: previous block, own
+    values = torch.cat([v_padded[:, :, :-1], v_padded[:, :, 1:]], 3)
+    i, j = torch.arange(W, device=q.device)[:, None], torch.arange(2 * W, device=q.device)
+    band = (j >= i + 1) & (j <= i + W)       # query i of a block (step start + i), key j (step start - W + j)
+    real = torch.arange(n, device=q.device)[:, None, None] * W - W + j >= 0   # [n, 1, 2W]: no step before 0
+    out = F.scaled_dot_product_attention(q_blocks, keys, values, attn_mask=band & real, scale=scale)
+    return out.flatten(2, 3)[:, :, :T].transpose(1, 2)
