@@ -51,7 +51,8 @@ def main(argv=None) -> dict:
         seconds = interleaved_medians({name: run(layer) for name, layer in built.items()}, args.repeats)
         results[T] = {name: {"ms": 1e3 * seconds[name], "saved_MB": saved_bytes(lambda: layer(x)[0].sum()) / 2**20}
                       for name, layer in built.items()}
-        print(f"T={T} (B={args.batch}, H={args.heads}, D={args.head_dim}, {args.threads} thread(s)), forward + backward:")
+        print(f"T={T} (B={args.batch}, H={args.heads}, D={args.head_dim}, {args.threads} thread(s)), "
+              "forward + backward:")
         for name, row in results[T].items():
             print(f"  {name:28s} {row['ms']:9.1f} ms   {row['saved_MB']:8.1f} MB saved for the backward")
     print(json.dumps({"batch": args.batch, "heads": args.heads, "head_dim": args.head_dim, "window": args.window,
