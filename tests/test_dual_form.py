@@ -107,3 +107,41 @@ def test_bad_input():
     sgd.step()
     with pytest.raises(ValueError, match="gradient is not the recorded errors' sum"):
         recorder.end_step()
+
+
+def clusters(seed, n):
+    """Two well-separated classes in 12 dimensions."""
+    gen = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 2, (n,), generator=gen)
+    centre = torch.zeros(2, 12, dtype=torch.float64)
+    centre[0, :6], centre[1, 6:] = 2.0, 2.0
+    return centre[y] + torch.randn(n, 12, generator=gen, dtype=torch.float64), y
+
+
+def test_the_spotlight_scores_every_training_example_and_votes_with_the_model():
+    model = mlp()
+    sgd = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    recorder = DualFormRecorder(model, sgd, layers=["4"])
+    for step in range(30):
+        x, y = clusters(step, 16)
+        sgd.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        sgd.step()
+        recorder.end_step(labels=y)
+    test_x, _ = clusters(99, 40)
+    inputs = layer_inputs(model, test_x)["4"]
+    with torch.no_grad():
+        outputs = model(test_x).argmax(-1)
+    agree = 0
+    for i in range(40):
+        spot = recorder.spotlight("4", inputs[i], num_classes=2, k=4)
+        by_hand = [(abs(float(recorder.records["4"].inputs[t][n] @ inputs[i])), t, n, int(clusters(t, 16)[1][n]))
+                   for t in range(30) for n in range(16)]
+        totals = [sum(score for score, _, _, label in by_hand if label == c) for c in range(2)]
+        assert spot.class_scores.tolist() == pytest.approx(totals)
+        best = sorted(by_hand, reverse=True)[:4]
+        assert spot.top_scores.tolist() == pytest.approx([b[0] for b in best])
+        assert [(int(t), int(n), int(label)) for t, n, label in zip(spot.top_steps, spot.top_examples, spot.top_labels)] \
+            == [b[1:] for b in best]
+        agree += spot.vote == int(outputs[i])
+    assert agree >= 36, f"the last layer's class vote agrees with the model on {agree} of 40 test points"

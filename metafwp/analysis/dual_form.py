@@ -31,6 +31,21 @@ class LayerRecord:
     bias: torch.Tensor | None
     inputs: list[torch.Tensor] = field(default_factory=list)
     grads: list[torch.Tensor] = field(default_factory=list)
+    labels: list[torch.Tensor] = field(default_factory=list)
+
+
+@dataclass
+class Spotlight:
+    """What a layer attends to for one test input: ``class_scores [C]`` the summed ``|x_t . x|`` of
+    the training examples of each class, ``vote`` its argmax, and the ``k`` training examples with
+    the largest scores: ``top_scores``, ``top_steps`` (when they were seen), ``top_examples`` (their
+    index in that step's batch) and ``top_labels``."""
+    class_scores: torch.Tensor
+    vote: int
+    top_scores: torch.Tensor
+    top_steps: torch.Tensor
+    top_examples: torch.Tensor
+    top_labels: torch.Tensor
 
 
 @dataclass
@@ -123,8 +138,9 @@ class DualFormRecorder:
     def group(self, parameter: torch.Tensor) -> dict:
         return next(g for g in self.optimizer.param_groups if any(p is parameter for p in g["params"]))
 
-    def end_step(self) -> None:
-        """Store this step's records and settings; call it after ``optimizer.step()``. The clipping
+    def end_step(self, labels: torch.Tensor | None = None) -> None:
+        """Store this step's records and settings (and the batch's ``labels [N]`` for ``spotlight``);
+        call it after ``optimizer.step()``. The clipping
         factor is read from the gradients: the recorded ``sum_n g x^T`` against the weight's
         ``.grad``; a gradient that is not a multiple of it (another loss term, accumulation over
         several backwards) is refused."""
@@ -151,6 +167,10 @@ class DualFormRecorder:
                                  "per step through the recorded forward, and zero_grad before it")
             self.records[name].inputs.append(x)
             self.records[name].grads.append(g)
+            if labels is not None:
+                if labels.numel() != x.shape[0]:
+                    raise ValueError(f"end_step: {labels.numel()} labels for the {x.shape[0]} inputs of layer {name}")
+                self.records[name].labels.append(labels.detach().flatten().cpu())
             group = self.group(self.layers[name].weight)
             self.steps[name].append(StepSettings(group["lr"], group.get("momentum", 0.0),
                                                  group.get("weight_decay", 0.0), clip))
@@ -169,6 +189,21 @@ class DualFormRecorder:
             scores = x @ keys.T.to(x.dtype) + (0 if record.bias is None else 1)    # [..., N]: x_t . x (+ 1)
             out = out + k * scores @ values.to(x.dtype)
         return out
+
+    def spotlight(self, name: str, x: torch.Tensor, num_classes: int, k: int = 3) -> Spotlight:
+        """The spotlight of layer ``name`` on one test input ``x [in]`` (its input at that layer):
+        scores ``|x_t^(n) . x|`` over every recorded training example (no softmax, no error
+        signal, as the authors' analysis), their totals per class and the top ``k``."""
+        record = self.records[name]
+        if len(record.labels) != len(record.inputs):
+            raise ValueError("spotlight needs the training labels: pass labels= to every end_step")
+        scores = torch.cat([(keys.to(x.dtype) @ x).abs() for keys in record.inputs])      # [all examples]
+        labels = torch.cat(record.labels)
+        steps = torch.cat([torch.full((len(keys),), t) for t, keys in enumerate(record.inputs)])
+        examples = torch.cat([torch.arange(len(keys)) for keys in record.inputs])
+        class_scores = torch.zeros(num_classes, dtype=scores.dtype).index_add_(0, labels, scores)
+        top = scores.topk(min(k, len(scores))).indices
+        return Spotlight(class_scores, int(class_scores.argmax()), scores[top], steps[top], examples[top], labels[top])
 
     def residual(self, name: str, x: torch.Tensor) -> torch.Tensor:
         """The trained layer's output on ``x`` minus ``dual_output`` (zero up to rounding when exact)."""
