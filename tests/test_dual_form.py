@@ -141,7 +141,7 @@ def test_the_spotlight_scores_every_training_example_and_votes_with_the_model():
         assert spot.class_scores.tolist() == pytest.approx(totals)
         best = sorted(by_hand, reverse=True)[:4]
         assert spot.top_scores.tolist() == pytest.approx([b[0] for b in best])
-        assert [(int(t), int(n), int(label)) for t, n, label in zip(spot.top_steps, spot.top_examples, spot.top_labels)] \
-            == [b[1:] for b in best]
+        top = zip(spot.top_steps, spot.top_examples, spot.top_labels)
+        assert [(int(t), int(n), int(label)) for t, n, label in top] == [b[1:] for b in best]
         agree += spot.vote == int(outputs[i])
     assert agree >= 36, f"the last layer's class vote agrees with the model on {agree} of 40 test points"
