@@ -12,10 +12,12 @@ import torch.nn as nn
 from metafwp.baselines.maml import MAMLLearner, relu_mlp
 from metafwp.errors import ConfigError
 from metafwp.models.backbones import BACKBONES, NORMS, build_backbone, feature_size
+from metafwp.models.ct_fwp import ContinuousTimeFWP
 from metafwp.models.linear_attention import LinearSelfAttention
 from metafwp.models.prototypical import PixelNearestNeighbour, PrototypicalNetwork
 from metafwp.models.sequence_learner import SequenceLearner, layer_mixers
 from metafwp.nn import BETA_ACTIVATIONS, DELAYED_RATES, FEATURE_MAPS, HQLT_MIXINGS, HQLT_VARIANTS, MIXERS
+from metafwp.ops import CT_RULES
 
 INPUTS = ("frames", "vectors", "tokens")
 TARGETS = ("classes", "values")
@@ -321,3 +323,41 @@ class LinearAttentionKind(LearnerKind):
     def build(cls, config: LinearAttentionConfig, inputs: LearnerInputs) -> nn.Module:
         return LinearSelfAttention(inputs.shape[0], inputs.num_outputs, config.num_layers, tied=config.tied_layers,
                                    init_std=config.init_std)
+
+
+@dataclass
+class CTFWPConfig(ModelSection):
+    """``kind: ct_fwp``: a continuous-time FWP (``ContinuousTimeFWP``) on irregular observations whose
+    first channel is the time over a grid of ``grid_steps`` (the second, the gap, is not read)."""
+    kind: str = "ct_fwp"
+    hidden: int = 32
+    num_heads: int = 4
+    rule: str = "delta"               # hebb, oja or delta
+    cde: bool = True                  # the authors' delta_cde: keys and rate from dX/dt, values from X
+    ff_dim: int = 64
+    dropout: float = 0.0
+    solver: str = "rk4"               # a torchdiffeq method; fixed-step ones step 1 on the grid
+    adjoint: bool = True              # gradients by the adjoint: memory independent of the steps
+    grid_steps: int = 28
+
+    def check(self) -> None:
+        check_choice("rule", self.rule, CT_RULES)
+        if self.cde and self.rule != "delta":
+            raise ConfigError(f"model.cde=true is the authors' delta_cde: set model.rule=delta or model.cde=false "
+                              f"(got model.rule={self.rule})")
+        for key in ("hidden", "num_heads", "ff_dim", "grid_steps"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"model.{key} must be >= 1, got {getattr(self, key)}")
+        if self.hidden % self.num_heads:
+            raise ConfigError(f"model.hidden={self.hidden} is not divisible by model.num_heads={self.num_heads}")
+
+
+@register_learner_kind
+class CTFWPKind(LearnerKind):
+    name, Config, inputs, targets = "ct_fwp", CTFWPConfig, ("vectors",), ("classes",)
+
+    @classmethod
+    def build(cls, config: CTFWPConfig, inputs: LearnerInputs) -> nn.Module:
+        return ContinuousTimeFWP(inputs.shape[0] - 1, config.grid_steps, inputs.num_outputs, hidden=config.hidden,
+                                 num_heads=config.num_heads, rule=config.rule, cde=config.cde, ff_dim=config.ff_dim,
+                                 dropout=config.dropout, method=config.solver, adjoint=config.adjoint)

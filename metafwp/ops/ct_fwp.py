@@ -47,10 +47,11 @@ def rule_field(rule: str, W: torch.Tensor, k: torch.Tensor, v: torch.Tensor, b: 
 
 class NaturalCubicSpline:
     """A natural cubic spline per sequence and channel through the observed points of
-    ``values [B, T, C]`` at ``times [T]`` (NaN where not observed; a channel's unobserved start and
-    end are held at its first and last observation, as the authors' code). Fitted once, in numpy;
-    ``evaluate(t)`` and ``derivative(t)`` give ``[B, C]`` at any scalar t (pieces located as
-    ``index = (t > times).sum() - 1``, clamped), differentiable in t."""
+    ``values [B, T, C]`` at ``times [T]`` (NaN where not observed); before its first and after its
+    last observation a channel is held at that value (slope 0). Fitted once, in numpy (channels
+    observed at the same times share one solve); ``evaluate(t)`` and ``derivative(t)`` give
+    ``[B, C]`` at any scalar t, on the interval ``index = (t > times).sum() - 1`` (clamped), so at
+    a knot the interval to its left."""
 
     def __init__(self, times: torch.Tensor, values: torch.Tensor):
         if times.dim() != 1 or values.dim() != 3 or values.shape[1] != len(times) or len(times) < 2:
@@ -62,9 +63,13 @@ class NaturalCubicSpline:
         data = values.detach().double().cpu().numpy()
         B, T, C = data.shape
         coefficients = np.zeros((4, B, T - 1, C))   # a + b s + c s^2 + d s^3 with s = t - times[i]
+        finite = np.isfinite(data)
         for n in range(B):
+            patterns = {}                            # channels observed at the same times share one solve
             for channel in range(C):
-                coefficients[:, n, :, channel] = grid_coefficients(grid, data[n, :, channel])
+                patterns.setdefault(finite[n, :, channel].tobytes(), []).append(channel)
+            for channels in patterns.values():
+                coefficients[:, n][:, :, channels] = grid_coefficients(grid, data[n][:, channels])
         self.times = times.detach()
         self.coefficients = torch.as_tensor(coefficients, dtype=values.dtype, device=values.device)
 
@@ -85,44 +90,43 @@ class NaturalCubicSpline:
 
 
 def grid_coefficients(grid: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """``[4, T - 1]`` cubic coefficients on every interval of ``grid`` of the natural cubic spline
-    through the finite entries of ``values`` (constant when one is observed, zero when none)."""
-    seen = np.isfinite(values)
-    knots, y = grid[seen], values[seen]
-    out = np.zeros((4, len(grid) - 1))
-    if len(knots) == 0:
+    """``[4, T - 1, C]`` cubic coefficients on every interval of ``grid [T]`` of the natural cubic
+    splines through the finite rows of ``values [T, C]`` (its columns share which rows are finite;
+    constant when one row is, zero when none)."""
+    seen = np.isfinite(values).all(1)
+    knots, y = grid[seen], values[seen]                                   # [n], [n, C]
+    n, intervals = len(knots), len(grid) - 1
+    out = np.zeros((4, intervals, values.shape[1]))
+    if n == 0:
         return out
-    if len(knots) == 1:
+    if n == 1:
         out[0] = y[0]
         return out
     h = np.diff(knots)
-    n = len(knots)
-    second = np.zeros(n)                      # second derivatives at the knots; 0 at both ends (natural)
+    second = np.zeros_like(y)                  # second derivatives at the knots; 0 at both ends (natural)
     if n > 2:
-        lower, diagonal, upper = h[1:-1].copy(), 2 * (h[:-1] + h[1:]), h[1:-1].copy()
-        rhs = 6 * (np.diff(y[1:]) / h[1:] - np.diff(y[:-1]) / h[:-1])
-        for i in range(1, n - 2):             # Thomas algorithm
-            w = lower[i - 1] / diagonal[i - 1]
-            diagonal[i] -= w * upper[i - 1]
+        diagonal, off = 2 * (h[:-1] + h[1:]), h[1:-1]
+        rhs = 6 * (np.diff(y[1:], axis=0) / h[1:, None] - np.diff(y[:-1], axis=0) / h[:-1, None])
+        diagonal = diagonal.copy()
+        for i in range(1, n - 2):             # Thomas algorithm, every column at once
+            w = off[i - 1] / diagonal[i - 1]
+            diagonal[i] -= w * off[i - 1]
             rhs[i] -= w * rhs[i - 1]
-        solution = np.zeros(n - 2)
+        solution = np.zeros_like(rhs)
         solution[-1] = rhs[-1] / diagonal[-1]
         for i in range(n - 4, -1, -1):
-            solution[i] = (rhs[i] - upper[i] * solution[i + 1]) / diagonal[i]
+            solution[i] = (rhs[i] - off[i] * solution[i + 1]) / diagonal[i]
         second[1:-1] = solution
-    for i, left in enumerate(grid[:-1]):
-        if left < knots[0] or left >= knots[-1]:   # before the first or after the last observation: constant
-            out[0, i] = y[0] if left < knots[0] else y[-1]
-            continue
-        j = min(np.searchsorted(knots, left, side="right") - 1, n - 2)
-        # the piece on [knots[j], knots[j+1]] re-expanded around ``left``
-        s = left - knots[j]
-        slope = (y[j + 1] - y[j]) / h[j] - h[j] * (2 * second[j] + second[j + 1]) / 6
-        c2, c3 = second[j] / 2, (second[j + 1] - second[j]) / (6 * h[j])
-        out[0, i] = y[j] + s * (slope + s * (c2 + s * c3))
-        out[1, i] = slope + s * (2 * c2 + 3 * s * c3)
-        out[2, i] = c2 + 3 * s * c3
-        out[3, i] = c3
+    left = grid[:-1]
+    inside = (left >= knots[0]) & (left < knots[-1])
+    j = np.clip(np.searchsorted(knots, left, side="right") - 1, 0, n - 2)    # the piece [knots[j], knots[j+1]]
+    s, hj = (left - knots[j])[:, None], h[j][:, None]
+    slope = (y[j + 1] - y[j]) / hj - hj * (2 * second[j] + second[j + 1]) / 6
+    c2, c3 = second[j] / 2, (second[j + 1] - second[j]) / (6 * hj)
+    expanded = [y[j] + s * (slope + s * (c2 + s * c3)), slope + s * (2 * c2 + 3 * s * c3), c2 + 3 * s * c3, c3]
+    held = np.where((left < knots[0])[:, None], y[0], y[-1])             # before the first, after the last: held
+    for k, coefficient in enumerate(expanded):                           # the piece re-expanded around ``left``
+        out[k] = np.where(inside[:, None], coefficient, held if k == 0 else 0.0)
     return out
 
 

@@ -8,6 +8,7 @@ from metafwp.tasks.continual import ContinualTask
 from metafwp.tasks.copy import CopyTask
 from metafwp.tasks.expressivity import ExpressivityTask
 from metafwp.tasks.few_shot import FewShotTask
+from metafwp.tasks.irregular import IrregularRowsTask
 from metafwp.tasks.listops import ListOpsTask
 from metafwp.tasks.mqar import MQARTask
 from metafwp.tasks.multitask import MultiTaskTask
@@ -15,8 +16,8 @@ from metafwp.tasks.regression import RegressionTask
 
 TASKS: dict[str, type[Task]] = {task.name: task for task in (FewShotTask, RegressionTask, BootstrapTask, MultiTaskTask,
                                                               ContinualTask, ExpressivityTask, CopyTask, MQARTask,
-                                                              CodeExecutionTask, ListOpsTask)}
+                                                              CodeExecutionTask, ListOpsTask, IrregularRowsTask)}
 
 __all__ = ["LEARNER", "TASKS", "BootstrapTask", "CodeExecutionTask", "ContinualTask", "CopyTask", "ExpressivityTask",
-           "FewShotTask", "ListOpsTask", "MQARTask", "MultiTaskTask", "RegressionTask", "Scores", "StreamTask", "Task",
+           "FewShotTask", "IrregularRowsTask", "ListOpsTask", "MQARTask", "MultiTaskTask", "RegressionTask", "Scores", "StreamTask", "Task",
            "add_tallies", "autocast", "confidence_interval", "evaluate_episodes"]

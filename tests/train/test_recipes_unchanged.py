@@ -43,7 +43,7 @@ def learner(config):
     """The recipe's learner, built with seed 0; image tasks from the frame shape their data stores (the
     user's Omniglot and Mini-ImageNet copies are not here)."""
     torch.manual_seed(0)
-    if config.task in ("regression", "expressivity", "copy", "mqar", "code_execution", "listops"):
+    if config.task in ("regression", "expressivity", "copy", "mqar", "code_execution", "listops", "irregular_rows"):
         return TASKS[config.task](config, progress=False).build_learner(config.model)
     data = config.data
     source = getattr(data, "dataset", None) or (getattr(data, "sources", None) or data.train_sources)[0]

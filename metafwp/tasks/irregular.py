@@ -1,0 +1,93 @@
+"""Irregularly sampled sequence classification: MNIST digits read row by row with a fraction of the
+rows dropped (``episodes.IrregularRowsSampler``), classified after the last observed row. A
+continuous-time learner (``model.kind=ct_fwp``) reads the spline path through the observations; a
+discrete one (``kind: sequence``) reads only the observed rows, with their time and gap as channels.
+Tested on the 500 test digits, each read once."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+import torch.nn as nn
+
+from episodes import EpisodeBatch, MNIST5k
+from episodes.irregular import IrregularRowsSampler
+from metafwp.errors import ConfigError, DataError
+from metafwp.models import LearnerInputs
+from metafwp.plots import plot_accuracy_bars
+from metafwp.tasks.base import Scores, Task, masked_token_scores
+
+
+@dataclass
+class IrregularRowsData:
+    """``drop_rate``: the fraction of each digit's 28 rows dropped, in [0, 1) (the literature: 0.3,
+    0.5, 0.7)."""
+    drop_rate: float = 0.3
+    num_workers: int = 0
+
+    DECIDING_KEYS: ClassVar[tuple[str, ...]] = ()
+    TEST_KEYS: ClassVar[tuple[str, ...]] = ()
+
+    def unread_keys(self) -> set[str]:
+        return set()
+
+    def check(self) -> None:
+        if not 0 <= self.drop_rate < 1:
+            raise ConfigError(f"data.drop_rate must be in [0, 1) (the fraction of rows dropped), got {self.drop_rate}")
+
+
+class IrregularRowsTask(Task):
+    """``task: irregular_rows``."""
+
+    name = "irregular_rows"
+    DataConfig = IrregularRowsData
+    metric = "accuracy"
+    higher_is_better = True
+    inputs, targets, sequential = "vectors", "classes", False
+
+    @classmethod
+    def chance(cls, config) -> float:
+        return 10.0
+
+    def make_sampler(self, split: str, seed: int) -> IrregularRowsSampler:
+        try:
+            digits = MNIST5k()
+        except (FileNotFoundError, ValueError) as error:
+            raise DataError(str(error)) from None
+        return IrregularRowsSampler(digits, split, self.data.drop_rate, seed=seed)
+
+    def train_episodes(self) -> IrregularRowsSampler:
+        return self.make_sampler("train", self.config.train.seed)
+
+    def validation_episodes(self) -> IrregularRowsSampler:
+        return self.make_sampler("val", self.config.eval.val_seed)
+
+    def test_episodes(self) -> dict[str, tuple[IrregularRowsSampler, dict]]:
+        sampler = self.make_sampler("test", self.config.eval.seed)
+        if self.config.eval.episodes > len(sampler):
+            raise ConfigError(f"eval.episodes={self.config.eval.episodes}: the test split holds {len(sampler)} digits, "
+                              f"each read once; set eval.episodes <= {len(sampler)}")
+        return {"": (sampler, {})}
+
+    def learner_inputs(self) -> LearnerInputs:
+        return LearnerInputs("vectors", (IrregularRowsSampler.features,), IrregularRowsSampler.num_classes, 0,
+                             "classes")
+
+    def objective(self, model: nn.Module, batch: EpisodeBatch) -> Scores:
+        """Cross-entropy of the digit after the last observed row; tallies ``loss_sum``, ``digits``, ``correct``."""
+        outputs, _ = model(batch)
+        loss_sum, right = masked_token_scores(outputs, batch)
+        correct = right.any(1).double()
+        sums = {"loss_sum": loss_sum.detach(), "digits": torch.tensor(float(len(correct))), "correct": correct.sum()}
+        return Scores(loss_sum / len(correct), sums, correct)
+
+    def summarise(self, sums: dict[str, torch.Tensor]) -> dict:
+        return {"loss": (sums["loss_sum"] / sums["digits"]).item(),
+                "accuracy": 100 * (sums["correct"] / sums["digits"]).item()}
+
+    def write_figures(self, results: dict[str, dict], run_dir: Path, title: str) -> list[Path]:
+        names = list(results)
+        return [plot_accuracy_bars(names, [results[n]["accuracy"] for n in names], [results[n]["ci95"] for n in names],
+                                   run_dir / "accuracy.png", chance=10.0, title=title)]

@@ -1,0 +1,127 @@
+"""Irregularly sampled row sequences and the continuous-time FWP learner: the episodes hold the
+digit's rows at the kept times with their time and gap channels, over a fixed disjoint split; the
+learner's logits equal a float64 computation written here (scipy's natural spline, a plain rk4
+loop, the readout's formula); a tiny run tests what it reports; bad settings are refused."""
+import json
+
+import numpy as np
+import pytest
+import scipy.interpolate
+import torch
+import torch.nn.functional as F
+
+from episodes import MNIST5k
+from episodes.irregular import SPLITS_FILE, IrregularRowsSampler
+from metafwp.models.ct_fwp import ContinuousTimeFWP
+from metafwp.train import ConfigError, load_config, train
+from tests.helpers import ROOT, accuracy_by_hand, learner_of
+
+RECIPE = ROOT / "recipes/irregular_rows_ct_fwp.yaml"
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return MNIST5k()
+
+
+def test_the_split_is_fixed_and_disjoint():
+    split = json.loads(SPLITS_FILE.read_text())
+    sizes = {name: len(split[name]) for name in ("train", "val", "test")}
+    assert sizes == {"train": 4000, "val": 500, "test": 500}
+    assert len(set(split["train"]) | set(split["val"]) | set(split["test"])) == 5000
+
+
+def test_episodes_hold_the_kept_rows_with_their_times(digits):
+    sampler = IrregularRowsSampler(digits, "test", 0.5, seed=3)
+    batch = sampler.sample(range(6))
+    test_digits = json.loads(SPLITS_FILE.read_text())["test"]
+    assert batch.inputs.shape == (6, 14, 30)
+    for b in range(6):
+        times = (batch.inputs[b, :, 0] * 27).round().long().tolist()
+        assert times == sorted(set(times)) and len(times) == 14
+        image = digits.images[test_digits[b], 0].float() / 255
+        assert torch.equal(batch.inputs[b, :, 2:], image[times])
+        gaps = [t - s for s, t in zip([-1] + times[:-1], times)]
+        assert torch.allclose(batch.inputs[b, :, 1] * 27, torch.tensor(gaps, dtype=torch.float32))
+        assert int(batch.targets[b, -1]) == int(digits.labels[test_digits[b]]) and batch.loss_mask[b].tolist() == \
+            [False] * 13 + [True]
+    again = IrregularRowsSampler(digits, "test", 0.5, seed=3).sample([4])
+    assert torch.equal(again.inputs[0], batch.inputs[4])
+    assert not torch.equal(batch.inputs[0, :, 0], batch.inputs[1, :, 0])      # rows dropped per episode
+
+
+def by_hand(model, inputs):
+    """The learner's logits at the last observation, in float64 from the equations."""
+    field, H, d = model.field, model.field.num_heads, model.field.head_dim
+    B = inputs.shape[0]
+    steps = (inputs[:, :, 0] * 27).round().long()
+    values = torch.cat([inputs[:, :, :1], inputs[:, :, 2:]], 2).double()
+    logits = []
+    for b in range(B):
+        knots = steps[b].numpy().astype(float)
+        spline = scipy.interpolate.CubicSpline(knots, values[b].numpy(), bc_type="natural")
+
+        def path(t, order=0):
+            # the grid interval [g, g + 1] holding t, the one to the left at a grid point (the first at 0);
+            # the path is held (slope 0) on intervals before the first and after the last observation
+            g = min(max(int(np.ceil(t)) - 1, 0), 26)
+            inside = knots[0] <= g < knots[-1]
+            if inside:
+                return torch.tensor(spline(t, order))
+            held = values[b, 0 if g < knots[0] else -1].numpy()
+            return torch.tensor(held if order == 0 else np.zeros_like(held))
+
+        def f(t, W):
+            u = field.slow_net(field.input_norm(field.input_proj(path(t, 1)))).view(H, d + 1)
+            k, beta = torch.softmax(u[:, :d], -1), torch.sigmoid(u[:, d])
+            v = torch.tanh(field.value_proj(path(t)).view(H, d))
+            return beta[:, None, None] * (v[:, :, None] - W @ k[:, :, None]) * k[:, None, :]
+
+        u = field.slow_net(field.input_norm(field.input_proj(path(0.0, 1)))).view(H, d + 1)
+        W = torch.sigmoid(u[:, d])[:, None, None] * torch.tanh(field.value_proj(path(0.0)).view(H, d))[:, :, None] \
+            * torch.softmax(u[:, :d], -1)[:, None, :]
+        end = int(knots[-1])
+        for t in range(end):   # torchdiffeq's rk4 (Kutta's 3/8 rule), step 1, from the grid's start
+            k1 = f(t, W)
+            k2 = f(t + 1 / 3, W + k1 / 3)
+            k3 = f(t + 2 / 3, W + k2 - k1 / 3)
+            k4 = f(t + 1.0, W + k1 - k2 + k3)
+            W = W + (k1 + 3 * k2 + 3 * k3 + k4) / 8
+        q = torch.softmax(model.query_net(field.input_norm(field.input_proj(path(float(end), 1)))).view(H, d), -1)
+        h = model.out_proj((W @ q[:, :, None]).flatten())
+        h = h + model.ff[4](F.relu(model.ff[1](model.ff[0](h))))
+        logits.append(model.head(h))
+    return torch.stack(logits)
+
+
+@pytest.mark.parametrize("drop_rate", [0.0, 0.3])
+def test_the_learner_is_its_equations(digits, drop_rate):
+    torch.manual_seed(0)
+    model = ContinuousTimeFWP(29, 28, 10, hidden=8, num_heads=2, ff_dim=6, adjoint=False).double().eval()
+    batch = IrregularRowsSampler(digits, "val", drop_rate, seed=1).sample(range(3))
+    batch.inputs = batch.inputs.double()
+    with torch.no_grad():
+        ours = model(batch)[0][:, -1]
+        expected = by_hand(model, batch.inputs)
+    assert torch.allclose(ours, expected, atol=1e-9), (ours - expected).abs().max()
+
+
+def test_a_tiny_run_tests_what_it_reports(tmp_path):
+    run_dir = train(load_config(RECIPE, ["model.hidden=8", "model.num_heads=2", "model.ff_dim=8", "train.steps=2",
+                                         "train.batch_size=8", "eval.val_every=0", "eval.episodes=16",
+                                         "eval.batch_size=8", f"train.out_dir={tmp_path}", "train.progress=none"]))
+    config, model = learner_of(run_dir)
+    result = json.loads((run_dir / "metrics.json").read_text())["test"]["ct_fwp"]
+    batch = IrregularRowsSampler(MNIST5k(), "test", 0.3, seed=config.eval.seed).sample(range(16))
+    assert result["accuracy"] == pytest.approx(accuracy_by_hand(model.eval(), batch)[0], abs=1e-6)
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["data.drop_rate=1.0"], "data.drop_rate must be in \\[0, 1\\)"),
+    (["model.rule=hebb"], "model.cde=true is the authors' delta_cde"),
+    (["model.rule=sgd", "model.cde=false"], "Unknown model.rule 'sgd'"),
+    (["model.hidden=30"], "model.hidden=30 is not divisible by model.num_heads=4"),
+])
+def test_bad_settings_are_refused_at_load(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(RECIPE, overrides)
