@@ -62,7 +62,7 @@ class CausalAttentionLayer(nn.Module):
         return f"heads={self.num_heads}"
 
 
-class SlidingWindowAttentionLayer(nn.Module):
+class SlidingWindowAttentionLayer(CausalAttentionLayer):
     """Multi-head causal softmax attention over the last ``window`` steps only (``ops.sliding_window_attention``;
     memory grows with T x window), no positional encoding.
 
@@ -71,21 +71,11 @@ class SlidingWindowAttentionLayer(nn.Module):
     """
 
     def __init__(self, d_model: int, num_heads: int, window: int):
-        super().__init__()
-        if d_model % num_heads:
-            raise ValueError(f"d_model={d_model} is not divisible by num_heads={num_heads}")
+        super().__init__(d_model, num_heads)
         if not isinstance(window, int) or isinstance(window, bool) or window < 1:
             raise ValueError(f"window must be an int >= 1 (the steps each query reads, its own included), "
                              f"got {window!r}")
-        self.num_heads, self.window = num_heads, window
-        self.qkv_proj = nn.Linear(d_model, 3 * d_model, bias=False)
-        self.out_proj = nn.Linear(d_model, d_model, bias=False)
-
-    @torch.no_grad()
-    def match_keys_to_queries(self) -> None:
-        """Start the key projection equal to the query projection (see FastWeightLayer's)."""
-        d_model = self.out_proj.weight.shape[0]
-        self.qkv_proj.weight[d_model:2 * d_model] = self.qkv_proj.weight[:d_model]
+        self.window = window
 
     def forward(self, x: torch.Tensor, state=None):
         B, T, d_model = x.shape

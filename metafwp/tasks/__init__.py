@@ -1,7 +1,7 @@
 """Tasks: what a recipe trains on (episodes, what the learner is told, objective, evaluation).
 A recipe picks one with ``task: <name>``; adding a task is a module and an entry here."""
-from metafwp.tasks.base import (LEARNER, Scores, StreamTask, Task, add_tallies, autocast, confidence_interval,
-                                evaluate_episodes)
+from metafwp.tasks.base import (LEARNER, GeneratorTask, Scores, StreamTask, Task, add_tallies, autocast,
+                                confidence_interval, evaluate_episodes)
 from metafwp.tasks.bootstrap import BootstrapTask
 from metafwp.tasks.code_execution import CodeExecutionTask
 from metafwp.tasks.continual import ContinualTask
@@ -19,5 +19,6 @@ TASKS: dict[str, type[Task]] = {task.name: task for task in (FewShotTask, Regres
                                                               CodeExecutionTask, ListOpsTask, IrregularRowsTask)}
 
 __all__ = ["LEARNER", "TASKS", "BootstrapTask", "CodeExecutionTask", "ContinualTask", "CopyTask", "ExpressivityTask",
-           "FewShotTask", "IrregularRowsTask", "ListOpsTask", "MQARTask", "MultiTaskTask", "RegressionTask", "Scores", "StreamTask", "Task",
-           "add_tallies", "autocast", "confidence_interval", "evaluate_episodes"]
+           "FewShotTask", "GeneratorTask", "IrregularRowsTask", "ListOpsTask", "MQARTask", "MultiTaskTask",
+           "RegressionTask", "Scores", "StreamTask", "Task", "add_tallies", "autocast", "confidence_interval",
+           "evaluate_episodes"]

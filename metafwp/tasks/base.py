@@ -7,6 +7,7 @@ import math
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 import torch.nn as nn
@@ -15,7 +16,7 @@ from tqdm import tqdm
 
 from episodes import EpisodeStream
 from metafwp.errors import ConfigError
-from metafwp.models import LEARNER_KINDS
+from metafwp.models import LEARNER_KINDS, LearnerInputs
 
 
 LEARNER = "learner"  # the model every task has: validated, tested, and the checkpoint's "model"
@@ -261,6 +262,57 @@ class StreamTask(Task):
     metric = "accuracy"
     higher_is_better = True
     inputs, targets, sequential = "frames", "classes", True
+
+
+class GeneratorData:
+    """A ``data:`` section of a generated task: no key depends on another, none shapes only the test.
+    Subclasses are dataclasses that add their keys and ``check``."""
+
+    DECIDING_KEYS: ClassVar[tuple[str, ...]] = ()
+    TEST_KEYS: ClassVar[tuple[str, ...]] = ()
+
+    def unread_keys(self) -> set[str]:
+        return set()
+
+
+class GeneratorTask(Task):
+    """A task whose episodes come from one seeded generator of token sequences: training at
+    ``train.seed`` (a fixed set of ``data.dataset_size`` episodes when the section has that key and
+    it is set), validation at ``eval.val_seed``, the test at ``eval.seed``. Subclasses give
+    ``make_sampler(seed, dataset_size)`` (a sampler with ``vocab_size`` and ``num_classes``)."""
+
+    metric = "accuracy"
+    higher_is_better = True
+    inputs, targets, sequential = "tokens", "classes", True
+
+    def make_sampler(self, seed: int, dataset_size: int | None = None):
+        raise NotImplementedError
+
+    def train_episodes(self):
+        return self.make_sampler(self.config.train.seed, getattr(self.data, "dataset_size", None))
+
+    def validation_episodes(self):
+        return self.make_sampler(self.config.eval.val_seed)
+
+    def test_episodes(self) -> dict:
+        return {"": (self.make_sampler(self.config.eval.seed), {})}
+
+    def learner_inputs(self) -> LearnerInputs:
+        return LearnerInputs("tokens", (self.sampler.vocab_size,), self.sampler.num_classes, 0, "classes")
+
+
+def last_step_scores(outputs: torch.Tensor, batch) -> Scores:
+    """Cross-entropy and accuracy of sequences scored at one step each (their last): tallies
+    ``loss_sum``, ``sequences``, ``correct``; ``summarise_last_step`` reads them."""
+    loss_sum, right = masked_token_scores(outputs, batch)
+    correct = right.any(1).double()
+    sums = {"loss_sum": loss_sum.detach(), "sequences": torch.tensor(float(len(correct))), "correct": correct.sum()}
+    return Scores(loss_sum / len(correct), sums, correct)
+
+
+def summarise_last_step(sums: dict[str, torch.Tensor]) -> dict:
+    return {"loss": (sums["loss_sum"] / sums["sequences"]).item(),
+            "accuracy": 100 * (sums["correct"] / sums["sequences"]).item()}
 
 
 def autocast(device: torch.device, bf16: bool):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Optional
+from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -15,13 +15,12 @@ import torch.nn as nn
 from episodes import CodeExecutionSampler, EpisodeBatch
 from episodes.code_execution import NO_OP
 from metafwp.errors import ConfigError
-from metafwp.models import LearnerInputs
 from metafwp.plots import plot_accuracy_bars
-from metafwp.tasks.base import Scores, Task, masked_token_scores
+from metafwp.tasks.base import GeneratorData, GeneratorTask, Scores, masked_token_scores
 
 
 @dataclass
-class CodeExecutionData:
+class CodeExecutionData(GeneratorData):
     """Programs of ``num_statements`` statements over ``num_variables`` variables; ``semantics``
     ``clean`` or ``authors``; ``dataset_size`` programs in the training set (the authors': 10,000;
     None: a fresh program per episode)."""
@@ -31,12 +30,6 @@ class CodeExecutionData:
     dataset_size: Optional[int] = 10000
     num_workers: int = 0
 
-    DECIDING_KEYS: ClassVar[tuple[str, ...]] = ()
-    TEST_KEYS: ClassVar[tuple[str, ...]] = ()
-
-    def unread_keys(self) -> set[str]:
-        return set()
-
     def check(self) -> None:
         try:
             CodeExecutionSampler(self.num_variables, self.num_statements, semantics=self.semantics,
@@ -45,14 +38,11 @@ class CodeExecutionData:
             raise ConfigError(f"data: {error}") from None
 
 
-class CodeExecutionTask(Task):
+class CodeExecutionTask(GeneratorTask):
     """``task: code_execution``."""
 
     name = "code_execution"
     DataConfig = CodeExecutionData
-    metric = "accuracy"
-    higher_is_better = True
-    inputs, targets, sequential = "tokens", "classes", True
 
     @classmethod
     def chance(cls, config) -> float:
@@ -63,18 +53,6 @@ class CodeExecutionTask(Task):
         data = self.data
         return CodeExecutionSampler(data.num_variables, data.num_statements, semantics=data.semantics,
                                     dataset_size=dataset_size, seed=seed)
-
-    def train_episodes(self) -> CodeExecutionSampler:
-        return self.make_sampler(self.config.train.seed, self.data.dataset_size)
-
-    def validation_episodes(self) -> CodeExecutionSampler:
-        return self.make_sampler(self.config.eval.val_seed)
-
-    def test_episodes(self) -> dict[str, tuple[CodeExecutionSampler, dict]]:
-        return {"": (self.make_sampler(self.config.eval.seed), {})}
-
-    def learner_inputs(self) -> LearnerInputs:
-        return LearnerInputs("tokens", (self.sampler.vocab_size,), self.sampler.num_classes, 0, "classes")
 
     def objective(self, model: nn.Module, batch: EpisodeBatch) -> Scores:
         """Cross-entropy at every position; tallies ``loss_sum``, ``positions``, ``programs``,

@@ -23,10 +23,9 @@ import torch.nn.functional as F
 from episodes import EpisodeBatch
 from episodes.copy_task import CopySampler
 from metafwp.errors import ConfigError
-from metafwp.models import LearnerInputs
 from metafwp.nn.elstm_layer import ELSTMLayer, ELSTMRTRL
 from metafwp.plots import plot_accuracy_bars
-from metafwp.tasks.base import LEARNER, Scores, Task
+from metafwp.tasks.base import LEARNER, GeneratorTask, Scores
 
 UPDATES = ("bptt", "tbptt", "rtrl")
 
@@ -67,14 +66,11 @@ def detach_state(state):
     return state
 
 
-class CopyTask(Task):
+class CopyTask(GeneratorTask):
     """``task: copy``."""
 
     name = "copy"
     DataConfig = CopyData
-    metric = "accuracy"
-    higher_is_better = True
-    inputs, targets, sequential = "tokens", "classes", True
 
     @classmethod
     def check_config(cls, config) -> None:
@@ -93,18 +89,6 @@ class CopyTask(Task):
 
     def make_sampler(self, seed: int, dataset_size: int | None = None) -> CopySampler:
         return CopySampler(self.data.length, dataset_size=dataset_size, seed=seed)
-
-    def train_episodes(self) -> CopySampler:
-        return self.make_sampler(self.config.train.seed, self.data.dataset_size)
-
-    def validation_episodes(self) -> CopySampler:
-        return self.make_sampler(self.config.eval.val_seed)
-
-    def test_episodes(self) -> dict[str, tuple[CopySampler, dict]]:
-        return {"": (self.make_sampler(self.config.eval.seed), {})}
-
-    def learner_inputs(self) -> LearnerInputs:
-        return LearnerInputs("tokens", (CopySampler.vocab_size,), CopySampler.num_classes, 0, "classes")
 
     def objective(self, model: nn.Module, batch: EpisodeBatch) -> Scores:
         """Cross-entropy on the recalled bits; tallies ``loss_sum``, ``bits``, ``correct_bits``,

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
-
 import torch
 import torch.nn as nn
 
@@ -17,21 +15,15 @@ from episodes.irregular import IrregularRowsSampler
 from metafwp.errors import ConfigError, DataError
 from metafwp.models import LearnerInputs
 from metafwp.plots import plot_accuracy_bars
-from metafwp.tasks.base import Scores, Task, masked_token_scores
+from metafwp.tasks.base import GeneratorData, Scores, Task, last_step_scores, summarise_last_step
 
 
 @dataclass
-class IrregularRowsData:
+class IrregularRowsData(GeneratorData):
     """``drop_rate``: the fraction of each digit's 28 rows dropped, in [0, 1) (the literature: 0.3,
     0.5, 0.7)."""
     drop_rate: float = 0.3
     num_workers: int = 0
-
-    DECIDING_KEYS: ClassVar[tuple[str, ...]] = ()
-    TEST_KEYS: ClassVar[tuple[str, ...]] = ()
-
-    def unread_keys(self) -> set[str]:
-        return set()
 
     def check(self) -> None:
         if not 0 <= self.drop_rate < 1:
@@ -76,16 +68,11 @@ class IrregularRowsTask(Task):
                              "classes")
 
     def objective(self, model: nn.Module, batch: EpisodeBatch) -> Scores:
-        """Cross-entropy of the digit after the last observed row; tallies ``loss_sum``, ``digits``, ``correct``."""
-        outputs, _ = model(batch)
-        loss_sum, right = masked_token_scores(outputs, batch)
-        correct = right.any(1).double()
-        sums = {"loss_sum": loss_sum.detach(), "digits": torch.tensor(float(len(correct))), "correct": correct.sum()}
-        return Scores(loss_sum / len(correct), sums, correct)
+        """Cross-entropy of the digit after the last observed row; tallies ``loss_sum``, ``sequences``, ``correct``."""
+        return last_step_scores(model(batch)[0], batch)
 
     def summarise(self, sums: dict[str, torch.Tensor]) -> dict:
-        return {"loss": (sums["loss_sum"] / sums["digits"]).item(),
-                "accuracy": 100 * (sums["correct"] / sums["digits"]).item()}
+        return summarise_last_step(sums)
 
     def write_figures(self, results: dict[str, dict], run_dir: Path, title: str) -> list[Path]:
         names = list(results)

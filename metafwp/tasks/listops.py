@@ -5,31 +5,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Optional
+from typing import Optional
 
 import torch
 import torch.nn as nn
 
 from episodes import EpisodeBatch, ListOpsSampler
 from metafwp.errors import ConfigError
-from metafwp.models import LearnerInputs
 from metafwp.plots import plot_accuracy_bars
-from metafwp.tasks.base import Scores, Task, masked_token_scores
+from metafwp.tasks.base import GeneratorData, GeneratorTask, Scores, last_step_scores, summarise_last_step
 
 
 @dataclass
-class ListOpsData:
+class ListOpsData(GeneratorData):
     """Expressions of operator ``depth`` (the authors: 10 and 15); ``dataset_size`` of the training
     set (None: a fresh expression per episode)."""
     depth: int = 10
     dataset_size: Optional[int] = None
     num_workers: int = 0
-
-    DECIDING_KEYS: ClassVar[tuple[str, ...]] = ()
-    TEST_KEYS: ClassVar[tuple[str, ...]] = ()
-
-    def unread_keys(self) -> set[str]:
-        return set()
 
     def check(self) -> None:
         try:
@@ -38,14 +31,11 @@ class ListOpsData:
             raise ConfigError(f"data: {error}") from None
 
 
-class ListOpsTask(Task):
+class ListOpsTask(GeneratorTask):
     """``task: listops``."""
 
     name = "listops"
     DataConfig = ListOpsData
-    metric = "accuracy"
-    higher_is_better = True
-    inputs, targets, sequential = "tokens", "classes", True
 
     @classmethod
     def chance(cls, config) -> float:
@@ -54,30 +44,12 @@ class ListOpsTask(Task):
     def make_sampler(self, seed: int, dataset_size: int | None = None) -> ListOpsSampler:
         return ListOpsSampler(self.data.depth, dataset_size=dataset_size, seed=seed)
 
-    def train_episodes(self) -> ListOpsSampler:
-        return self.make_sampler(self.config.train.seed, self.data.dataset_size)
-
-    def validation_episodes(self) -> ListOpsSampler:
-        return self.make_sampler(self.config.eval.val_seed)
-
-    def test_episodes(self) -> dict[str, tuple[ListOpsSampler, dict]]:
-        return {"": (self.make_sampler(self.config.eval.seed), {})}
-
-    def learner_inputs(self) -> LearnerInputs:
-        return LearnerInputs("tokens", (ListOpsSampler.vocab_size,), ListOpsSampler.num_classes, 0, "classes")
-
     def objective(self, model: nn.Module, batch: EpisodeBatch) -> Scores:
-        """Cross-entropy at each expression's last token; tallies ``loss_sum``, ``expressions``, ``correct``."""
-        outputs, _ = model(batch)
-        loss_sum, right = masked_token_scores(outputs, batch)
-        correct = right.any(1).double()   # one scored step per expression
-        sums = {"loss_sum": loss_sum.detach(), "expressions": torch.tensor(float(len(correct))),
-                "correct": correct.sum()}
-        return Scores(loss_sum / len(correct), sums, correct)
+        """Cross-entropy at each expression's last token; tallies ``loss_sum``, ``sequences``, ``correct``."""
+        return last_step_scores(model(batch)[0], batch)
 
     def summarise(self, sums: dict[str, torch.Tensor]) -> dict:
-        return {"loss": (sums["loss_sum"] / sums["expressions"]).item(),
-                "accuracy": 100 * (sums["correct"] / sums["expressions"]).item()}
+        return summarise_last_step(sums)
 
     def write_figures(self, results: dict[str, dict], run_dir: Path, title: str) -> list[Path]:
         names = list(results)

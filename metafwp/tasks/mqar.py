@@ -7,22 +7,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Optional
+from typing import Optional
 
 import torch
 import torch.nn as nn
 
 from episodes import EpisodeBatch, MQARSampler
 from metafwp.errors import ConfigError
-from metafwp.models import LearnerInputs
 from metafwp.plots import plot_accuracy_by_distance
-from metafwp.tasks.base import Scores, Task, masked_token_scores
+from metafwp.tasks.base import GeneratorData, GeneratorTask, Scores, masked_token_scores
 
 DISTANCE_BINS = (8, 16, 32, 64, 128, 256, 512)   # upper ends: 1 .. 8, 9 .. 16, ...; the last holds the rest
 
 
 @dataclass
-class MQARData:
+class MQARData(GeneratorData):
     """Episodes of ``length`` tokens over ``vocab_size`` with ``num_pairs`` pairs (``power_a``: the
     gaps' exponent); ``dataset_size`` fixes the training set (Default: a fresh episode per step)."""
     vocab_size: int = 512
@@ -31,12 +30,6 @@ class MQARData:
     power_a: float = 0.01
     dataset_size: Optional[int] = None
     num_workers: int = 0
-
-    DECIDING_KEYS: ClassVar[tuple[str, ...]] = ()
-    TEST_KEYS: ClassVar[tuple[str, ...]] = ()
-
-    def unread_keys(self) -> set[str]:
-        return set()
 
     def check(self) -> None:
         try:
@@ -58,14 +51,11 @@ def distance_bin(distances: torch.Tensor) -> torch.Tensor:
     return torch.bucketize(distances, torch.tensor(DISTANCE_BINS), right=False).clamp_max(len(DISTANCE_BINS) - 1)
 
 
-class MQARTask(Task):
+class MQARTask(GeneratorTask):
     """``task: mqar``."""
 
     name = "mqar"
     DataConfig = MQARData
-    metric = "accuracy"
-    higher_is_better = True
-    inputs, targets, sequential = "tokens", "classes", True
 
     @classmethod
     def chance(cls, config) -> float:
@@ -77,18 +67,6 @@ class MQARTask(Task):
         data = self.data
         return MQARSampler(data.vocab_size, data.length, data.num_pairs, power_a=data.power_a,
                            dataset_size=dataset_size, seed=seed)
-
-    def train_episodes(self) -> MQARSampler:
-        return self.make_sampler(self.config.train.seed, self.data.dataset_size)
-
-    def validation_episodes(self) -> MQARSampler:
-        return self.make_sampler(self.config.eval.val_seed)
-
-    def test_episodes(self) -> dict[str, tuple[MQARSampler, dict]]:
-        return {"": (self.make_sampler(self.config.eval.seed), {})}
-
-    def learner_inputs(self) -> LearnerInputs:
-        return LearnerInputs("tokens", (self.data.vocab_size,), self.data.vocab_size, 0, "classes")
 
     def objective(self, model: nn.Module, batch: EpisodeBatch) -> Scores:
         """Cross-entropy at the queries; tallies ``loss_sum``, ``queries``, ``episode_accuracy`` (the
