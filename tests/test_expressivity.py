@@ -75,12 +75,62 @@ def test_bad_sampler_settings():
     ("data.train_length=0", "data.train_length must be >= 1, got 0"),
     ("data.test_length=8", "data.test_length=8 is shorter than data.train_length=16"),
     ("data.language=dyck", "Unknown data.language 'dyck'"),
+    ("data.protocol=weiss", "Unknown data.protocol 'weiss'. Valid: prefix, bhattamishra, grazzi"),
+    ("data.min_train_length=20", "data.min_train_length=20 is above data.train_length=16"),
     ("eval.baselines=[pixel_nn]", "task=expressivity has no baselines"),
     ("model.num_householder=0", "model.num_householder must be >= 1"),
 ])
 def test_bad_settings_are_config_errors(override, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_config(RECIPE, [override])
+
+
+@pytest.mark.parametrize("protocol,lengths", [("grazzi", ["data.train_length=40", "data.test_length=40"]),
+                                              ("bhattamishra", ["data.train_length=50", "data.test_length=30"])])
+def test_a_literature_protocol_needs_test_lengths_beyond_training(protocol, lengths):
+    message = f"does not exceed data.train_length=50: under the {protocol} protocol the test range must reach past"
+    with pytest.raises(ConfigError, match=re.escape(message.replace("50", lengths[0].split("=")[1]))):
+        load_config(RECIPE, [f"data.protocol={protocol}", *lengths])
+
+
+@pytest.mark.parametrize("protocol,bins", [("prefix", [(16, 16), (64, 64)]), ("bhattamishra", [(2, 50), (51, 100)]),
+                                           ("grazzi", [(3, 40), (40, 256)])])
+def test_each_protocol_tests_its_papers_lengths(protocol, bins):
+    overrides = [f"data.protocol={protocol}"] + ([] if protocol == "prefix" else ["data.train_length=null"])
+    task = ExpressivityTask(load_config(RECIPE, overrides), progress=False)
+    tests = task.test_episodes()
+    assert [tuple(options["lengths"]) for _, options in tests.values()] == bins
+    for (sampler, _), (low, high) in zip(tests.values(), bins):
+        lengths = sampler.sample(range(2000)).loss_mask.sum(1)
+        assert (lengths.min().item(), lengths.max().item()) == (low, high)
+    train_lengths = task.train_episodes().sample(range(2000)).loss_mask.sum(1)
+    assert train_lengths.max().item() == (16 if protocol == "prefix" else bins[0][1])
+    assert train_lengths.min().item() == (1 if protocol == "prefix" else bins[0][0])
+
+
+@pytest.mark.parametrize("protocol", ["prefix", "bhattamishra", "grazzi"])
+def test_each_protocol_supervises_and_scores_what_its_paper_does(protocol):
+    """The loss and the headline against plain per-string loops: grazzi supervises and scores only the
+    last step; bhattamishra counts a string right only if every step is; prefix scores the last step."""
+    torch.manual_seed(0)
+    config = load_config(RECIPE, TINY + [f"data.protocol={protocol}", "data.train_length=8", "data.test_length=12",
+                                         "data.min_train_length=2"])
+    task = ExpressivityTask(config, progress=False)
+    model = task.build_learner(config.model).double()
+    batch = task.train_episodes().sample(range(40))
+    scores = task.objective(model, batch)
+    outputs = model(batch)[0].detach()
+    losses, verdicts = [], []
+    for i in range(40):
+        length = int(batch.loss_mask[i].sum())
+        log_p = torch.log_softmax(outputs[i, :length], -1)
+        step_losses = [-log_p[t, batch.targets[i, t]].item() for t in range(length)]
+        right = [outputs[i, t].argmax().item() == batch.targets[i, t].item() for t in range(length)]
+        losses += step_losses[-1:] if protocol == "grazzi" else step_losses
+        verdicts.append(all(right) if protocol == "bhattamishra" else right[-1])
+    assert scores.loss.item() == pytest.approx(sum(losses) / len(losses), rel=1e-6)  # fp32 CE
+    assert scores.per_episode.tolist() == [float(v) for v in verdicts]
+    assert task.summarise(scores.sums)["accuracy"] == pytest.approx(100 * sum(verdicts) / 40)
 
 
 def test_a_modulus_below_two_is_a_config_error():

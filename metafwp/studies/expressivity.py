@@ -1,7 +1,8 @@
-"""Every mixer family on a formal language (parity, addition mod 3, a^n b^n): trained on strings up
-to the recipe's length, validated on fresh strings of that length, tested on strings of that length
-and of 4x it. One study per language."""
-from episodes.formal import LANGUAGES
+"""Every mixer family on a formal language under a protocol of the literature: parity, addition mod 3
+and a^n b^n under Bhattamishra et al.'s (every prefix labelled, trained on 2-50 steps, a string right
+only if every step is, tested on 2-50 and 51-100), parity and addition mod 3 under Grazzi et al.'s
+(only the last step supervised and scored, trained on 3-40 steps, tested on 3-40 and 40-256). Each
+is validated on fresh strings of every test length. One study per language and protocol."""
 from metafwp.plots import plot_accuracy_by_length
 from metafwp.studies.declaration import Column, Condition, Study, register_study
 
@@ -27,10 +28,11 @@ MIXERS = {
 
 
 def at_length(position: int, name: str) -> Column:
-    """The whole string's accuracy on the ``position``-th test length (0: the training length)."""
+    """The protocol's accuracy on the ``position``-th test bin (0: the training lengths)."""
     def read(results: dict, learner: str) -> float:
-        lengths = sorted(int(key.rsplit("@", 1)[1]) for key in results if key.startswith(f"{learner}@"))
-        return results[f"{learner}@{lengths[position]}"]["accuracy"]
+        bins = sorted((int(key.rsplit("@", 1)[1].split("-")[0]), key) for key in results
+                      if key.startswith(f"{learner}@"))
+        return results[bins[position][1]]["accuracy"]
     return Column(name, read)
 
 
@@ -42,13 +44,28 @@ def figures(study: Study, results: dict, folder):
                                     title=f"{study.name}: {len(results['seeds'])} seeds (95 % CI)")]
 
 
-for language in LANGUAGES:
+# protocol -> (its overrides, the column names, steps declared before the runs, validation strings)
+BHATTAMISHRA = (("data.protocol=bhattamishra", "data.train_length=50"), ("2-50", "51-100"), 1500, 300)
+GRAZZI = (("data.protocol=grazzi", "data.train_length=40"), ("3-40", "40-256"), 1500, 200)
+PROTOCOL_STUDIES = {("parity", "bhattamishra"): BHATTAMISHRA, ("mod_add", "bhattamishra"): BHATTAMISHRA,
+                    ("anbn", "bhattamishra"): BHATTAMISHRA, ("parity", "grazzi"): GRAZZI, ("mod_add", "grazzi"): GRAZZI}
+PROTOCOL_NOTES = {
+    "bhattamishra": "Bhattamishra et al.'s protocol (used by Irie et al. 2023): the prefix's label is the target at "
+                    "every step; a string counts as right only if every step is; lengths drawn uniformly.",
+    "grazzi": "Grazzi et al.'s protocol: only the last step is supervised and scored; lengths drawn uniformly.",
+}
+
+for (language, protocol), (overrides, bins, steps, val_episodes) in PROTOCOL_STUDIES.items():
     register_study(Study(
-        name=f"expressivity_{language}",
-        summary=f"every mixer family on {language}, at the training length and at 4x it",
-        conditions=tuple(Condition(label, f"expressivity_{language}", overrides)
-                         for label, overrides in MIXERS.items()),
-        columns=(at_length(0, "training length"), at_length(1, "4x the training length")),
-        validation=("eval.val_every=300", "eval.val_episodes=500"),
+        name=f"expressivity_{language}_{protocol}",
+        summary=f"every mixer family on {language}, {protocol} protocol: trained on {bins[0]} steps, tested on "
+                f"{bins[0]} and {bins[1]}",
+        conditions=tuple(Condition(label, f"expressivity_{language}", overrides + mixer)
+                         for label, mixer in MIXERS.items()),
+        columns=(at_length(0, f"lengths {bins[0]}"), at_length(1, f"lengths {bins[1]}")),
+        validation=("eval.val_every=300", f"eval.val_episodes={val_episodes}"),
+        steps=steps,
         figures=figures,
+        notes=f"{PROTOCOL_NOTES[protocol]} Validated on fresh strings of every test length; {steps} steps, not the "
+              "recipe's 3000, declared before the runs to keep the study within two hours on 2 CPU cores.",
     ))

@@ -1,7 +1,16 @@
 """Expressivity: formal languages that tell the sequence models apart (parity, modular addition,
-``a^n b^n``). Trained on strings up to ``train_length`` with the prefix's label at every step,
-tested on fixed seeded strings of exactly ``train_length`` and ``test_length`` (Default: 4x) steps:
-the whole string's label is its last step's, so accuracy there measures length generalisation."""
+``a^n b^n``), under one of three protocols (``data.protocol``):
+
+- ``prefix`` (Default): trained on strings of ``1 .. train_length`` steps with the prefix's label at
+  every step; tested on fixed seeded strings of exactly ``train_length`` and ``test_length``
+  (Default: 4x) steps; the headline is the last step's label (the whole string's).
+- ``bhattamishra`` (Bhattamishra et al. 2020, used by Irie et al. 2023): the prefix's label at every
+  step; trained on ``2 .. 50`` steps; tested on two bins, ``2 .. 50`` and ``51 .. 100``; a string
+  counts only if every step is right.
+- ``grazzi`` (Grazzi et al. 2025): only the last step is supervised and scored; trained on
+  ``3 .. 40`` steps; tested on ``3 .. 40`` and ``40 .. 256``.
+
+Under ``bhattamishra`` and ``grazzi`` validation strings span every test length (a fresh seed)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -20,15 +29,24 @@ from metafwp.plots import plot_accuracy_by_position
 from metafwp.tasks.base import Scores, Task
 
 
+PROTOCOLS = ("prefix", "bhattamishra", "grazzi")
+# protocol -> (shortest training string, longest, longest test string as a function of the longest training one)
+PROTOCOL_LENGTHS = {"prefix": (1, 16, lambda longest: 4 * longest),
+                    "bhattamishra": (2, 50, lambda longest: 2 * longest),
+                    "grazzi": (3, 40, lambda longest: 256)}
+
+
 @dataclass
 class ExpressivityData:
-    """``language`` (parity, mod_add, anbn) with ``modulus`` m for mod_add; training strings of
-    ``min_train_length .. train_length`` steps; test strings of exactly ``train_length`` and of
-    exactly ``test_length`` steps (Default: 4 x train_length)."""
+    """``language`` (parity, mod_add, anbn) with ``modulus`` m for mod_add; ``protocol`` (prefix,
+    bhattamishra, grazzi: what is supervised, scored and tested, module docstring); training strings of
+    ``min_train_length .. train_length`` steps and test strings up to ``test_length``, each Default
+    the protocol's (prefix: 1 (2 for anbn), 16, 4x; bhattamishra: 2, 50, 2x; grazzi: 3, 40, 256)."""
     language: str = "parity"
     modulus: int = 2
-    train_length: int = 16
-    min_train_length: Optional[int] = None  # Default: 1 (2 for anbn)
+    protocol: str = "prefix"
+    train_length: Optional[int] = None
+    min_train_length: Optional[int] = None
     test_length: Optional[int] = None
     num_workers: int = 0
 
@@ -41,17 +59,38 @@ class ExpressivityData:
     def check(self) -> None:
         if self.language not in LANGUAGES:
             raise ConfigError(f"Unknown data.language {self.language!r}. Valid: {', '.join(LANGUAGES)}")
-        if self.train_length < 1:
+        if self.protocol not in PROTOCOLS:
+            raise ConfigError(f"Unknown data.protocol {self.protocol!r}. Valid: {', '.join(PROTOCOLS)}")
+        if self.train_length is not None and self.train_length < 1:
             raise ConfigError(f"data.train_length must be >= 1, got {self.train_length}")
         if self.language == "mod_add" and self.modulus < 2:
             raise ConfigError(f"data.modulus must be >= 2, got {self.modulus}")
-        if self.test_length is not None and self.test_length < self.train_length:
-            raise ConfigError(f"data.test_length={self.test_length} is shorter than data.train_length="
-                              f"{self.train_length}; length generalisation tests longer strings (Default: 4x)")
+        shortest, longest, longest_test = self.lengths
+        if shortest > longest:
+            raise ConfigError(f"data.min_train_length={shortest} is above data.train_length={longest}")
+        if self.protocol == "prefix" and longest_test < longest:
+            raise ConfigError(f"data.test_length={longest_test} is shorter than data.train_length={longest}; "
+                              "length generalisation tests longer strings (Default: 4x)")
+        if self.protocol != "prefix" and longest_test <= longest:
+            raise ConfigError(f"data.test_length={longest_test} does not exceed data.train_length={longest}: under "
+                              f"the {self.protocol} protocol the test range must reach past the training range")
 
     @property
-    def test_lengths(self) -> tuple[int, int]:
-        return self.train_length, self.test_length or 4 * self.train_length
+    def lengths(self) -> tuple[int, int, int]:
+        """(shortest training string, longest, longest test string), the protocol's where unset."""
+        shortest, longest, longest_test = PROTOCOL_LENGTHS[self.protocol]
+        if self.protocol == "prefix" and self.language == "anbn":
+            shortest = 2
+        longest = self.train_length or longest
+        return self.min_train_length or shortest, longest, self.test_length or longest_test(longest)
+
+    @property
+    def test_bins(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        """The two test ranges of string lengths, ``(shortest, longest)`` each: in and beyond training."""
+        shortest, longest, longest_test = self.lengths
+        if self.protocol == "prefix":
+            return (longest, longest), (longest_test, longest_test)
+        return (shortest, longest), (longest + (self.protocol == "bhattamishra"), longest_test)
 
 
 class ExpressivityTask(Task):
@@ -67,55 +106,69 @@ class ExpressivityTask(Task):
     def chance(cls, config) -> float:
         return 100 / (config.data.modulus if config.data.language == "mod_add" else 2)
 
-    def make_sampler(self, max_length: int, min_length: int | None, seed: int) -> FormalLanguageSampler:
+    def make_sampler(self, shortest: int, longest: int, seed: int) -> FormalLanguageSampler:
         data = self.data
         try:
-            return FormalLanguageSampler(data.language, max_length, min_length=min_length, modulus=data.modulus,
-                                         seed=seed)
+            return FormalLanguageSampler(data.language, longest, min_length=shortest, modulus=data.modulus, seed=seed)
         except ValueError as error:
             raise ConfigError(f"data: {error}") from None
 
     def train_episodes(self) -> FormalLanguageSampler:
-        return self.make_sampler(self.data.train_length, self.data.min_train_length, self.config.train.seed)
+        shortest, longest, _ = self.data.lengths
+        return self.make_sampler(shortest, longest, self.config.train.seed)
 
     def validation_episodes(self) -> FormalLanguageSampler:
-        return self.make_sampler(self.data.train_length, self.data.train_length, self.config.eval.val_seed)
+        """Strings of the training length (prefix), or of every test length (the literature's protocols)."""
+        (low, _), (_, high) = self.data.test_bins
+        if self.data.protocol == "prefix":
+            low = high = self.data.lengths[1]
+        return self.make_sampler(low, high, self.config.eval.val_seed)
 
     def test_episodes(self) -> dict[str, tuple[FormalLanguageSampler, dict]]:
-        """Strings of exactly the training length and of the test length: results ``"<learner>@<length>"``."""
-        return {f"@{length}": (self.make_sampler(length, length, self.config.eval.seed), {"length": length})
-                for length in self.data.test_lengths}
+        """One sampler per test bin: results ``"<learner>@<length>"`` or ``"<learner>@<shortest>-<longest>"``."""
+        return {f"@{low}" if low == high else f"@{low}-{high}":
+                (self.make_sampler(low, high, self.config.eval.seed), {"lengths": [low, high]})
+                for low, high in self.data.test_bins}
 
     def learner_inputs(self) -> LearnerInputs:
         """Token ids, no feedback, ``num_classes`` outputs."""
         return LearnerInputs("tokens", (self.sampler.vocab_size,), self.sampler.num_classes, 0, "classes")
 
     def objective(self, model: nn.Module, batch: EpisodeBatch) -> Scores:
-        """Cross-entropy on every real step; tallies ``loss_sum``, ``steps``, ``last_correct`` (the
-        last step right), ``correct`` and ``scored`` by position [T]; per episode: the last step right or not."""
+        """Cross-entropy on every real step (the last one only under ``grazzi``); tallies ``loss_sum``,
+        ``steps`` (supervised), ``strings``, ``last_correct`` (the last step right), ``all_correct`` (every
+        step right), ``correct`` and ``scored`` by position [T]; per episode: the protocol's verdict."""
         outputs, _ = model(batch)
-        mask = batch.loss_mask
-        loss_per_step = F.cross_entropy(outputs.flatten(0, 1).float(), batch.targets.flatten(), reduction="none")
-        loss_sum = (loss_per_step * mask.flatten()).sum()
-        loss = loss_sum / mask.sum()
-        correct = (outputs.detach().argmax(-1) == batch.targets) & mask  # [B, T]
+        real = batch.loss_mask
         last = batch.shot.argmax(1)  # the position of each string's last step
+        is_last = torch.zeros_like(real).scatter_(1, last[:, None], True)
+        supervised = is_last if self.data.protocol == "grazzi" else real
+        loss_per_step = F.cross_entropy(outputs.flatten(0, 1).float(), batch.targets.flatten(), reduction="none")
+        loss_sum = (loss_per_step * supervised.flatten()).sum()
+        loss = loss_sum / supervised.sum()
+        correct = (outputs.detach().argmax(-1) == batch.targets) & real  # [B, T]
         last_correct = correct.gather(1, last[:, None]).squeeze(1).double()
-        sums = {"loss_sum": loss_sum, "steps": mask.sum(), "last_correct": last_correct.sum(),
-                "correct": correct.sum(0), "scored": mask.sum(0)}
-        return Scores(loss, sums, last_correct, mask.sum())
+        all_correct = (correct == real).all(1).double()
+        verdict = all_correct if self.data.protocol == "bhattamishra" else last_correct
+        sums = {"loss_sum": loss_sum, "steps": supervised.sum(), "strings": torch.tensor(float(len(last))),
+                "last_correct": last_correct.sum(), "all_correct": all_correct.sum(), "correct": correct.sum(0),
+                "scored": real.sum(0)}
+        return Scores(loss, sums, verdict, supervised.sum())
 
     def summarise(self, sums: dict[str, torch.Tensor]) -> dict:
-        """``loss``; ``accuracy`` of the whole string (its last step), ``step_accuracy`` over every
-        step, ``by_position`` (None where no string reaches it)."""
-        loss_sum, steps, last_correct = (sums[name].item() for name in ("loss_sum", "steps", "last_correct"))
+        """``loss``; ``accuracy``, the protocol's headline: ``string_accuracy`` (every step right) under
+        ``bhattamishra``, else ``last_step_accuracy`` (the whole string's label); ``step_accuracy`` over
+        every step, ``by_position`` (None where no string reaches it)."""
+        loss_sum, steps, strings = (sums[name].item() for name in ("loss_sum", "steps", "strings"))
         correct, scored = sums["correct"], sums["scored"]
-        strings = scored[0].item()
-        return {"loss": loss_sum / steps, "accuracy": 100 * last_correct / strings,
-                "step_accuracy": 100 * (correct.sum() / scored.sum()).item(),
-                "by_position": [100 * (c / s).item() if s > 0 else None for c, s in zip(correct, scored)]}
+        summary = {"loss": loss_sum / steps, "last_step_accuracy": 100 * sums["last_correct"].item() / strings,
+                   "string_accuracy": 100 * sums["all_correct"].item() / strings,
+                   "step_accuracy": 100 * (correct.sum() / scored.sum()).item(),
+                   "by_position": [100 * (c / s).item() if s > 0 else None for c, s in zip(correct, scored)]}
+        headline = "string_accuracy" if self.data.protocol == "bhattamishra" else "last_step_accuracy"
+        return {"accuracy": summary[headline], **summary}
 
     def write_figures(self, results: dict[str, dict], run_dir: Path, title: str) -> list[Path]:
         return [plot_accuracy_by_position(results, run_dir / "accuracy_by_position.png",
-                                          chance=self.chance(self.config), train_length=self.data.train_length,
+                                          chance=self.chance(self.config), train_length=self.data.lengths[1],
                                           title=title)]
