@@ -53,6 +53,18 @@ def test_the_multitask_learners_are_within_ten_percent_of_deltanets_parameters()
     assert all(abs(count / counts["DeltaNet"] - 1) <= 0.10 for count in counts.values()), counts
 
 
+@pytest.mark.parametrize("protocol", ["bhattamishra", "grazzi"])
+def test_the_recurrent_parity_rows_run_what_their_labels_say(protocol):
+    """Each row's resolved config: the mixer, the rate map and R_0 its label names, under the protocol."""
+    study = STUDIES[f"recurrent_parity_{protocol}"]
+    assert len(study.conditions) == 8
+    for condition in study.conditions:
+        config = load_config(ROOT / "recipes" / f"{condition.recipe}.yaml", list(condition.overrides))
+        assert config.model.mixer == condition.label.split(",")[0] and config.data.protocol == protocol
+        assert config.model.beta_activation == ("2sigmoid" if "rates (0, 2)" in condition.label else "sigmoid")
+        assert config.model.learned_initial_r == condition.label.endswith("R_0 learned")
+
+
 @pytest.mark.parametrize("name", ["bootstrap", "continual_domain", "multitask", "expressivity_parity_grazzi"])
 def test_each_study_reads_its_columns_from_its_tasks_results(tmp_path, name):
     """The first condition of each study family, one step: its table holds a number in every column."""

@@ -166,6 +166,7 @@ class SequenceConfig(BackboneSection):
     hybrid_mixing: str = "gate"       # hqlt: gate (per channel), sum or static (two learned scalars)
     short_conv: bool = False          # hqlt: causal depthwise convolutions of 4 steps on q, k, v
     delayed_rate: str = "own"         # hqlt delayed_stream: a delayed write's rate, its own or the current step's
+    learned_initial_r: bool = False   # delta_rnn, delta_lstm: R starts from a learned slow matrix, not zeros
 
     DECIDING_KEYS: ClassVar[tuple[str, ...]] = ("kind", "mixer", "backbone")
 

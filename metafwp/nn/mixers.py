@@ -12,7 +12,7 @@ from metafwp.nn.baseline_layers import CausalAttentionLayer, LSTMLayer, SlidingW
 from metafwp.nn.elstm_layer import ELSTMLayer
 from metafwp.nn.fast_weight_layer import FastWeightLayer
 from metafwp.nn.hybrid_layer import HybridQLTLayer
-from metafwp.nn.recurrent_fwp_layer import RecurrentFWPLayer
+from metafwp.nn.recurrent_fwp_layer import RATE_KINDS, RecurrentFWPLayer
 from metafwp.nn.srwm_layer import SRWMLayer
 from metafwp.ops import RECURRENT_FWPS, RULES
 
@@ -72,8 +72,8 @@ def fast_weight_builder(rule: str) -> Callable[..., nn.Module]:
 
 
 def recurrent_fwp_builder(kind: str) -> Callable[..., nn.Module]:
-    def build(d_model, dropout, num_heads):
-        return RecurrentFWPLayer(d_model, num_heads, kind=kind)
+    def build(d_model, dropout, num_heads, **options):
+        return RecurrentFWPLayer(d_model, num_heads, kind=kind, **options)
     return build
 
 
@@ -89,7 +89,8 @@ for _rule in RULES:
                    + (("num_householder",) if _rule in ("delta", "gated_delta") else ()))
 register_mixer("mesa", fast_weight_builder("mesa"), ("num_heads", "matched_init", "feature_map", "mesa_lambda"))
 for _kind in RECURRENT_FWPS:
-    register_mixer(_kind, recurrent_fwp_builder(_kind), ("num_heads",))
+    register_mixer(_kind, recurrent_fwp_builder(_kind),
+                   ("num_heads",) + (("beta_activation", "learned_initial_r") if _kind in RATE_KINDS else ()))
 register_mixer("elstm", lambda d_model, dropout: ELSTMLayer(d_model))
 register_mixer("window_attention", lambda d_model, dropout, num_heads, window=8:
                SlidingWindowAttentionLayer(d_model, num_heads, window), ("num_heads", "matched_init", "window"))

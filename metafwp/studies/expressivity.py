@@ -17,8 +17,8 @@ MIXERS = {
     "gla": ("model.mixer=gla", "model.beta_activation=sigmoid"),
     "mesa": ("model.mixer=mesa",),
     "srwm": ("model.mixer=srwm",),
-    "delta_rnn": ("model.mixer=delta_rnn",),
-    "delta_lstm": ("model.mixer=delta_lstm",),
+    "delta_rnn": ("model.mixer=delta_rnn", "model.beta_activation=sigmoid"),   # the authors' rates
+    "delta_lstm": ("model.mixer=delta_lstm", "model.beta_activation=sigmoid"),
     "recurrent_delta": ("model.mixer=recurrent_delta",),
     "delta_mlp": ("model.mixer=delta_mlp",),
     "delta_delta": ("model.mixer=delta_delta",),
@@ -68,4 +68,27 @@ for (language, protocol), (overrides, bins, steps, val_episodes) in PROTOCOL_STU
         figures=figures,
         notes=f"{PROTOCOL_NOTES[protocol]} Validated on fresh strings of every test length; {steps} steps, not the "
               "recipe's 3000, declared before the runs to keep the study within two hours on 2 CPU cores.",
+    ))
+
+# The Delta RNN / Delta LSTM question: does either learn parity with rates in (0, 2), a learned R_0, or both?
+RECURRENT_VARIANTS = {"rates (0, 1), R_0 = 0": ("model.beta_activation=sigmoid",),
+                      "rates (0, 2), R_0 = 0": ("model.beta_activation=2sigmoid",),
+                      "rates (0, 1), R_0 learned": ("model.beta_activation=sigmoid", "model.learned_initial_r=true"),
+                      "rates (0, 2), R_0 learned": ("model.beta_activation=2sigmoid", "model.learned_initial_r=true")}
+for protocol, (overrides, bins, steps, val_episodes) in (("bhattamishra", BHATTAMISHRA), ("grazzi", GRAZZI)):
+    register_study(Study(
+        name=f"recurrent_parity_{protocol}",
+        summary=f"Delta RNN and Delta LSTM on parity, {protocol} protocol: rates in (0, 1) or (0, 2), R from zeros "
+                "or from a learned R_0",
+        conditions=tuple(Condition(f"{mixer}, {variant}", "expressivity_parity",
+                                   overrides + (f"model.mixer={mixer}",) + variant_overrides)
+                         for mixer in ("delta_rnn", "delta_lstm")
+                         for variant, variant_overrides in RECURRENT_VARIANTS.items()),
+        columns=(at_length(0, f"lengths {bins[0]}"), at_length(1, f"lengths {bins[1]}")),
+        validation=("eval.val_every=300", f"eval.val_episodes={val_episodes}"),
+        steps=steps,
+        figures=figures,
+        notes=f"{PROTOCOL_NOTES[protocol]} Validated on fresh strings of every test length; {steps} steps, declared "
+              "before the runs. The authors' Delta RNN and Delta LSTM start R at zero and write it with rates in "
+              "(0, 1) from the input alone; the other rows change one or both.",
     ))

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 from metafwp.nn import RecurrentFWPLayer
 from metafwp.ops import RECURRENT_FWPS, delta_delta, delta_lstm, delta_mlp, recurrent_delta
+from metafwp.ops.recurrent_fwp import DeltaLSTMState
 from tests.helpers import assert_close, run_in_pieces
 
 
@@ -18,7 +19,8 @@ def loss_of(y, state):
 @pytest.mark.parametrize("kind", RECURRENT_FWPS)
 def test_state_carry_is_exact(kind, backend):
     torch.manual_seed(0)
-    layer = RecurrentFWPLayer(24, 3, kind=kind, fast_layers=2, backend=backend).double()
+    rates = dict(beta_activation="2sigmoid", learned_initial_r=True) if kind in ("delta_rnn", "delta_lstm") else {}
+    layer = RecurrentFWPLayer(24, 3, kind=kind, fast_layers=2, backend=backend, **rates).double()
     x = torch.randn(2, 21, 24, dtype=torch.float64, requires_grad=True)
     y_full, state_full = layer(x)
     y_pieces, state_pieces = run_in_pieces(layer, x, [1, 8, 17])
@@ -32,29 +34,55 @@ def test_state_carry_is_exact(kind, backend):
         assert a.abs().sum() > 0, f"gradient {i} of {kind} is zero: a slow parameter is not used"
 
 
-def test_the_delta_rnn_layer_maps_its_projections_as_the_authors():
+@pytest.mark.parametrize("beta_activation,learned_initial_r", [("sigmoid", False), ("2sigmoid", True)])
+def test_the_delta_rnn_layer_maps_its_projections_as_the_authors(beta_activation, learned_initial_r):
     """The layer's output against a float64 loop written here: per head, the projection's pieces
     [q, k, v, beta, rk, rv, rbeta] (5d + 2), q and k through elu + 1 normalised to sum 1, the rates
-    through a sigmoid, R's key through a softmax; W and R written by the delta rule, and
-    y_t = R_t softmax(y_{t-1}) + W_t q_t."""
+    through a sigmoid (or twice it), R's key through a softmax; W and R (from zeros, or from the
+    learned R_0) written by the delta rule, and y_t = R_t softmax(y_{t-1}) + W_t q_t."""
     torch.manual_seed(0)
     B, T, H, d = 2, 6, 2, 4
-    layer = RecurrentFWPLayer(H * d, H, kind="delta_rnn", backend="reference").double()
+    layer = RecurrentFWPLayer(H * d, H, kind="delta_rnn", backend="reference", beta_activation=beta_activation,
+                              learned_initial_r=learned_initial_r).double()
     x = torch.randn(B, T, H * d, dtype=torch.float64)
     q, k, v, beta, rk, rv, rbeta = layer.in_proj(x).view(B, T, H, -1).split([d, d, d, 1, d, d, 1], -1)
+    scale = 2.0 if beta_activation == "2sigmoid" else 1.0
 
     outputs = torch.zeros(B, T, H, d, dtype=torch.float64)
     for b in range(B):
         for h in range(H):
-            W, R, y = torch.zeros(d, d, dtype=torch.float64), torch.zeros(d, d, dtype=torch.float64), torch.zeros(d)
+            W, y = torch.zeros(d, d, dtype=torch.float64), torch.zeros(d)
+            # the op stores R keys x values: the loop's R (values x keys) is its transpose
+            R = layer.initial_r[h].T if learned_initial_r else torch.zeros(d, d, dtype=torch.float64)
             for t in range(T):
                 key, r_key = elu_sum_one(k[b, t, h]), rk[b, t, h].softmax(0)
-                W = W + beta[b, t, h].sigmoid() * torch.outer(v[b, t, h] - W @ key, key)
-                R = R + rbeta[b, t, h].sigmoid() * torch.outer(rv[b, t, h] - R @ r_key, r_key)
+                W = W + scale * beta[b, t, h].sigmoid() * torch.outer(v[b, t, h] - W @ key, key)
+                R = R + scale * rbeta[b, t, h].sigmoid() * torch.outer(rv[b, t, h] - R @ r_key, r_key)
                 y = R @ y.double().softmax(0) + W @ elu_sum_one(q[b, t, h])
                 outputs[b, t, h] = y
     expected = layer.out_proj(outputs.reshape(B, T, H * d))
     assert_close("y", layer(x)[0], expected, 1e-12)
+
+
+def test_the_delta_lstm_layer_takes_the_rate_map_and_a_learned_initial_r():
+    """delta_lstm with rates in (0, 2) and R_0 learned equals its op fed twice the sigmoid and an
+    initial state whose R is R_0 for every sequence (W, h, c zeros); R_0 gets a gradient."""
+    torch.manual_seed(0)
+    B, T, H, d = 2, 5, 2, 4
+    layer = RecurrentFWPLayer(H * d, H, kind="delta_lstm", backend="reference", beta_activation="2sigmoid",
+                              learned_initial_r=True).double()
+    x = torch.randn(B, T, H * d, dtype=torch.float64)
+    q, k, v, beta, rk, rv, rbeta = layer.in_proj(x).view(B, T, H, -1).split([3 * d] * 3 + [3] + [3 * d] * 2 + [3], -1)
+    gates = [t.unflatten(-1, (3, d)) for t in (q, k, v, rk, rv)]
+    zeros = torch.zeros(B, H, d, dtype=torch.float64)
+    start = DeltaLSTMState(torch.zeros(B, H, 3, d, d, dtype=torch.float64),
+                           layer.initial_r.expand(B, H, 3, d, d), zeros, zeros)
+    y, _ = delta_lstm(elu_sum_one(gates[0]), elu_sum_one(gates[1]), gates[2], 2 * beta.sigmoid(),
+                      gates[3].softmax(-1), gates[4], 2 * rbeta.sigmoid(), initial_state=start)
+    output = layer(x)[0]
+    assert_close("y", output, layer.out_proj(y.reshape(B, T, H * d)), 1e-12)
+    (gradient,) = torch.autograd.grad(output.square().sum(), [layer.initial_r])
+    assert gradient.abs().sum() > 0
 
 
 def elu_sum_one(t):
@@ -110,5 +138,21 @@ def test_bad_kind_and_options():
     with pytest.raises(ValueError, match="Unknown recurrent FWP 'delta_gru'. Valid: delta_rnn"):
         RecurrentFWPLayer(16, 2, kind="delta_gru")
     from metafwp.nn import build_mixer
-    with pytest.raises(ValueError, match="mixer 'delta_rnn' takes none of beta_activation"):
-        build_mixer("delta_rnn", 16, num_heads=2, beta_activation="2sigmoid")
+    with pytest.raises(ValueError, match="mixer 'recurrent_delta' takes none of beta_activation"):
+        build_mixer("recurrent_delta", 16, num_heads=2, beta_activation="2sigmoid")
+    with pytest.raises(ValueError, match="beta_activation and learned_initial_r are options of delta_rnn and "
+                                         "delta_lstm, not of delta_mlp"):
+        RecurrentFWPLayer(16, 2, kind="delta_mlp", learned_initial_r=True)
+    with pytest.raises(ValueError, match="Unknown beta_activation 'relu'. Valid: sigmoid, 2sigmoid"):
+        RecurrentFWPLayer(16, 2, kind="delta_rnn", beta_activation="relu")
+
+
+def test_a_rate_option_the_mixer_cannot_take_is_a_config_error():
+    from metafwp.train import ConfigError, load_config
+    from tests.helpers import ROOT
+    with pytest.raises(ConfigError, match="model.learned_initial_r is not read with model.kind=sequence, "
+                                          "model.mixer=delta_mlp; remove it"):
+        load_config(ROOT / "recipes/regression_linear.yaml", ["model.mixer=delta_mlp", "model.learned_initial_r=true"])
+    config = load_config(ROOT / "recipes/expressivity_parity.yaml", ["model.mixer=delta_lstm",
+                                                                     "model.learned_initial_r=true"])
+    assert (config.model.beta_activation, config.model.learned_initial_r) == ("2sigmoid", True)  # the recipe's rates
