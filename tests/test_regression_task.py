@@ -8,7 +8,7 @@ import torch
 
 from episodes import RegressionSampler
 from metafwp.baselines.regression import least_squares
-from metafwp.constructions import gd_predict
+from metafwp.constructions import gd_plus_plus_predict, gd_predict
 from metafwp.evaluate import main as evaluate_main
 from metafwp.models import LinearSelfAttention
 from metafwp.tasks.regression import (InContextBaseline, RegressionTask, compare_with_gradient_descent, error_at,
@@ -85,6 +85,43 @@ def test_linear_attention_with_constructed_weights_is_one_gd_step_and_the_compar
     assert other["prediction_difference"] > 1e-2 and other["sensitivity_distance"] > 1e-2
 
 
+def gd_plus_plus_weights(dx: int, gamma: float, lr: float, causal: bool) -> LinearSelfAttention:
+    """Two layers: von Oswald et al.'s GD++ preconditioner (x part read, written and subtracted with
+    -gamma), then one GD step from W0 = 0 (W_o adds ``+lr`` to the target slot)."""
+    model = LinearSelfAttention(dx, 1, num_layers=2, causal=causal)
+    x_part, target = torch.zeros(dx + 1, dx + 1), torch.zeros(dx + 1, dx + 1)
+    x_part[:dx, :dx] = torch.eye(dx)
+    target[dx, dx] = 1.0
+    with torch.no_grad():
+        model.weights[0].copy_(torch.stack([x_part, x_part, x_part, -gamma * x_part]))
+        model.weights[1].copy_(torch.stack([x_part, x_part, target, lr * target]))
+    return model
+
+
+def test_the_non_causal_layers_compute_gd_plus_plus_and_its_gamma_reads_back():
+    """Non-causal: every token's x becomes (I - gamma sum_i x_i x_i^T) x, then one GD step on the
+    transformed support, against that closed form in float64; the causal stack differs (support
+    tokens are preconditioned by their prefixes only); the readout returns gamma."""
+    dx, gamma, lr, N = 4, 0.15, 0.3, 10
+    sampler = RegressionSampler("linear", N, 1, dim=dx, input_distribution="uniform", input_range=1.0, seed=3)
+    batch = sampler.sample(range(30))
+    x, y = batch.inputs.double(), batch.targets.double()
+    preconditioner = torch.eye(dx, dtype=torch.float64) - gamma * torch.einsum("bni,bnj->bij", x[:, :N], x[:, :N])
+    x_new = torch.einsum("bij,btj->bti", preconditioner, x)
+    expected = lr * torch.einsum("bn,bni,bi->b", y[:, :N, 0], x_new[:, :N], x_new[:, N])  # W = lr sum_i y_i x_i^T
+    model = gd_plus_plus_weights(dx, gamma, lr, causal=False).double()
+    assert torch.allclose(model(batch)[0][:, N, 0], expected, atol=1e-12)
+    assert torch.allclose(model(batch)[0][:, N:], gd_plus_plus_predict(x[:, :N], y[:, :N], x[:, N:],
+                                                                     torch.zeros(1, dx, dtype=torch.float64),
+                                                                     [lr], gamma), atol=1e-12)
+    causal = gd_plus_plus_weights(dx, gamma, lr, causal=True).double()
+    assert (causal(batch)[0][:, N, 0] - expected).abs().max() > 1e-3
+    assert model.gd_plus_plus_gamma(0) == (pytest.approx(gamma), pytest.approx(0.0, abs=1e-12))
+    one_layer = construction_weights(dx, lr).double()
+    one_layer.causal = False
+    assert torch.allclose(one_layer(batch)[0][:, N:], construction_weights(dx, lr).double()(batch)[0][:, N:])
+
+
 def test_one_step_learning_rate_minimises_the_loss():
     sampler = RegressionSampler("linear", 10, 1, dim=10, input_distribution="uniform", input_range=1.0, seed=5)
     gd_lr = one_step_gd_learning_rate(sampler, episodes=4000, batch_size=1000)
@@ -137,6 +174,7 @@ def test_error_at_names_the_ks_a_result_holds(tmp_path):
     (["eval.baselines=[pixel_nn]"], "Unknown eval.baselines entry 'pixel_nn' for task regression"),
     (["model.kind=linear_attention", "data.feedback=delayed"], "set data.feedback=synchronous"),
     (["model.kind=linear_attention", "model.init_std=0"], "model.init_std > 0"),
+    (["model.causal=false"], "model.causal"),
     (["data.gd_steps=0"], "data.gd_steps must be >= 1"),
     (["data.family=linear", "data.hidden=4"], "data.hidden is not read with data.family=linear"),
 ])

@@ -304,11 +304,12 @@ class MAMLKind(LearnerKind):
 class LinearAttentionConfig(ModelSection):
     """``kind: linear_attention``: von Oswald et al.'s linear self-attention layers on ``[x, y]``
     tokens; ``tied_layers`` applies one layer's weights ``num_layers`` times; weights start as
-    N(0, init_std^2)."""
+    N(0, init_std^2); ``causal: false`` lets every token read the whole support (their layer)."""
     kind: str = "linear_attention"
     num_layers: int = 2
     tied_layers: bool = False
     init_std: float = 0.002
+    causal: bool = True
 
     def check(self) -> None:
         if self.num_layers < 1 or self.init_std <= 0:
@@ -323,7 +324,7 @@ class LinearAttentionKind(LearnerKind):
     @classmethod
     def build(cls, config: LinearAttentionConfig, inputs: LearnerInputs) -> nn.Module:
         return LinearSelfAttention(inputs.shape[0], inputs.num_outputs, config.num_layers, tied=config.tied_layers,
-                                   init_std=config.init_std)
+                                   init_std=config.init_std, causal=config.causal)
 
 
 @dataclass
