@@ -155,9 +155,15 @@ def test_the_study_recipe_trains_linear_attention(tmp_path):
     recipe = ROOT / "recipes/regression_von_oswald_linear_attention.yaml"
     config = load_config(recipe, [f"train.out_dir={tmp_path}", "train.steps=2", "train.batch_size=16",
                                   "eval.episodes=10", "train.progress=none", "train.threads=1"])
-    metrics = json.loads((train(config) / "metrics.json").read_text())
+    run_dir = train(config)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
     assert set(metrics["test"]) == {"linear_attention", "gd", "least_squares"}
     assert list(metrics["test"]["linear_attention"]["by_examples"]) == ["10"]
+    _, model = learner_of(run_dir)
+    gamma, off_diagonal = model.gd_plus_plus_gamma(0)  # what its weights say, beside its test results
+    assert metrics["test"]["linear_attention"]["gd_plus_plus_gamma"] == pytest.approx(gamma)
+    assert metrics["test"]["linear_attention"]["gamma_off_diagonal"] == pytest.approx(off_diagonal)
+    assert "gd_plus_plus_gamma" not in metrics["test"]["gd"]
 
 
 def test_error_at_names_the_ks_a_result_holds(tmp_path):

@@ -234,6 +234,11 @@ def write_results(study: Study, folder: Path, budget: Budget, candidates: list[C
     return results
 
 
+def number(value: float) -> str:
+    """Two decimals (accuracies in %), or three significant digits below 0.1 (errors, gamma)."""
+    return f"{value:.2f}" if value == 0 or abs(value) >= 0.1 else f"{value:.3g}"
+
+
 def write_tables(study: Study, folder: Path, results: dict) -> None:
     """``results.md`` and the figures, from ``results``."""
     columns = [column.name for column in study.columns]
@@ -246,9 +251,10 @@ def write_tables(study: Study, folder: Path, results: dict) -> None:
              f"| condition | selected | validation {results['metric']} | " + " | ".join(columns) + " | training |",
              "|---" * (len(columns) + 4) + "|"]
     for label, row in results["conditions"].items():
-        cells = [f"{row['columns'][c]['mean']:.2f} +/- {row['columns'][c]['ci95']:.2f}" for c in columns]
-        lines.append(f"| {label} | {' '.join(row['selected']) or '-'} | {row['validation']['mean']:.2f} +/- "
-                     f"{row['validation']['ci95']:.2f} | " + " | ".join(cells) + f" | {row['train_minutes']:.1f} min |")
+        cells = [f"{number(row['columns'][c]['mean'])} +/- {number(row['columns'][c]['ci95'])}" for c in columns]
+        validation = f"{number(row['validation']['mean'])} +/- {number(row['validation']['ci95'])}"
+        lines.append(f"| {label} | {' '.join(row['selected']) or '-'} | {validation} | " + " | ".join(cells)
+                     + f" | {row['train_minutes']:.1f} min |")
     if study.notes:
         lines += ["", study.notes]
     (folder / "results.md").write_text("\n".join(lines) + "\n")

@@ -240,12 +240,16 @@ class Task:
             return None
         return self.evaluate(model, self.val_sampler, self.config.eval.val_episodes, device, "validating")
 
+    def learner_fields(self, model: nn.Module) -> dict:
+        """What the trained learner's weights say, reported beside its test results (Default: nothing)."""
+        return {}
+
     def test(self, model: nn.Module, device: torch.device) -> dict[str, dict]:
         """``{name: result}`` for the learner and each baseline of the recipe on the same
         ``eval.episodes`` seeded episodes of every test set of ``test_episodes``; each result
         names its ``learner`` (the learner or the baseline)."""
         test_sets = self.test_episodes()
-        learners = {self.learner: (model, {}), **self.baseline_learners(model, device)}
+        learners = {self.learner: (model, self.learner_fields(model)), **self.baseline_learners(model, device)}
         results = {}
         for suffix, (sampler, fields) in test_sets.items():
             for name, (learner, extra) in learners.items():

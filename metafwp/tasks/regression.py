@@ -20,7 +20,7 @@ from metafwp.baselines.regression import BASELINES, SEARCH_GRIDS, TUNED, make_ba
 from metafwp.constructions import gd_predict
 from metafwp.errors import ConfigError
 from metafwp.losses import check_outputs
-from metafwp.models import LEARNER_KINDS, LearnerInputs
+from metafwp.models import LEARNER_KINDS, LearnerInputs, LinearSelfAttention
 from metafwp.plots import plot_error_by_examples
 from metafwp.tasks.base import Scores, Task, evaluate_episodes
 
@@ -192,6 +192,14 @@ class RegressionTask(Task):
         mse = (error.sum() / count.sum()).item()
         return {"loss": mse, "error": mse / dim, "by_examples": by_examples,
                 "by_examples_ci95": {k: ci95[k].item() if episodes[k] > 1 else 0.0 for k in held}}
+
+    def learner_fields(self, model: nn.Module) -> dict:
+        """For linear self-attention: the GD++ preconditioner its first layer applies,
+        ``gd_plus_plus_gamma`` and ``gamma_off_diagonal`` (``LinearSelfAttention.gd_plus_plus_gamma``)."""
+        if not isinstance(model, LinearSelfAttention):
+            return {}
+        gamma, off_diagonal = model.gd_plus_plus_gamma(0)
+        return {"gd_plus_plus_gamma": gamma, "gamma_off_diagonal": off_diagonal}
 
     def tuned_setting(self, name: str, device: torch.device) -> float:
         """The ``TUNED[name]`` of baseline ``name`` from ``SEARCH_GRIDS`` with the lowest error on the
