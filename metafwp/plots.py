@@ -43,16 +43,17 @@ def plot_learning_curves(history: list[dict], path: Path, title: str = "", valid
 def plot_accuracy_bars(names: list[str], accuracies: list[float], ci95: list[float], path: Path, *, chance: float,
                        title: str = "", ylabel: str = "test accuracy (%)") -> Path:
     """One bar per learner from 0 to 100 %, 95% confidence intervals as error bars, the chance level
-    as a dashed line."""
+    as a dashed line; the legend sits above 100 %, clear of the bars."""
     figure = Figure(figsize=(max(5.0, 1.3 * len(names) + 1.5), 3.8))
     axis = figure.subplots()
     colours = ["tab:red", "tab:orange", "tab:gray", "tab:blue", "tab:green", "tab:purple", "tab:brown"]
     axis.bar(names, accuracies, yerr=ci95, capsize=4, color=[colours[i % len(colours)] for i in range(len(names))],
-             label="mean, error bars: 95% CI")
+             ecolor="black")
+    axis.errorbar([], [], yerr=[], color="black", capsize=4, linestyle="none", label="95% CI")
     axis.axhline(chance, color="black", linestyle="--", linewidth=1, label=f"chance ({chance:.0f} %)")
-    axis.set(ylabel=ylabel, ylim=(0, 100), title=title)
+    axis.set(ylabel=ylabel, ylim=(0, 115), yticks=range(0, 101, 20), title=title)
     axis.grid(alpha=0.3, axis="y")
-    axis.legend(loc="lower right", fontsize=8)
+    axis.legend(loc="upper center", ncol=2, fontsize=8)
     return save_figure(figure, path)
 
 

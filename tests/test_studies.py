@@ -12,7 +12,7 @@ import pytest
 from metafwp.studies import STUDIES, Budget, Column, Condition, Study, register_study, run_study
 from metafwp.studies.__main__ import main
 from metafwp.studies.multitask import LEARNERS
-from metafwp.studies.protocol import T_975, plan
+from metafwp.studies.protocol import T_975, Candidate, plan, select
 from metafwp.studies.publish import BLOCK, publish, readme_with_results
 from metafwp.tasks import TASKS
 from metafwp.train import load_config
@@ -41,6 +41,18 @@ def test_every_declared_study_plans_loadable_runs_with_distinct_folders(tmp_path
         candidates = plan(study, tmp_path / study.name, Budget(1, study.steps, study.episodes))  # one seed: faster
         names = [candidate.name for candidate in candidates]
         assert len(set(names)) == len(names) == sum(len(c.settings()) for c in study.conditions)
+
+
+@pytest.mark.parametrize("name", ["regression_synchronous", "regression_delayed"])
+def test_the_regression_learners_are_within_ten_percent_of_deltanets_parameters(name):
+    counts = {}
+    for condition in STUDIES[name].conditions:
+        config = load_config(ROOT / "recipes" / f"{condition.recipe}.yaml", list(condition.overrides))
+        model = TASKS[config.task](config, progress=False).build_learner(config.model)
+        counts[condition.label] = sum(p.numel() for p in model.parameters())
+        if config.model.kind == "sequence":
+            assert config.model.num_layers == 4
+    assert all(abs(count / counts["DeltaNet"] - 1) <= 0.10 for count in counts.values()), counts
 
 
 def test_the_multitask_learners_are_within_ten_percent_of_deltanets_parameters():
@@ -78,14 +90,19 @@ def test_the_gd_plus_plus_rows_run_von_oswald_et_al_s_setting():
         assert (data.dim, data.num_query, data.noise_std, data.feedback) == (10, 1, 0.0, "synchronous")
 
 
-@pytest.mark.parametrize("name", ["bootstrap", "continual_domain", "multitask", "expressivity_parity_grazzi",
-                                  "gd_plus_plus"])
-def test_each_study_reads_its_columns_from_its_tasks_results(tmp_path, name):
-    """The first condition of each study family, one step: its table holds a number in every column."""
-    study = replace(STUDIES[name], conditions=STUDIES[name].conditions[:1])
+@pytest.mark.parametrize("name,row", [("bootstrap", 0), ("continual_domain", 0), ("multitask", 0),
+                                      ("expressivity_parity_grazzi", 0), ("gd_plus_plus", 0),
+                                      ("regression_synchronous", -1), ("regression_delayed", 0)])
+def test_each_study_reads_its_columns_from_its_tasks_results(tmp_path, name, row):
+    """One condition of each study family (MAML's for regression_synchronous), one step: its table
+    holds a number in every column, and its figures are drawn."""
+    study = STUDIES[name]
+    study = replace(study, conditions=(study.conditions[row],), validation=study.validation + ("eval.val_episodes=8",))
     results = run_study(study, tmp_path, Budget(seeds=1, steps=1, episodes=2))
     row = results["conditions"][study.conditions[0].label]
     assert set(row["columns"]) == {column.name for column in study.columns}
+    if study.figures:
+        assert all(path.stat().st_size > 0 for path in study.figures(study, results, tmp_path))
     if results["chance"] is None:  # errors and gamma: no percentages, no bar chart against chance
         assert all(math.isfinite(cell["mean"]) for cell in row["columns"].values())
     else:
@@ -97,6 +114,16 @@ def test_each_study_reads_its_columns_from_its_tasks_results(tmp_path, name):
 def student_t_interval(values):
     n, mean = len(values), sum(values) / len(values)
     return mean, T_975[n - 1] * math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) / math.sqrt(n)
+
+
+@pytest.mark.parametrize("task,scores,expected", [("few_shot", [70.0, math.nan, 80.0], 2),  # accuracy: higher
+                                                   ("regression", [0.5, math.nan, 0.2], 2),   # error: lower
+                                                   ("regression", [math.nan, 0.9, 0.8], 2)])
+def test_selection_takes_the_best_validation_mean_and_never_a_diverged_setting(toy_study, task, scores, expected):
+    condition = toy_study.conditions[0]
+    candidates = [Candidate(condition, (f"optim.lr={i}",), 0, f"run{i}", []) for i in range(3)]
+    metrics = [{"task": task, "best": {TASKS[task].metric: score}} for score in scores]
+    assert select(toy_study, candidates, metrics) == {"SRWM": (f"optim.lr={expected}",)}
 
 
 def test_a_quick_run_follows_its_declaration_and_tests_only_what_validation_selected(tmp_path, toy_study):

@@ -8,6 +8,7 @@ go to the study's folder. Finished runs and tests are reused."""
 from __future__ import annotations
 
 import json
+import math
 import re
 import subprocess
 import time
@@ -142,7 +143,9 @@ def select(study: Study, candidates: list[Candidate], metrics: list[dict]) -> di
                                       f"set eval.val_every")
                 task = TASKS[run["task"]]
                 sign = 1 if task.higher_is_better else -1
-                scores.setdefault(candidate.setting, []).append(sign * run["best"][task.metric])
+                score = run["best"][task.metric]
+                scores.setdefault(candidate.setting, []).append(-math.inf if math.isnan(score) else sign * score)
+        # a run that diverged (validation NaN) ranks its setting last
         chosen[condition.label] = max(scores, key=lambda setting: sum(scores[setting]) / len(scores[setting]))
     return chosen
 
