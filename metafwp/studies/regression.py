@@ -51,8 +51,9 @@ def curves(study: Study, results: dict, folder: Path) -> list[Path]:
 def bars(study: Study, results: dict, folder: Path) -> list[Path]:
     """The error at k = 2d per condition, mean and 95 % CI over seeds."""
     column = study.columns[0].name
-    table = {label: {"by_examples": {str(2 * DIM): row["columns"][column]["mean"]}, "error": row["columns"][column]["mean"],
-                     "ci95": row["columns"][column]["ci95"]} for label, row in results["conditions"].items()}
+    cells = {label: row["columns"][column] for label, row in results["conditions"].items()}
+    table = {label: {"by_examples": {str(2 * DIM): cell["mean"]}, "error": cell["mean"], "ci95": cell["ci95"]}
+             for label, cell in cells.items()}
     return [plot_error_by_examples(table, folder / "error_at_2d.png", dim=DIM,
                                    title=f"{study.name}: {len(results['seeds'])} seeds, 95 % CI over seeds")]
 
