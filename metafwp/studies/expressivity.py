@@ -45,50 +45,52 @@ def figures(study: Study, results: dict, folder):
 
 
 # protocol -> (its overrides, the column names, steps declared before the runs, validation strings)
-BHATTAMISHRA = (("data.protocol=bhattamishra", "data.train_length=50"), ("2-50", "51-100"), 1500, 300)
-GRAZZI = (("data.protocol=grazzi", "data.train_length=40"), ("3-40", "40-256"), 1500, 200)
-PROTOCOL_STUDIES = {("parity", "bhattamishra"): BHATTAMISHRA, ("mod_add", "bhattamishra"): BHATTAMISHRA,
-                    ("anbn", "bhattamishra"): BHATTAMISHRA, ("parity", "grazzi"): GRAZZI, ("mod_add", "grazzi"): GRAZZI}
+PROTOCOL_SETTINGS = {
+    "bhattamishra": (("data.protocol=bhattamishra", "data.train_length=50"), ("2-50", "51-100"), 1500, 300),
+    "grazzi": (("data.protocol=grazzi", "data.train_length=40"), ("3-40", "40-256"), 1500, 200)}
+PROTOCOL_STUDIES = (("parity", "bhattamishra"), ("mod_add", "bhattamishra"), ("anbn", "bhattamishra"),
+                    ("parity", "grazzi"), ("mod_add", "grazzi"))
 PROTOCOL_NOTES = {
     "bhattamishra": "Bhattamishra et al.'s protocol (used by Irie et al. 2023): the prefix's label is the target at "
                     "every step; a string counts as right only if every step is; lengths drawn uniformly.",
     "grazzi": "Grazzi et al.'s protocol: only the last step is supervised and scored; lengths drawn uniformly.",
 }
 
-for (language, protocol), (overrides, bins, steps, val_episodes) in PROTOCOL_STUDIES.items():
-    register_study(Study(
-        name=f"expressivity_{language}_{protocol}",
-        summary=f"every mixer family on {language}, {protocol} protocol: trained on {bins[0]} steps, tested on "
-                f"{bins[0]} and {bins[1]}",
-        conditions=tuple(Condition(label, f"expressivity_{language}", overrides + mixer)
-                         for label, mixer in MIXERS.items()),
+
+def protocol_study(name: str, summary: str, protocol: str, conditions: tuple[Condition, ...], notes: str) -> Study:
+    """A study under ``protocol``: its two test ranges as columns, validated on every test length."""
+    _, bins, steps, val_episodes = PROTOCOL_SETTINGS[protocol]
+    return register_study(Study(
+        name=name, summary=summary, conditions=conditions,
         columns=(at_length(0, f"lengths {bins[0]}"), at_length(1, f"lengths {bins[1]}")),
         validation=("eval.val_every=300", f"eval.val_episodes={val_episodes}"),
         steps=steps,
         figures=figures,
-        notes=f"{PROTOCOL_NOTES[protocol]} Validated on fresh strings of every test length; {steps} steps, not the "
-              "recipe's 3000, declared before the runs to keep the study within two hours on 2 CPU cores.",
+        notes=f"{PROTOCOL_NOTES[protocol]} Validated on fresh strings of every test length; {steps} steps, {notes}",
     ))
+
+
+for language, protocol in PROTOCOL_STUDIES:
+    overrides, bins, _, _ = PROTOCOL_SETTINGS[protocol]
+    protocol_study(f"expressivity_{language}_{protocol}",
+                   f"every mixer family on {language}, {protocol} protocol: trained on {bins[0]} steps, tested on "
+                   f"{bins[0]} and {bins[1]}", protocol,
+                   tuple(Condition(label, f"expressivity_{language}", overrides + mixer)
+                         for label, mixer in MIXERS.items()),
+                   "not the recipe's 3000, declared before the runs to keep the study within two hours on 2 CPU cores.")
 
 # The Delta RNN / Delta LSTM question: does either learn parity with rates in (0, 2), a learned R_0, or both?
 RECURRENT_VARIANTS = {"rates (0, 1), R_0 = 0": ("model.beta_activation=sigmoid",),
                       "rates (0, 2), R_0 = 0": ("model.beta_activation=2sigmoid",),
                       "rates (0, 1), R_0 learned": ("model.beta_activation=sigmoid", "model.learned_initial_r=true"),
                       "rates (0, 2), R_0 learned": ("model.beta_activation=2sigmoid", "model.learned_initial_r=true")}
-for protocol, (overrides, bins, steps, val_episodes) in (("bhattamishra", BHATTAMISHRA), ("grazzi", GRAZZI)):
-    register_study(Study(
-        name=f"recurrent_parity_{protocol}",
-        summary=f"Delta RNN and Delta LSTM on parity, {protocol} protocol: rates in (0, 1) or (0, 2), R from zeros "
-                "or from a learned R_0",
-        conditions=tuple(Condition(f"{mixer}, {variant}", "expressivity_parity",
-                                   overrides + (f"model.mixer={mixer}",) + variant_overrides)
+for protocol in ("bhattamishra", "grazzi"):
+    protocol_study(f"recurrent_parity_{protocol}",
+                   f"Delta RNN and Delta LSTM on parity, {protocol} protocol: rates in (0, 1) or (0, 2), R from zeros "
+                   "or from a learned R_0", protocol,
+                   tuple(Condition(f"{mixer}, {variant}", "expressivity_parity",
+                                   PROTOCOL_SETTINGS[protocol][0] + (f"model.mixer={mixer}",) + variant_overrides)
                          for mixer in ("delta_rnn", "delta_lstm")
                          for variant, variant_overrides in RECURRENT_VARIANTS.items()),
-        columns=(at_length(0, f"lengths {bins[0]}"), at_length(1, f"lengths {bins[1]}")),
-        validation=("eval.val_every=300", f"eval.val_episodes={val_episodes}"),
-        steps=steps,
-        figures=figures,
-        notes=f"{PROTOCOL_NOTES[protocol]} Validated on fresh strings of every test length; {steps} steps, declared "
-              "before the runs. The authors' Delta RNN and Delta LSTM start R at zero and write it with rates in "
-              "(0, 1) from the input alone; the other rows change one or both.",
-    ))
+                   "declared before the runs. The authors' Delta RNN and Delta LSTM start R at zero and write it with "
+                   "rates in (0, 1) from the input alone; the other rows change one or both.")
