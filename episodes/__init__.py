@@ -4,6 +4,7 @@ from episodes.code_execution import CodeExecutionSampler
 from episodes.copy_task import CopySampler
 from episodes.datasets import MNIST, Glyphs, ImageClasses, ImageFolderClasses, MiniImageNet, MNIST5k, Omniglot
 from episodes.irregular import IrregularRowsSampler
+from episodes.labelled_images import LabelledImagesSampler
 from episodes.listops import ListOpsSampler
 from episodes.loader import EpisodeStream
 from episodes.mqar import MQARSampler
@@ -15,5 +16,5 @@ from episodes.streams import (BootstrapBatch, BootstrapSampler, ContinualBatch, 
 
 __all__ = ["BootstrapBatch", "BootstrapSampler", "CodeExecutionSampler", "ContinualBatch", "ContinualSampler",
            "CopySampler", "EpisodeBatch", "EpisodeRNG", "EpisodeStream", "FewShotSampler", "Glyphs", "ImageClasses",
-           "ImageFolderClasses", "IrregularRowsSampler", "ListOpsSampler", "MNIST", "MNIST5k", "MQARSampler",
-           "MiniImageNet", "MultiTaskStream", "Omniglot", "RegressionSampler", "split_mnist"]
+           "ImageFolderClasses", "IrregularRowsSampler", "LabelledImagesSampler", "ListOpsSampler", "MNIST", "MNIST5k",
+           "MQARSampler", "MiniImageNet", "MultiTaskStream", "Omniglot", "RegressionSampler", "split_mnist"]

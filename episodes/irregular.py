@@ -3,7 +3,7 @@ with a fixed fraction of its rows dropped at random (the same rows across channe
 neural-CDE literature's protocol, Kidger et al. 2020), to classify after its last observed row.
 
 The 5,000 embedded digits (``MNIST5k``) are split once, 4,000 / 500 / 500
-(``datasets/splits/mnist5k_rows.json``). Episode i of ``train`` is a digit drawn uniformly with the
+(``datasets/splits/mnist5k.json``). Episode i of ``train`` is a digit drawn uniformly with the
 episode's randomness; episode i of ``val`` and ``test`` is that split's i-th digit, so a test of
 500 episodes reads each once. The dropped rows are drawn per episode from the sampler's seed.
 """
@@ -17,7 +17,13 @@ import torch
 from episodes.batch import EpisodeBatch
 from episodes.sampling import as_episode_ids, choose_distinct, make_rng
 
-SPLITS_FILE = Path(__file__).parent / "datasets" / "splits" / "mnist5k_rows.json"
+SPLITS_FILE = Path(__file__).parent / "datasets" / "splits" / "mnist5k.json"
+
+
+def split_size(split: str) -> int:
+    """How many of the 5,000 digits the shipped split puts in ``split`` (train, val or test)."""
+    return len(json.loads(SPLITS_FILE.read_text())[split])
+
 ROWS = 28
 STREAM_DIGIT, STREAM_DROP = 70, 71   # choose_distinct uses 2 s and 2 s + 1
 

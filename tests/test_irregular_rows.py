@@ -125,3 +125,8 @@ def test_a_tiny_run_tests_what_it_reports(tmp_path):
 def test_bad_settings_are_refused_at_load(overrides, message):
     with pytest.raises(ConfigError, match=message):
         load_config(RECIPE, overrides)
+
+
+def test_more_test_episodes_than_digits_is_refused_when_the_config_loads():
+    with pytest.raises(ConfigError, match=r"eval.episodes=501: the test split holds 500 digits, each read once"):
+        load_config(RECIPE, ["eval.episodes=501"])

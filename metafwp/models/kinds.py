@@ -12,6 +12,7 @@ import torch.nn as nn
 from metafwp.baselines.maml import MAMLLearner, relu_mlp
 from metafwp.errors import ConfigError
 from metafwp.models.backbones import BACKBONES, NORMS, build_backbone, feature_size
+from metafwp.models.classifier import ImageClassifier, mlp_classifier
 from metafwp.models.ct_fwp import ContinuousTimeFWP
 from metafwp.models.linear_attention import LinearSelfAttention
 from metafwp.models.prototypical import PixelNearestNeighbour, PrototypicalNetwork
@@ -325,6 +326,45 @@ class LinearAttentionKind(LearnerKind):
     def build(cls, config: LinearAttentionConfig, inputs: LearnerInputs) -> nn.Module:
         return LinearSelfAttention(inputs.shape[0], inputs.num_outputs, config.num_layers, tied=config.tied_layers,
                                    init_std=config.init_std, causal=config.causal)
+
+
+NETWORKS = ("mlp", "backbone")
+
+
+@dataclass
+class ClassifierConfig(BackboneSection):
+    """``kind: classifier``: a plain image classifier (``ImageClassifier``): ``network: mlp`` (ReLU
+    layers of ``hidden`` widths on the pixels; the dual-form paper's 784-800-800-10) or ``backbone``
+    (the ``backbone`` section's Conv-4 or ResNet-12, then a linear head)."""
+    kind: str = "classifier"
+    network: str = "mlp"
+    hidden: List[int] = field(default_factory=lambda: [800, 800])
+
+    DECIDING_KEYS: ClassVar[tuple[str, ...]] = ("kind", "network", "backbone")
+
+    def unread_keys(self) -> set[str]:
+        if self.network == "mlp":
+            return set(BACKBONE_KEYS)
+        return super().unread_keys() | {"hidden"}
+
+    def check(self) -> None:
+        check_choice("network", self.network, NETWORKS)
+        if self.network == "backbone":
+            super().check()
+        if any(width < 1 for width in self.hidden):
+            raise ConfigError(f"model.hidden widths must be >= 1, got {self.hidden}")
+
+
+@register_learner_kind
+class ClassifierKind(LearnerKind):
+    name, Config, inputs, targets = "classifier", ClassifierConfig, ("frames",), ("classes",)
+
+    @classmethod
+    def build(cls, config: ClassifierConfig, inputs: LearnerInputs) -> nn.Module:
+        if config.network == "mlp":
+            return mlp_classifier(inputs.shape, list(config.hidden), inputs.num_outputs)
+        backbone = config.build_backbone(inputs.shape)
+        return ImageClassifier(backbone, nn.Linear(feature_size(backbone, inputs.shape), inputs.num_outputs))
 
 
 @dataclass

@@ -305,6 +305,14 @@ class GeneratorTask(Task):
         return LearnerInputs("tokens", (self.sampler.vocab_size,), self.sampler.num_classes, 0, "classes")
 
 
+def check_test_episodes(config, available: int, items: str) -> None:
+    """A test that reads each of ``available`` fixed ``items`` once cannot take more episodes: refused
+    when the config loads."""
+    if config.eval.episodes > available:
+        raise ConfigError(f"eval.episodes={config.eval.episodes}: the test split holds {available} {items}, each "
+                          f"read once; set eval.episodes <= {available}")
+
+
 def last_step_scores(outputs: torch.Tensor, batch) -> Scores:
     """Cross-entropy and accuracy of sequences scored at one step each (their last): tallies
     ``loss_sum``, ``sequences``, ``correct``; ``summarise_last_step`` reads them."""

@@ -11,11 +11,12 @@ import torch
 import torch.nn as nn
 
 from episodes import EpisodeBatch, MNIST5k
-from episodes.irregular import IrregularRowsSampler
+from episodes.irregular import IrregularRowsSampler, split_size
 from metafwp.errors import ConfigError, DataError
 from metafwp.models import LearnerInputs
 from metafwp.plots import plot_accuracy_bars
-from metafwp.tasks.base import GeneratorData, Scores, Task, last_step_scores, summarise_last_step
+from metafwp.tasks.base import (GeneratorData, Scores, Task, check_test_episodes, last_step_scores,
+                                summarise_last_step)
 
 
 @dataclass
@@ -43,6 +44,11 @@ class IrregularRowsTask(Task):
     def chance(cls, config) -> float:
         return 10.0
 
+    @classmethod
+    def check_config(cls, config) -> None:
+        super().check_config(config)
+        check_test_episodes(config, split_size("test"), "digits")
+
     def make_sampler(self, split: str, seed: int) -> IrregularRowsSampler:
         try:
             digits = MNIST5k()
@@ -57,11 +63,7 @@ class IrregularRowsTask(Task):
         return self.make_sampler("val", self.config.eval.val_seed)
 
     def test_episodes(self) -> dict[str, tuple[IrregularRowsSampler, dict]]:
-        sampler = self.make_sampler("test", self.config.eval.seed)
-        if self.config.eval.episodes > len(sampler):
-            raise ConfigError(f"eval.episodes={self.config.eval.episodes}: the test split holds {len(sampler)} digits, "
-                              f"each read once; set eval.episodes <= {len(sampler)}")
-        return {"": (sampler, {})}
+        return {"": (self.make_sampler("test", self.config.eval.seed), {})}
 
     def learner_inputs(self) -> LearnerInputs:
         return LearnerInputs("vectors", (IrregularRowsSampler.features,), IrregularRowsSampler.num_classes, 0,

@@ -18,10 +18,10 @@ RECORDED = json.loads((ROOT / "tests/data/recipes_resolved.json").read_text())
 RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
 # Adam as before; tested after training; continual recipes without validation streams; expressivity
 # under the protocol it had (every prefix labelled, the last step scored); the Delta RNN and LSTM with
-# the authors' sigmoid rates and R from zeros
+# the authors' sigmoid rates and R from zeros; linear self-attention causal, as it ran
 NEW_KEYS = {("optim", "optimizer"): "adam", ("train", "test"): True, ("data", "val_splits"): None,
             ("data", "protocol"): "prefix", ("model", "beta_activation"): "sigmoid",
-            ("model", "learned_initial_r"): False}
+            ("model", "learned_initial_r"): False, ("model", "causal"): True}
 RETYPED = {("train", "resume"): (False, "false")}  # (recorded, now)
 # recipes changed on purpose: Omniglot was validated on background, the split it trained on; it now
 # trains, validates and tests on Vinyals et al.'s train / val / test characters (disjoint)
@@ -47,7 +47,8 @@ def learner(config):
     """The recipe's learner, built with seed 0; image tasks from the frame shape their data stores (the
     user's Omniglot and Mini-ImageNet copies are not here)."""
     torch.manual_seed(0)
-    if config.task in ("regression", "expressivity", "copy", "mqar", "code_execution", "listops", "irregular_rows"):
+    if config.task in ("regression", "expressivity", "copy", "mqar", "code_execution", "listops", "irregular_rows",
+                       "classification"):
         return TASKS[config.task](config, progress=False).build_learner(config.model)
     data = config.data
     source = getattr(data, "dataset", None) or (getattr(data, "sources", None) or data.train_sources)[0]
