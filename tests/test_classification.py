@@ -69,7 +69,7 @@ def test_the_recipe_learns_the_digits_and_reports_what_a_loop_measures(tmp_path)
 
 
 @pytest.mark.parametrize("overrides,message", [
-    (["eval.episodes=501"], "eval.episodes=501: the test split holds 500 images, each read once"),
+    (["eval.episodes=501"], "eval.episodes=501: the test split holds 500 digits, each read once"),
     (["data.dataset=cifar10"], "Unknown data.dataset 'cifar10'. Valid: mnist5k"),
     (["model.network=vit"], "Unknown model.network 'vit'. Valid: mlp, backbone"),
     (["model.hidden=[800,0]"], "model.hidden widths must be >= 1, got [800, 0]"),

@@ -17,6 +17,7 @@ from tqdm import tqdm
 from episodes import EpisodeStream
 from metafwp.errors import ConfigError
 from metafwp.models import LEARNER_KINDS, LearnerInputs
+from metafwp.plots import plot_accuracy_bars
 
 
 LEARNER = "learner"  # the model every task has: validated, tested, and the checkpoint's "model"
@@ -303,6 +304,26 @@ class GeneratorTask(Task):
 
     def learner_inputs(self) -> LearnerInputs:
         return LearnerInputs("tokens", (self.sampler.vocab_size,), self.sampler.num_classes, 0, "classes")
+
+
+class ScoredAtLastStep:
+    """A mixin for tasks whose episodes are classified at one step each (their last): the
+    cross-entropy there, accuracy with its interval, and a bar chart against ``chance``."""
+
+    metric = "accuracy"
+    higher_is_better = True
+
+    def objective(self, model: nn.Module, batch) -> Scores:
+        """Cross-entropy at each episode's scored step; tallies ``loss_sum``, ``sequences``, ``correct``."""
+        return last_step_scores(model(batch)[0], batch)
+
+    def summarise(self, sums: dict[str, torch.Tensor]) -> dict:
+        return summarise_last_step(sums)
+
+    def write_figures(self, results: dict[str, dict], run_dir: Path, title: str) -> list[Path]:
+        names = list(results)
+        return [plot_accuracy_bars(names, [results[n]["accuracy"] for n in names], [results[n]["ci95"] for n in names],
+                                   run_dir / "accuracy.png", chance=self.chance(self.config), title=title)]
 
 
 def check_test_episodes(config, available: int, items: str) -> None:

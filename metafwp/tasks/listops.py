@@ -4,16 +4,11 @@ MIN, MAX and FIRST over digits, of one exact nesting depth, token by token, and 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional
 
-import torch
-import torch.nn as nn
-
-from episodes import EpisodeBatch, ListOpsSampler
+from episodes import ListOpsSampler
 from metafwp.errors import ConfigError
-from metafwp.plots import plot_accuracy_bars
-from metafwp.tasks.base import GeneratorData, GeneratorTask, Scores, last_step_scores, summarise_last_step
+from metafwp.tasks.base import GeneratorData, GeneratorTask, ScoredAtLastStep
 
 
 @dataclass
@@ -31,7 +26,7 @@ class ListOpsData(GeneratorData):
             raise ConfigError(f"data: {error}") from None
 
 
-class ListOpsTask(GeneratorTask):
+class ListOpsTask(ScoredAtLastStep, GeneratorTask):
     """``task: listops``."""
 
     name = "listops"
@@ -43,15 +38,3 @@ class ListOpsTask(GeneratorTask):
 
     def make_sampler(self, seed: int, dataset_size: int | None = None) -> ListOpsSampler:
         return ListOpsSampler(self.data.depth, dataset_size=dataset_size, seed=seed)
-
-    def objective(self, model: nn.Module, batch: EpisodeBatch) -> Scores:
-        """Cross-entropy at each expression's last token; tallies ``loss_sum``, ``sequences``, ``correct``."""
-        return last_step_scores(model(batch)[0], batch)
-
-    def summarise(self, sums: dict[str, torch.Tensor]) -> dict:
-        return summarise_last_step(sums)
-
-    def write_figures(self, results: dict[str, dict], run_dir: Path, title: str) -> list[Path]:
-        names = list(results)
-        return [plot_accuracy_bars(names, [results[n]["accuracy"] for n in names], [results[n]["ci95"] for n in names],
-                                   run_dir / "accuracy.png", chance=self.chance(self.config), title=title)]
