@@ -6,9 +6,10 @@
 The state is the two sums, ``[sum k k^T | sum k v^T]`` [B, H, K, K + V] (lambda is not in it), so a
 sequence continued from a returned state gives the same outputs as one call over the whole.
 Backends: ``reference`` solves ``(A_t + lambda I) z = scale q_t`` step by step; ``chunk`` (the ``auto``
-choice) builds the C matrices ``A_t`` of a chunk with one cumulative sum, factors them with one
-batched Cholesky, and reads ``o_t = B_prev^T z_t + sum_{s<=t in chunk} (k_s . z_t) v_s`` as a masked
-product: one sequential step per chunk, not per token.
+choice) factors ``A + lambda I`` once per chunk and gets every step's solve within the chunk from the
+Woodbury identity (one C x C Cholesky and two triangular solves, ``mesa_chunk``), then reads
+``o_t = B_prev^T z_t + sum_{s<=t in chunk} (k_s . z_t) v_s`` as a masked product: one sequential step
+per chunk, not per token.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from metafwp.ops.common import (check_backend, check_chunk_size, check_qkv, chec
                                 compute_dtype, pad_time, resolve_scale)
 
 MESA_BACKENDS = ("auto", "reference", "chunk")
-MESA_CHUNK_SIZE = 64
+MESA_CHUNK_SIZE = 16
 
 
 def mesa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, lam: float | torch.Tensor = 1.0,
@@ -33,9 +34,9 @@ def mesa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, lam: float | torc
         scale: multiplies q. Default: ``K ** -0.5``.
         initial_state: [B, H, K, K + V] the sums ``[sum k k^T | sum k v^T]`` of earlier steps. Default: zeros.
         output_final_state: also return the final sums.
-        backend: ``reference`` (a solve per step), ``chunk`` (one batched Cholesky per chunk) or
+        backend: ``reference`` (a solve per step), ``chunk`` (Woodbury within each chunk) or
             ``auto`` (chunk). Default: auto.
-        chunk_size: steps per chunk of the chunk backend. Default: 64.
+        chunk_size: steps per chunk of the chunk backend. Default: 16.
 
     Returns:
         o [B, T, H, V] in q's dtype, and the state [B, H, K, K + V] (compute dtype) or None.
@@ -72,21 +73,32 @@ def mesa_reference(q, k, v, ridge, state, chunk_size=None):
 
 
 def mesa_chunk(q, k, v, ridge, state, chunk_size):
-    """Chunks of C steps: the C matrices ``A_t`` by a cumulative sum, one batched Cholesky, a masked
-    product for the reads; [B, H, T, .] inputs (zero padding adds nothing to the sums)."""
+    """Chunks of C steps, exact at every step without a solve per step: with ``P = (A + ridge)^-1``
+    at the chunk's start and ``K`` the chunk's keys (rows), Woodbury gives step t's
+    ``z_t = (A + ridge + K_t^T K_t)^-1 q_t = P q_t - P K_t^T (I + K_t P K_t^T)^-1 K_t P q_t`` for the
+    first t keys ``K_t``. ``I + K P K^T = L L^T`` (one Cholesky of C x C, eigenvalues >= 1) serves
+    every t: the leading t x t block of L is the factor of the leading block, so two triangular
+    solves on the matrix of ``k_s . P q_t``, masked to s <= t between them, give every step's
+    coefficients at once. Reads as ``o_t = B_prev^T z_t + sum_{s<=t in chunk} (k_s . z_t) v_s``;
+    [B, H, T, .] inputs (zero padding adds nothing to the sums)."""
     T, K = q.shape[2], q.shape[-1]
     A, Bkv = state.split([K, state.shape[-1] - K], -1)
     C = min(chunk_size, T)
     q, k, v = (pad_time(x.transpose(1, 2), C).transpose(1, 2) for x in (q, k, v))
-    causal = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
+    causal = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()  # [t, s]: s <= t
+    eye = torch.eye(C, dtype=q.dtype, device=q.device)
     outputs = []
     for q_c, k_c, v_c in zip(q.split(C, 2), k.split(C, 2), v.split(C, 2)):
-        A_t = A.unsqueeze(2) + torch.cumsum(k_c.unsqueeze(-1) * k_c.unsqueeze(-2), 2)  # [B, H, C, K, K]
-        L = torch.linalg.cholesky(A_t + ridge.unsqueeze(1))
-        z = torch.cholesky_solve(q_c.unsqueeze(-1), L).squeeze(-1)  # [B, H, C, K]
-        scores = (z @ k_c.transpose(-1, -2)).masked_fill(~causal, 0.0)  # [B, H, C, C]: k_s . z_t, s <= t
+        start = torch.linalg.cholesky(A + ridge)                                   # [B, H, K, K]
+        Pq = torch.cholesky_solve(q_c.transpose(-1, -2), start)                    # [B, H, K, C]: P q_t
+        Pk = torch.cholesky_solve(k_c.transpose(-1, -2), start)                    # [B, H, K, C]: P k_s
+        L = torch.linalg.cholesky(eye + k_c @ Pk)                                  # [B, H, C, C]
+        W = torch.linalg.solve_triangular(L, k_c @ Pq, upper=False)                # [s, t]
+        Y = torch.linalg.solve_triangular(L.transpose(-1, -2), W.masked_fill(~causal.T, 0.0), upper=True)
+        z = (Pq - Pk @ Y).transpose(-1, -2)                                        # [B, H, C, K]
+        scores = (z @ k_c.transpose(-1, -2)).masked_fill(~causal, 0.0)             # [B, H, C, C]: k_s . z_t
         outputs.append(z @ Bkv + scores @ v_c)
-        A = A_t[:, :, -1]
+        A = A + k_c.transpose(-1, -2) @ k_c
         Bkv = Bkv + k_c.transpose(-1, -2) @ v_c
     return torch.cat(outputs, 2)[:, :, :T], torch.cat([A, Bkv], -1)
 
