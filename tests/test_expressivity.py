@@ -166,10 +166,11 @@ def test_delta_with_negative_eigenvalues_learns_parity(tmp_path):
     assert result["accuracy"] > 95
 
 
-def test_a_mesa_lambda_that_is_not_positive_is_refused():
-    with pytest.raises(ConfigError, match=re.escape("model.mesa_lambda must be > 0 (the ridge term of the mesa rule), "
-                                                    "got 0.0")):
-        load_config(RECIPE, ["model.mixer=mesa", "model.mesa_lambda=0.0"])
+@pytest.mark.parametrize("value", ["0.0", "inf"])
+def test_a_mesa_lambda_that_is_not_positive_and_finite_is_refused(value):
+    with pytest.raises(ConfigError, match=re.escape("model.mesa_lambda must be finite and > 0 (the ridge term of the "
+                                                    f"mesa rule), got {float(value)}")):
+        load_config(RECIPE, ["model.mixer=mesa", f"model.mesa_lambda={value}"])
     from metafwp.nn import FastWeightLayer
-    with pytest.raises(ValueError, match="mesa_lambda must be > 0, got -1"):
+    with pytest.raises(ValueError, match="mesa_lambda must be finite and > 0, got -1"):
         FastWeightLayer(16, 2, rule="mesa", mesa_lambda=-1)

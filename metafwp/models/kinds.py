@@ -4,6 +4,7 @@ ids; class labels or target values; whether it carries a state step to step) and
 for a task's episodes. Adding a kind is a ``LearnerKind`` subclass and ``register_learner_kind``."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, List, Optional
 
@@ -200,8 +201,8 @@ class SequenceConfig(BackboneSection):
         if self.num_householder < 1:
             raise ConfigError(f"model.num_householder must be >= 1 (1: the delta rule, n > 1: DeltaProduct), got "
                               f"{self.num_householder}")
-        if not self.mesa_lambda > 0:
-            raise ConfigError(f"model.mesa_lambda must be > 0 (the ridge term of the mesa rule), got "
+        if not 0 < self.mesa_lambda < math.inf:
+            raise ConfigError(f"model.mesa_lambda must be finite and > 0 (the ridge term of the mesa rule), got "
                               f"{self.mesa_lambda}")
 
 

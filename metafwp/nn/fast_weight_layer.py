@@ -1,6 +1,8 @@
 """FastWeightLayer: multi-head fast-weight mixer for every Table-1 rule, DeltaProduct and the mesa rule."""
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -64,8 +66,8 @@ class FastWeightLayer(nn.Module):
         super().__init__()
         if rule not in LAYER_RULES:
             raise ValueError(f"Unknown rule {rule!r}. Valid: {', '.join(LAYER_RULES)}")
-        if rule == "mesa" and not mesa_lambda > 0:
-            raise ValueError(f"mesa_lambda must be > 0, got {mesa_lambda}")
+        if rule == "mesa" and not 0 < mesa_lambda < math.inf:
+            raise ValueError(f"mesa_lambda must be finite and > 0, got {mesa_lambda}")
         feature_map = feature_map or default_feature_map(rule)
         if feature_map not in FEATURE_MAPS:
             raise ValueError(f"Unknown feature_map {feature_map!r}. Valid: {', '.join(FEATURE_MAPS)}")

@@ -109,11 +109,10 @@ def _check_lambda(lam, num_heads: int, q: torch.Tensor) -> torch.Tensor:
         if lam.shape not in ((), (num_heads,)):
             raise ValueError(f"lam must be a float or a tensor [H] = [{num_heads}], got shape {tuple(lam.shape)}")
         values = lam.to(q.device).expand(num_heads)
-        positive = bool((values.detach() > 0).all())
     elif isinstance(lam, (int, float)) and not isinstance(lam, bool):
-        values, positive = torch.full((num_heads,), float(lam), dtype=torch.float64, device=q.device), lam > 0
+        values = torch.full((num_heads,), float(lam), dtype=torch.float64, device=q.device)
     else:
         raise ValueError(f"lam must be a float or a tensor [H], got {type(lam).__name__}")
-    if not positive:
-        raise ValueError(f"lam must be > 0 (the ridge term keeps sum k k^T + lam I invertible), got {lam}")
+    if not bool(((values.detach() > 0) & values.detach().isfinite()).all()):
+        raise ValueError(f"lam must be finite and > 0 (the ridge term keeps sum k k^T + lam I invertible), got {lam}")
     return values

@@ -85,8 +85,9 @@ def test_mesa_state_carry_is_exact(backend):
 
 def test_mesa_bad_input():
     q, k, v = inputs(torch.float32)
-    for lam in (0.0, -1.0, torch.tensor([1.0, 0.0, 1.0])):
-        with pytest.raises(ValueError, match="lam must be > 0"):
+    for lam in (0.0, -1.0, float("inf"), float("nan"), torch.tensor([1.0, 0.0, 1.0]),
+                torch.tensor([1.0, 1.0, float("inf")])):
+        with pytest.raises(ValueError, match="lam must be finite and > 0"):
             mesa(q, k, v, lam=lam)
     with pytest.raises(ValueError, match=r"lam must be a float or a tensor \[H\] = \[3\]"):
         mesa(q, k, v, lam=torch.ones(2))
