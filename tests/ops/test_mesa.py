@@ -95,3 +95,15 @@ def test_mesa_bad_input():
         mesa(q, k, v, initial_state=torch.zeros(B, H, K, V))
     with pytest.raises(ValueError, match="Unknown backend 'triton'"):
         mesa(q, k, v, backend="triton")
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_inputs_are_computed_in_float32(dtype):
+    """Half-precision q, k, v: the sums and solves run in float32 (the state is float32), the output
+    is the float32 reference on the same rounded inputs, rounded once to the input dtype."""
+    q, k, v = (x.to(dtype) for x in inputs(torch.float32))
+    o, state = mesa(q, k, v, output_final_state=True)
+    expected, expected_state = mesa(q.float(), k.float(), v.float(), output_final_state=True, backend="reference")
+    assert o.dtype == dtype and state.dtype == torch.float32
+    torch.testing.assert_close(o.float(), expected, rtol=1e-2, atol=1e-2)  # one rounding to 8 or 11 mantissa bits
+    torch.testing.assert_close(state, expected_state, rtol=1e-5, atol=1e-5)
