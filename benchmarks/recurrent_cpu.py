@@ -64,7 +64,7 @@ def main(argv=None) -> dict:
         "delta_mlp (chunk delta rules)": lambda: delta_mlp(*x["delta_mlp"])[0],
         "delta_delta (chunk delta rules)": lambda: delta_delta(*x["delta_delta"])[0],
         "mesa, a solve per step": lambda: mesa(*x["mesa"], backend="reference")[0],
-        "mesa, chunk (batched Cholesky)": lambda: mesa(*x["mesa"], backend="chunk")[0],
+        "mesa, chunk (Woodbury)": lambda: mesa(*x["mesa"], backend="chunk")[0],
         "peer: SRWM loop": lambda: srwm(*x["srwm"], backend="reference")[0],
         "peer: delta rule, chunk form": lambda: delta_rule(*x["delta"], backend="chunk")[0],
         "peer: delta rule, loop": lambda: delta_rule(*x["delta"], backend="reference")[0],
@@ -79,6 +79,11 @@ def main(argv=None) -> dict:
     print(f"  {'op':<34}{'ms':>9}{'x delta chunk':>15}{'episodes/s':>12}")
     for name, seconds in medians.items():
         print(f"  {name:<34}{1000 * seconds:>9.1f}{seconds / chunk:>15.1f}{B / seconds:>12.0f}")
+    mesa_speedup = medians["mesa, a solve per step"] / medians["mesa, chunk (Woodbury)"]
+    mesa_ratio = medians["mesa, chunk (Woodbury)"] / chunk
+    print(f"  target: mesa chunk >= 4x a solve per step: {mesa_speedup:.2f}x "
+          f"{'PASS' if mesa_speedup >= 4 else 'SHORT'}")
+    print(f"  target: mesa chunk <= 2x the delta chunk form: {mesa_ratio:.2f}x {'PASS' if mesa_ratio <= 2 else 'SHORT'}")
     result = {"shape": [B, T, H, d], "threads": args.threads, "ms": {n: 1000 * s for n, s in medians.items()}}
     print(json.dumps(result))
     return result
