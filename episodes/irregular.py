@@ -24,6 +24,25 @@ def split_size(split: str) -> int:
     """How many of the 5,000 digits the shipped split puts in ``split`` (train, val or test)."""
     return len(json.loads(SPLITS_FILE.read_text())[split])
 
+
+def split_indices(split: str) -> torch.Tensor:
+    """The indices into ``MNIST5k()`` of the shipped split's ``split`` (train, val or test)."""
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"Unknown split {split!r}. Valid: train, val, test")
+    return torch.tensor(json.loads(SPLITS_FILE.read_text())[split])
+
+
+def pick_examples(rng, stream: int, split: str, indices: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """The digit of each episode id: a uniform draw from ``indices`` (``train``, with ``rng``'s
+    ``stream``), else the split's id-th digit (ids beyond the split are a ValueError)."""
+    if split == "train":
+        picks = rng.randint(ids, stream, torch.full((len(ids),), len(indices)))
+    else:
+        if int(ids.max()) >= len(indices):
+            raise ValueError(f"the {split} split holds {len(indices)} digits; episode ids go up to {len(indices) - 1}")
+        picks = ids
+    return indices[picks]
+
 ROWS = 28
 STREAM_DIGIT, STREAM_DROP = 70, 71   # choose_distinct uses 2 s and 2 s + 1
 
@@ -47,16 +66,13 @@ class IrregularRowsSampler:
 
     def __init__(self, digits, split: str = "train", drop_rate: float = 0.0, *, seed: int | None = None,
                  generator: torch.Generator | None = None):
-        splits = json.loads(SPLITS_FILE.read_text())
-        if split not in ("train", "val", "test"):
-            raise ValueError(f"Unknown split {split!r}. Valid: train, val, test")
+        self.indices = split_indices(split)
         if not 0 <= drop_rate < 1:
             raise ValueError(f"drop_rate must be in [0, 1) (the fraction of rows dropped), got {drop_rate!r}")
         if tuple(digits.images.shape[1:]) != (1, ROWS, ROWS) or len(digits.labels) != 5000:
             raise ValueError(f"the row sequences read the 5,000 28x28 digits of MNIST5k(), got {len(digits.labels)} "
                              f"images of {tuple(digits.images.shape[1:])}")
         self.digits, self.split, self.drop_rate = digits, split, drop_rate
-        self.indices = torch.tensor(splits[split])
         self.num_dropped = int(ROWS * drop_rate)
         self.rng = make_rng(seed, generator)
 
@@ -70,14 +86,7 @@ class IrregularRowsSampler:
     def sample(self, episode_ids) -> EpisodeBatch:
         ids = as_episode_ids(episode_ids)
         B, L = len(ids), ROWS - self.num_dropped
-        if self.split == "train":
-            picks = self.rng.randint(ids, STREAM_DIGIT, torch.full((B,), len(self.indices)))
-        else:
-            if int(ids.max()) >= len(self.indices):
-                raise ValueError(f"the {self.split} split holds {len(self.indices)} digits; episode ids go up to "
-                                 f"{len(self.indices) - 1}")
-            picks = ids
-        examples = self.indices[picks]
+        examples = pick_examples(self.rng, STREAM_DIGIT, self.split, self.indices, ids)
         kept = torch.ones(B, ROWS, dtype=torch.bool)
         if self.num_dropped:
             kept.scatter_(1, choose_distinct(self.rng, ids, STREAM_DROP, ROWS, self.num_dropped), False)

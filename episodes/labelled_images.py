@@ -6,12 +6,10 @@ is that split's i-th image, so a test of 500 episodes reads each once.
 """
 from __future__ import annotations
 
-import json
-
 import torch
 
 from episodes.batch import EpisodeBatch
-from episodes.irregular import SPLITS_FILE
+from episodes.irregular import pick_examples, split_indices, split_size
 from episodes.sampling import as_episode_ids, make_rng
 
 STREAM_IMAGE = 80
@@ -31,14 +29,11 @@ class LabelledImagesSampler:
 
     def __init__(self, images, split: str = "train", *, seed: int | None = None,
                  generator: torch.Generator | None = None):
-        splits = json.loads(SPLITS_FILE.read_text())
-        if split not in ("train", "val", "test"):
-            raise ValueError(f"Unknown split {split!r}. Valid: train, val, test")
-        if len(images.labels) != sum(len(splits[name]) for name in ("train", "val", "test")):
+        self.indices = split_indices(split)
+        if len(images.labels) != sum(split_size(name) for name in ("train", "val", "test")):
             raise ValueError(f"the shipped split covers the 5,000 digits of MNIST5k(), got {len(images.labels)} "
                              "images")
         self.images, self.split = images, split
-        self.indices = torch.tensor(splits[split])
         self.num_classes = images.num_classes
         self.rng = make_rng(seed, generator)
 
@@ -51,14 +46,7 @@ class LabelledImagesSampler:
     def sample(self, episode_ids) -> EpisodeBatch:
         ids = as_episode_ids(episode_ids)
         B = len(ids)
-        if self.split == "train":
-            picks = self.rng.randint(ids, STREAM_IMAGE, torch.full((B,), len(self.indices)))
-        else:
-            if int(ids.max()) >= len(self.indices):
-                raise ValueError(f"the {self.split} split holds {len(self.indices)} images; episode ids go up to "
-                                 f"{len(self.indices) - 1}")
-            picks = ids
-        examples = self.indices[picks]
+        examples = pick_examples(self.rng, STREAM_IMAGE, self.split, self.indices, ids)
         one_step = torch.ones(B, 1, dtype=torch.int64)
         return EpisodeBatch(inputs=self.images.images[examples][:, None], feedback=self.num_classes * one_step,
                             targets=self.images.labels[examples][:, None].clone(), loss_mask=one_step.bool(),
