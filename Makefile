@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench bench-gpu clean
+.PHONY: demo test bench bench-gpu gpu-wheels gpu-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,19 @@ bench: $(STAMP)
 
 bench-gpu: $(STAMP)
 	$(PY) benchmarks/ops_gpu.py
+
+# A lent GPU machine has its own python3 (torch, Triton) and no package index: `make gpu-wheels` here
+# puts the pure-Python packages it lacks into .whl/ and this machine's glyphs into .gpu_cache/; carry
+# both there and run `make gpu-check` (it makes no .venv; here it uses .venv when there is one).
+GPU_WHEELS := omegaconf==2.4.0 higher==0.2.1 fla-core==0.6.0 mlxtend==0.25.0 submitit==1.5.4
+
+gpu-wheels: $(STAMP)
+	$(PY) -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux2014_x86_64 -d .whl $(GPU_WHEELS)
+	XDG_CACHE_HOME=.gpu_cache $(PY) -c "from episodes.datasets.glyphs import Glyphs; Glyphs('all')"
+
+gpu-check:
+	$(if $(wildcard $(PY)),$(PY),python3) benchmarks/gpu_check.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

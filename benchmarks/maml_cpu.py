@@ -11,7 +11,7 @@ support and 5 query frames; the demo's 16-filter Conv-4, same tasks; their sinus
 25 tasks of 10 support and 10 query points, MSE. ``--repeats`` rounds alternate the three and the
 medians are reported.
 
-    python benchmarks/maml_cpu.py [--steps 1 5] [--repeats 3]
+    python benchmarks/maml_cpu.py [--steps 1 5] [--repeats 3] [--device cuda]
 """
 from __future__ import annotations
 
@@ -60,8 +60,11 @@ def higher_loop(model, tasks, inner_steps, loss_fn):
 
 def seconds(step, model, tasks, inner_steps, loss_fn) -> float:
     model.zero_grad()
+    synchronize = torch.cuda.synchronize if tasks[0].is_cuda else (lambda: None)
+    synchronize()
     started = time.perf_counter()
     step(model, tasks, inner_steps, loss_fn)
+    synchronize()
     return time.perf_counter() - started
 
 
@@ -81,12 +84,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, nargs="+", default=[1, 5], help="inner steps to measure")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
     torch.manual_seed(0)
     peers = {"maml_loss (vmap)": vmapped, "per-task loop": python_loop, "higher per-task": higher_loop}
-    print(f"MAML meta-steps, second order, {torch.get_num_threads()} threads; tasks/s, median of {args.repeats} "
-          f"(ours / peer in brackets)")
+    where = torch.cuda.get_device_name() if args.device == "cuda" else f"{torch.get_num_threads()} threads"
+    print(f"MAML meta-steps, second order, {where}; tasks/s, median of {args.repeats} (ours / peer in brackets)")
     for description, model, tasks, loss_fn in settings():
+        model, tasks = model.to(args.device), tuple(t.to(args.device) for t in tasks)
         print(description)
         for inner_steps in args.steps:
             for step in peers.values():  # warm-up

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import unicodedata
 from importlib import resources
 from pathlib import Path
@@ -33,6 +34,7 @@ FACES = tuple([f"DejaVuSans{s}.ttf" for s in ("", "-Bold", "-Oblique", "-BoldObl
               + [f"STIXGeneral{s}.ttf" for s in ("", "Bol", "Italic", "BolIta")])
 MIN_FACES = 13
 DRAWERS = 20
+CARRIED_FILE = "METAFWP_GLYPHS_FILE"  # a rendered glyph file to load as is (see Glyphs)
 IMAGE_SIZE = 28
 RENDER_SCALE = 4  # render at 4x, then downsample with an antialiasing filter
 FONT_PIXELS = 88  # font size at 4x: an em of 22 px in the 28 px image
@@ -177,9 +179,26 @@ def in_split(entry: list, split: str, validation_blocks: list[str]) -> bool:
     return split in ("all", entry[2])
 
 
-def default_cache_root() -> Path:
-    import os
+def carried_glyphs(listing: dict) -> dict:
+    """``{"images": uint8 [classes * drawers, 1, 28, 28]}`` from the file ``$METAFWP_GLYPHS_FILE`` names,
+    checked against this class list (its version in the name, its class count in the shape)."""
+    path = Path(os.environ[CARRIED_FILE]).expanduser()
+    prefix = f"glyphs-v{listing['version']}-"
+    if not path.name.startswith(prefix):
+        raise ValueError(f"{CARRIED_FILE}={path} is not a glyph file of this class list: its name must start "
+                         f"with {prefix!r} (render one with this version of metafwp and carry it)")
+    try:
+        cached = torch.load(path, weights_only=True)  # never runs code from the file
+    except Exception as error:
+        raise ValueError(f"{CARRIED_FILE}={path} cannot be read as a glyph file: {error}") from None
+    expected = (len(listing["classes"]) * DRAWERS, 1, IMAGE_SIZE, IMAGE_SIZE)
+    images = cached.get("images") if isinstance(cached, dict) else None
+    if not isinstance(images, torch.Tensor) or tuple(images.shape) != expected or images.dtype != torch.uint8:
+        raise ValueError(f"{CARRIED_FILE}={path} holds no uint8 glyph images of shape {expected}")
+    return {"images": images}
 
+
+def default_cache_root() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "metafwp"
 
 
@@ -196,6 +215,10 @@ class Glyphs(ImageClasses):
             ``~/.cache/metafwp``.
         progress: show a progress bar while rendering (first use only, a few seconds).
 
+    Another matplotlib renders other glyphs (its version and fonts are in the cache key). To use
+    the exact images of another machine, point ``$METAFWP_GLYPHS_FILE`` at a cache file rendered
+    there (``glyphs-v<version>-<key>.pt``): it is loaded as is, with no code run from it.
+
     ``alphabets`` gives each class's Unicode block; ``class_names`` are ``U+XXXX <char>``.
     """
 
@@ -211,7 +234,7 @@ class Glyphs(ImageClasses):
         key = hashlib.sha256(json.dumps([listing, matplotlib.__version__, IMAGE_SIZE, DRAWERS,
                                          [f.stat().st_size for f in fonts]]).encode()).hexdigest()[:16]
         cache_file = root / f"glyphs-v{listing['version']}-{key}.pt"
-        cached = load_cached(cache_file, key)
+        cached = load_cached(cache_file, key) if CARRIED_FILE not in os.environ else carried_glyphs(listing)
         if cached is None:
             images = self._render_all(entries, progress)
             save_cached(cache_file, key, {"images": images})

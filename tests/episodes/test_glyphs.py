@@ -95,6 +95,29 @@ def test_cache_is_reused_and_sampling_works(glyph_root):
         Glyphs("tarin", root=glyph_root)
 
 
+def test_a_carried_glyph_file_is_used_as_is_whatever_this_machine_renders(glyph_root, tmp_path, monkeypatch):
+    rendered = next(glyph_root.glob("glyphs-v*.pt"))
+    images = torch.load(rendered, weights_only=True)["images"]
+    carried = tmp_path / rendered.name.replace(rendered.stem.split("-")[-1], "0123456789abcdef")  # another key
+    torch.save({"key": "rendered elsewhere", "images": 255 - images}, carried)
+    monkeypatch.setenv("METAFWP_GLYPHS_FILE", str(carried))
+    empty_root = tmp_path / "cache"
+    glyphs = Glyphs("evaluation", root=empty_root, progress=False)
+    monkeypatch.delenv("METAFWP_GLYPHS_FILE")
+    here = Glyphs("evaluation", root=glyph_root, progress=False)
+    assert torch.equal(glyphs.images, 255 - here.images)
+    assert not list(empty_root.glob("*.pt"))  # nothing rendered, nothing cached
+    for name, content, message in [("glyphs-v0-abc.pt", {"images": images}, "is not a glyph file of this class list"),
+                                   (rendered.name, {"images": images[:5]}, "holds no uint8 glyph images of shape"),
+                                   (rendered.name, "not a dict", "holds no uint8 glyph images")]:
+        bad = tmp_path / "bad" / name
+        bad.parent.mkdir(exist_ok=True)
+        torch.save(content, bad)
+        monkeypatch.setenv("METAFWP_GLYPHS_FILE", str(bad))
+        with pytest.raises(ValueError, match=message):
+            Glyphs("evaluation", root=empty_root, progress=False)
+
+
 def test_drop_near_duplicates_keeps_the_first_of_each_look_alike():
     base = np.full((4, 3, 3), 255.0)
     base[0, 1, 1] = base[1, 1, 1] = 0  # 0 and 1 identical
