@@ -122,6 +122,26 @@ def test_the_non_causal_layers_compute_gd_plus_plus_and_its_gamma_reads_back():
     assert torch.allclose(one_layer(batch)[0][:, N:], construction_weights(dx, lr).double()(batch)[0][:, N:])
 
 
+@pytest.mark.parametrize("causal", [True, False])
+def test_linear_self_attention_equals_its_fast_weight_loop(causal):
+    """Two untied layers with random weights against a float64 loop of the vanilla FWP: the support
+    tokens write (W_k e_i)(W_v e_i)^T into S, token t reads W_o S^T W_q e_t from the writes up to t
+    (causal) or from the whole support (non-causal)."""
+    dx, N = 3, 6
+    batch = RegressionSampler("linear", N, 2, dim=dx, seed=4).sample(range(5))
+    model = LinearSelfAttention(dx, 1, num_layers=2, init_std=0.5, causal=causal).double()
+    tokens = torch.cat([batch.inputs.double(), batch.feedback[..., :1].double()], -1)
+    for layer in range(2):
+        W_q, W_k, W_v, W_o = model.layer_weights(layer).detach()
+        writes = [(W_k @ tokens[:, i, :, None]) @ (W_v @ tokens[:, i, :, None]).transpose(1, 2) for i in range(N)]
+        new = tokens.clone()
+        for t in range(N + 2):
+            S = sum(writes[:t + 1] if causal else writes)
+            new[:, t] += (W_o @ S.transpose(1, 2) @ W_q @ tokens[:, t, :, None])[..., 0]
+        tokens = new
+    assert torch.allclose(model(batch)[0], tokens[..., dx:], atol=1e-12)
+
+
 def test_one_step_learning_rate_minimises_the_loss():
     sampler = RegressionSampler("linear", 10, 1, dim=10, input_distribution="uniform", input_range=1.0, seed=5)
     gd_lr = one_step_gd_learning_rate(sampler, episodes=4000, batch_size=1000)

@@ -6,7 +6,6 @@ import torch
 import torch.nn as nn
 
 from episodes import EpisodeBatch
-from metafwp.ops import fast_weight
 
 
 class LinearSelfAttention(nn.Module):
@@ -52,12 +51,12 @@ class LinearSelfAttention(nn.Module):
         writes = (batch.feedback[..., -1] == 0).to(tokens.dtype)[..., None]  # [B, T, 1]
         for layer in range(self.num_layers):
             W_q, W_k, W_v, W_o = self.layer_weights(layer)
-            q, k, v = tokens @ W_q.T, (tokens @ W_k.T) * writes, tokens @ W_v.T
-            if self.causal:
-                read = fast_weight(q[:, :, None], k[:, :, None], v[:, :, None], rule="hebbian", scale=1.0)[0][:, :, 0]
-            else:
-                read = q @ (k.transpose(1, 2) @ v)
-            tokens = tokens + read @ W_o.T
+            if self.causal:  # the Hebbian FWP's read S_t^T q_t in its attention form: sum_{i <= t} (k_i . q_t) v_i
+                q, k, v = tokens @ W_q.T, (tokens @ W_k.T) * writes, tokens @ W_v.T
+                tokens = tokens + ((q @ k.transpose(1, 2)).tril() @ v) @ W_o.T
+            else:  # W_o S^T W_q e with S = sum_i (W_k e_i)(W_v e_i)^T, through the support's Gram matrix [B, D, D]
+                gram = (tokens * writes).transpose(1, 2) @ tokens
+                tokens = tokens + tokens @ (W_q.T @ W_k @ gram @ (W_v.T @ W_o.T))
         return tokens[..., self.dx:], None
 
     def gd_plus_plus_gamma(self, layer: int = 0) -> tuple[float, float]:
