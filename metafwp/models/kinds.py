@@ -169,6 +169,7 @@ class SequenceConfig(BackboneSection):
     short_conv: bool = False          # hqlt: causal depthwise convolutions of 4 steps on q, k, v
     delayed_rate: str = "own"         # hqlt delayed_stream: a delayed write's rate, its own or the current step's
     learned_initial_r: bool = False   # delta_rnn, delta_lstm: R starts from a learned slow matrix, not zeros
+    dct_sparsity: float = 0.5         # dct_lstm, fast_dct_rnn: the fraction of each matrix's DCT coefficients dropped
 
     DECIDING_KEYS: ClassVar[tuple[str, ...]] = ("kind", "mixer", "backbone")
 
@@ -201,6 +202,12 @@ class SequenceConfig(BackboneSection):
         if self.num_householder < 1:
             raise ConfigError(f"model.num_householder must be >= 1 (1: the delta rule, n > 1: DeltaProduct), got "
                               f"{self.num_householder}")
+        if not 0 <= self.dct_sparsity < 1:
+            raise ConfigError(f"model.dct_sparsity must be in [0, 1) (the fraction of DCT coefficients dropped), got "
+                              f"{self.dct_sparsity}")
+        if int(self.d_model ** 2 * (1 - self.dct_sparsity)) < 1:
+            raise ConfigError(f"model.dct_sparsity={self.dct_sparsity} leaves no DCT coefficient of a "
+                              f"{self.d_model} x {self.d_model} matrix: lower it or raise model.d_model")
         if not 0 < self.mesa_lambda < math.inf:
             raise ConfigError(f"model.mesa_lambda must be finite and > 0 (the ridge term of the mesa rule), got "
                               f"{self.mesa_lambda}")

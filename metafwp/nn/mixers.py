@@ -9,6 +9,7 @@ from typing import Callable
 import torch.nn as nn
 
 from metafwp.nn.baseline_layers import CausalAttentionLayer, LSTMLayer, SlidingWindowAttentionLayer
+from metafwp.nn.dct_layers import DCTLSTM, FastDCTRNN
 from metafwp.nn.elstm_layer import ELSTMLayer
 from metafwp.nn.fast_weight_layer import FastWeightLayer
 from metafwp.nn.hybrid_layer import HybridQLTLayer
@@ -98,3 +99,7 @@ register_mixer("hqlt", lambda d_model, dropout, num_heads, hybrid_variant="synch
                **options: HybridQLTLayer(d_model, num_heads, variant=hybrid_variant, mixing=hybrid_mixing, **options),
                ("num_heads", "window", "hybrid_variant", "hybrid_mixing", "short_conv", "beta_activation",
                 "delayed_rate"))
+register_mixer("dct_lstm", lambda d_model, dropout, dct_sparsity=0.5: DCTLSTM(d_model, d_model, dct_sparsity),
+               ("dct_sparsity",))
+register_mixer("fast_dct_rnn", lambda d_model, dropout, dct_sparsity=0.5:
+               FastDCTRNN(d_model, d_model, dct_sparsity, dct_sparsity), ("dct_sparsity",))

@@ -73,7 +73,7 @@ def learner(mixer, batch, **options):
 
 
 MIXERS = ["srwm", "delta", "gated_delta", "hebbian", "lstm", "attention", "mesa", "delta_rnn", "delta_lstm",
-          "recurrent_delta", "delta_mlp", "delta_delta", "elstm", "window_attention", "hqlt"]
+          "recurrent_delta", "delta_mlp", "delta_delta", "elstm", "window_attention", "hqlt", "dct_lstm", "fast_dct_rnn"]
 
 
 @pytest.mark.parametrize("mixer", MIXERS)

@@ -1,5 +1,8 @@
 """Weights in compressed (DCT) space, against scipy's orthonormal DCT, the authors' selection rule
 written here from its description, torch's LSTM and a float64 loop of the fast-weight DCT RNN."""
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 import scipy.fft
@@ -139,3 +142,17 @@ def test_the_fast_dct_rnn_equals_its_equations_in_a_float64_loop():
 def test_bad_settings_raise_one_clear_error(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["model.mixer=dct_lstm", "model.dct_sparsity=1.0"], "model.dct_sparsity must be in [0, 1) (the fraction of DCT "
+                                                         "coefficients dropped), got 1.0"),
+    (["model.mixer=fast_dct_rnn", "model.d_model=2", "model.num_heads=1", "model.dct_sparsity=0.9"],
+     "model.dct_sparsity=0.9 leaves no DCT coefficient of a 2 x 2 matrix"),
+    (["model.mixer=delta", "model.dct_sparsity=0.3"], "model.dct_sparsity"),
+])
+def test_bad_dct_settings_are_one_config_error(overrides, message):
+    from metafwp.train import ConfigError, load_config
+    recipe = Path(__file__).parents[2] / "recipes" / "expressivity_parity.yaml"
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(recipe, overrides)
