@@ -57,6 +57,21 @@ def plot_accuracy_bars(names: list[str], accuracies: list[float], ci95: list[flo
     return save_figure(figure, path)
 
 
+def plot_bits_per_character(results: dict[str, dict], path: Path, *, title: str = "") -> Path:
+    """Bits per character of each named result (``bpc``, ``ci95``) as bars with their 95% CIs;
+    lower is better, and 8 bits is a uniform guess over bytes."""
+    names = list(results)
+    figure = Figure(figsize=(max(5.0, 1.3 * len(names) + 1.5), 3.8))
+    axis = figure.subplots()
+    axis.bar(names, [results[name]["bpc"] for name in names], yerr=[results[name]["ci95"] for name in names],
+             capsize=4, color=[f"C{i}" for i in range(len(names))], ecolor="black")
+    axis.axhline(8.0, color="black", linestyle="--", linewidth=1, label="uniform over bytes (8 bits)")
+    axis.set(ylabel="bits per character (lower is better)", ylim=(0, 8.8), title=title)
+    axis.grid(alpha=0.3, axis="y")
+    axis.legend(loc="upper right", fontsize=8)
+    return save_figure(figure, path)
+
+
 def plot_accuracy_by_shot(results: dict[str, dict], path: Path, *, chance: float, first_sighting_chance=None,
                           title: str = "") -> Path:
     """Test accuracy by shot index (``by_shot``) for each named result: bars with 95% CIs when every

@@ -3,6 +3,7 @@ A recipe picks one with ``task: <name>``; adding a task is a module and an entry
 from metafwp.tasks.base import (LEARNER, GeneratorTask, Scores, StreamTask, Task, add_tallies, autocast,
                                 confidence_interval, evaluate_episodes)
 from metafwp.tasks.bootstrap import BootstrapTask
+from metafwp.tasks.char_lm import CharLMTask
 from metafwp.tasks.classification import ClassificationTask
 from metafwp.tasks.code_execution import CodeExecutionTask
 from metafwp.tasks.continual import ContinualTask
@@ -18,9 +19,9 @@ from metafwp.tasks.regression import RegressionTask
 TASKS: dict[str, type[Task]] = {task.name: task for task in (FewShotTask, RegressionTask, BootstrapTask, MultiTaskTask,
                                                               ContinualTask, ExpressivityTask, CopyTask, MQARTask,
                                                               CodeExecutionTask, ListOpsTask, IrregularRowsTask,
-                                                              ClassificationTask)}
+                                                              ClassificationTask, CharLMTask)}
 
-__all__ = ["LEARNER", "TASKS", "BootstrapTask", "ClassificationTask", "CodeExecutionTask", "ContinualTask", "CopyTask",
-           "ExpressivityTask", "FewShotTask", "GeneratorTask", "IrregularRowsTask", "ListOpsTask", "MQARTask",
-           "MultiTaskTask", "RegressionTask", "Scores", "StreamTask", "Task", "add_tallies", "autocast",
-           "confidence_interval", "evaluate_episodes"]
+__all__ = ["LEARNER", "TASKS", "BootstrapTask", "CharLMTask", "ClassificationTask", "CodeExecutionTask",
+           "ContinualTask", "CopyTask", "ExpressivityTask", "FewShotTask", "GeneratorTask", "IrregularRowsTask",
+           "ListOpsTask", "MQARTask", "MultiTaskTask", "RegressionTask", "Scores", "StreamTask", "Task", "add_tallies",
+           "autocast", "confidence_interval", "evaluate_episodes"]

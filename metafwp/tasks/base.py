@@ -64,6 +64,17 @@ def masked_token_scores(outputs: torch.Tensor, batch) -> tuple[torch.Tensor, tor
     return (per_step.view_as(mask) * mask).sum(), right
 
 
+def detach_state(state):
+    """A learner's state (nested lists and tuples of tensors) cut from the graph."""
+    if isinstance(state, torch.Tensor):
+        return state.detach()
+    if isinstance(state, tuple) and hasattr(state, "_fields"):  # a named state (DeltaRNNState, ...)
+        return type(state)(*map(detach_state, state))
+    if isinstance(state, (list, tuple)):
+        return type(state)(map(detach_state, state))
+    return state
+
+
 def confidence_interval(values: torch.Tensor) -> tuple[float, float]:
     """``(mean, 1.96 * std / sqrt(n))`` of ``values [n]`` (std with Bessel's correction)."""
     n = values.numel()

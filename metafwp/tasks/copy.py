@@ -25,7 +25,7 @@ from episodes.copy_task import CopySampler
 from metafwp.errors import ConfigError
 from metafwp.nn.elstm_layer import ELSTMLayer, ELSTMRTRL
 from metafwp.plots import plot_accuracy_bars
-from metafwp.tasks.base import LEARNER, GeneratorTask, Scores
+from metafwp.tasks.base import LEARNER, GeneratorTask, Scores, detach_state
 
 UPDATES = ("bptt", "tbptt", "rtrl")
 
@@ -53,17 +53,6 @@ class CopyData:
             raise ConfigError(f"data.length must be >= 1 (the longest pattern), got {self.length}")
         if self.window < 1:
             raise ConfigError(f"data.window must be >= 1 (tokens per truncated update), got {self.window}")
-
-
-def detach_state(state):
-    """A learner's state (nested lists and tuples of tensors) cut from the graph."""
-    if isinstance(state, torch.Tensor):
-        return state.detach()
-    if isinstance(state, tuple) and hasattr(state, "_fields"):  # a named state (DeltaRNNState, ...)
-        return type(state)(*map(detach_state, state))
-    if isinstance(state, (list, tuple)):
-        return type(state)(map(detach_state, state))
-    return state
 
 
 class CopyTask(GeneratorTask):

@@ -1,4 +1,6 @@
-"""Checkpoints: a plain dict written atomically (temp file + rename) and read with weights_only=True."""
+"""Checkpoints: a plain dict written atomically (temp file + rename) and read with weights_only=True:
+tensors, numbers, strings, containers and the learners' named states (a task may carry a learner's
+state across batches), nothing that runs code."""
 from __future__ import annotations
 
 import os
@@ -7,6 +9,11 @@ from pathlib import Path
 import torch
 
 from metafwp.errors import CheckpointError
+from metafwp.nn.hybrid_layer import HybridState
+from metafwp.ops.recurrent_fwp import DeltaDeltaState, DeltaLSTMState, DeltaMLPState, DeltaRNNState, RecurrentDeltaState
+
+# the NamedTuple states of the sequence mixers; a new one goes here (tests/test_char_lm.py checks every mixer)
+LEARNER_STATES = (DeltaRNNState, DeltaLSTMState, RecurrentDeltaState, DeltaMLPState, DeltaDeltaState, HybridState)
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
@@ -23,12 +30,13 @@ def save_checkpoint(path: Path, state: dict) -> None:
 
 
 def load_checkpoint(path: str | Path) -> dict:
-    """A checkpoint's dict; tensors, numbers, strings and containers only (no code runs)."""
+    """A checkpoint's dict; tensors, numbers, strings, containers and ``LEARNER_STATES`` only (no code runs)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}; train first, or check the run folder")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(list(LEARNER_STATES)):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # a truncated or foreign file: say which, and keep it
         problem = " ".join(str(error).split())[:300]
         raise CheckpointError(f"{path} is not a readable metafwp checkpoint ({type(error).__name__}: {problem}). "

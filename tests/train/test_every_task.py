@@ -1,4 +1,4 @@
-"""The trainer's guarantees for each of the six tasks: validation keeps the best checkpoint (the
+"""The trainer's guarantees for each of these tasks: validation keeps the best checkpoint (the
 highest accuracy, or for regression the lowest error) and tests it; a run stopped by SIGTERM and
 resumed equals the run trained straight, bit for bit; a changed config is refused with every file
 of the run unchanged; ``evaluate`` reproduces the run's test; a bad test or validation setting
@@ -40,7 +40,9 @@ RUNS = {  # task: (recipe, overrides of a tiny run that validates on held-out cl
     "regression": ("regression_linear", RUN + ["data.dim=3", "data.num_support=6"]),
     "expressivity": ("expressivity_parity", RUN + ["data.train_length=6"]),
     "copy": ("copy_elstm", [s for s in RUN if s != "model.num_heads=2"] + ["data.length=3"]),  # online RTRL
+    "char_lm": ("char_lm_delta", RUN + ["data.segment_length=8"]),  # the state carried across batches
 }
+METRICS = {"regression": ("error", False), "char_lm": ("bpc", False)}  # the others: ("accuracy", True)
 
 
 def command(task: str, out_dir: Path, name: str, *overrides) -> list[str]:
@@ -77,7 +79,7 @@ def test_validation_keeps_the_best_checkpoint_and_the_test_uses_it(task, straigh
     run_dir = straight_runs(task)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     metric, higher_is_better = TASKS[task].metric, TASKS[task].higher_is_better
-    assert (metric, higher_is_better) == (("error", False) if task == "regression" else ("accuracy", True))
+    assert (metric, higher_is_better) == METRICS.get(task, ("accuracy", True))
     validation = metrics["validation"]
     assert [record["step"] for record in validation] == [1, 2, 3, 4]
     scores = [record[metric] if higher_is_better else -record[metric] for record in validation]
@@ -170,7 +172,9 @@ def test_two_process_ddp_equals_one_process_for_every_task(tmp_path, straight_ru
     for task in RUNS:
         single, ddp = (load_checkpoint(folder / "checkpoint.pt") for folder in (straight_runs(task), tmp_path / task))
         for key, value in single["model"].items():
-            assert torch.allclose(ddp["model"][key], value, rtol=1e-4, atol=1e-6), f"{task}: {key}"
+            # Adam scales every gradient entry to about lr, so float summation order can move a weight whose
+            # gradient is near zero by a few 1e-6 after four steps (seen: 1.9e-6 in multitask's first conv)
+            assert torch.allclose(ddp["model"][key], value, rtol=1e-4, atol=1e-5), f"{task}: {key}"
         for ours, theirs in zip(ddp["history"], single["history"], strict=True):
             assert ours["loss"] == pytest.approx(theirs["loss"], rel=1e-5) and ours["episodes"] == theirs["episodes"]
         assert [record["step"] for record in ddp["validation"]] == [1, 2, 3, 4]
