@@ -108,25 +108,30 @@ class FastDCTRNN(nn.Module):
         bound = 1.0 / math.sqrt(hidden_size)
         self.bias = nn.Parameter(torch.empty(hidden_size).uniform_(-bound, bound))
 
-    def fast_product(self, coefficients: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, x: torch.Tensor,
-                     M_out: torch.Tensor, M_in: torch.Tensor) -> torch.Tensor:
-        """``W x`` for ``W = IDCT2(C)``, ``C [B, out, in]`` zero but for ``coefficients [B, n]``: ``[B, out]``."""
-        dense = coefficients.new_zeros(x.shape[0], M_out.shape[0], M_in.shape[0])
-        dense[:, rows, cols] = coefficients
-        return ((dense @ (x @ M_in.T)[..., None])[..., 0]) @ M_out
+    @staticmethod
+    def coefficient_matrices(coefficients: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, out_features: int,
+                             in_features: int) -> torch.Tensor:
+        """``C [B, T, out, in]``, zero but for ``coefficients [B, T, n]`` in the kept triangle."""
+        dense = coefficients.new_zeros(*coefficients.shape[:2], out_features, in_features)
+        dense[:, :, rows, cols] = coefficients
+        return dense
 
     def forward(self, x: torch.Tensor, state=None):
         B, T, _ = x.shape
-        h, slow_state = state if state is not None else (x.new_zeros(B, self.hidden_size), None)
+        H = self.hidden_size
+        h, slow_state = state if state is not None else (x.new_zeros(B, H), None)
         coefficients, slow_state = self.slow(x, slow_state)
         if self.coef_scaler is not None:
             coefficients = coefficients * self.coef_scaler
-        M_in, M_hid = dct_matrix(self.input_size, x.dtype, x.device), dct_matrix(self.hidden_size, x.dtype, x.device)
+        M_in, M_hid = dct_matrix(self.input_size, x.dtype, x.device), dct_matrix(H, x.dtype, x.device)
         c_ih, c_hh = coefficients.split([self.num_ih, self.num_hh], -1)
+        # W_ih(t) x_t + b for every step at once (it reads no earlier h); only W_hh(t) h_{t-1} runs step by step
+        C_ih = self.coefficient_matrices(c_ih, self.ih_rows, self.ih_cols, H, self.input_size)
+        driven = (C_ih @ (x @ M_in.T)[..., None])[..., 0] @ M_hid + self.bias
+        C_hh = self.coefficient_matrices(c_hh, self.hh_rows, self.hh_cols, H, H)
         outputs = []
         for t in range(T):
-            h = torch.tanh(self.fast_product(c_ih[:, t], self.ih_rows, self.ih_cols, x[:, t], M_hid, M_in)
-                           + self.fast_product(c_hh[:, t], self.hh_rows, self.hh_cols, h, M_hid, M_hid) + self.bias)
+            h = torch.tanh(driven[:, t] + (C_hh[:, t] @ (h @ M_hid.T)[..., None])[..., 0] @ M_hid)
             outputs.append(h)
         return torch.stack(outputs, 1), (h, slow_state)
 
