@@ -16,6 +16,11 @@ def save_figure(figure: Figure, path: Path) -> Path:
     return path
 
 
+def bar_label(label: str) -> str:
+    """A bar's label on two lines when it is long (at its first space)."""
+    return label.replace(" ", "\n", 1) if len(label) > 14 else label
+
+
 def plot_learning_curves(history: list[dict], path: Path, title: str = "", validation: list[dict] = (),
                          metric: str = "accuracy") -> Path:
     """Training loss and ``metric`` against the step, from the logged ``history`` records, with the
@@ -63,12 +68,29 @@ def plot_bits_per_character(results: dict[str, dict], path: Path, *, title: str 
     names = list(results)
     figure = Figure(figsize=(max(5.0, 1.3 * len(names) + 1.5), 3.8))
     axis = figure.subplots()
-    axis.bar(names, [results[name]["bpc"] for name in names], yerr=[results[name]["ci95"] for name in names],
+    axis.bar([bar_label(name) for name in names], [results[name]["bpc"] for name in names],
+             yerr=[results[name]["ci95"] for name in names],
              capsize=4, color=[f"C{i}" for i in range(len(names))], ecolor="black")
     axis.axhline(8.0, color="black", linestyle="--", linewidth=1, label="uniform over bytes (8 bits)")
     axis.set(ylabel="bits per character (lower is better)", ylim=(0, 8.8), title=title)
     axis.grid(alpha=0.3, axis="y")
     axis.legend(loc="upper right", fontsize=8)
+    return save_figure(figure, path)
+
+
+def plot_bpc_by_compression(series: dict[str, list[tuple[float, float, float]]], path: Path, *,
+                            title: str = "") -> Path:
+    """Bits per character against the fraction of weight coefficients dropped: one line per model
+    family, each point ``(rate, bpc, ci95)``."""
+    figure = Figure(figsize=(5.5, 3.8))
+    axis = figure.subplots()
+    for name, points in series.items():
+        points = sorted(points)
+        axis.errorbar([100 * p[0] for p in points], [p[1] for p in points], [p[2] for p in points], marker="o",
+                      capsize=3, label=name)
+    axis.set(xlabel="coefficients dropped (%)", ylabel="bits per character (lower is better)", title=title)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
     return save_figure(figure, path)
 
 

@@ -65,6 +65,16 @@ def test_the_multitask_learners_are_within_ten_percent_of_deltanets_parameters()
     assert all(abs(count / counts["DeltaNet"] - 1) <= 0.10 for count in counts.values()), counts
 
 
+def test_the_char_lm_learners_are_within_ten_percent_of_the_lstms_parameters():
+    counts = {}
+    for condition in STUDIES["char_lm"].conditions:
+        config = load_config(ROOT / "recipes" / f"{condition.recipe}.yaml", list(condition.overrides))
+        assert config.model.num_layers == 1 and f"model.mixer={config.model.mixer}" in condition.overrides
+        model = TASKS[config.task](config, progress=False).build_learner(config.model)
+        counts[condition.label] = sum(p.numel() for p in model.parameters())
+    assert all(abs(count / counts["LSTM"] - 1) <= 0.10 for count in counts.values()), counts
+
+
 @pytest.mark.parametrize("protocol", ["bhattamishra", "grazzi"])
 def test_the_recurrent_parity_rows_run_what_their_labels_say(protocol):
     """Each row's resolved config: the mixer, the rate map and R_0 its label names, under the protocol."""

@@ -20,7 +20,7 @@ import torch
 from metafwp.demo import RECIPES
 from metafwp.errors import ConfigError
 from metafwp.evaluate import evaluate_run, result_file
-from metafwp.plots import plot_accuracy_bars
+from metafwp.plots import bar_label, plot_accuracy_bars
 from metafwp.studies.declaration import Condition, Study
 from metafwp.studies.launchers import ClusterSettings, launch
 from metafwp.tasks import TASKS
@@ -263,8 +263,8 @@ def write_tables(study: Study, folder: Path, results: dict) -> None:
     (folder / "results.md").write_text("\n".join(lines) + "\n")
     labels = list(results["conditions"])
     head = study.columns[0].name
-    if results["chance"] is not None:
-        plot_accuracy_bars([label.replace(" ", "\n", 1) if len(label) > 14 else label for label in labels],
+    if results["metric"] == "accuracy":
+        plot_accuracy_bars([bar_label(label) for label in labels],
                            [results["conditions"][label]["columns"][head]["mean"] for label in labels],
                            [results["conditions"][label]["columns"][head]["ci95"] for label in labels],
                            folder / "results.png", chance=results["chance"], ylabel=f"{head} (%)",
