@@ -145,3 +145,11 @@ def test_the_spotlight_scores_every_training_example_and_votes_with_the_model():
         assert [(int(t), int(n), int(label)) for t, n, label in top] == [b[1:] for b in best]
         agree += spot.vote == int(outputs[i])
     assert agree >= 36, f"the last layer's class vote agrees with the model on {agree} of 40 test points"
+    batched = recorder.spotlight("4", inputs, num_classes=2, k=4, chunk=7)  # 40 inputs in chunks of 7
+    for i in range(40):
+        one = recorder.spotlight("4", inputs[i], num_classes=2, k=4)
+        assert int(batched.vote[i]) == one.vote  # a batch of dot products rounds differently from one
+        assert torch.allclose(batched.class_scores[i], one.class_scores, rtol=1e-5)
+        assert torch.allclose(batched.top_scores[i], one.top_scores, rtol=1e-5)
+        for field in ("top_steps", "top_examples", "top_labels"):
+            assert torch.equal(getattr(batched, field)[i], getattr(one, field)), field

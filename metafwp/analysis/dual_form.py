@@ -36,12 +36,12 @@ class LayerRecord:
 
 @dataclass
 class Spotlight:
-    """What a layer attends to for one test input: ``class_scores [C]`` the summed ``|x_t . x|`` of
-    the training examples of each class, ``vote`` its argmax, and the ``k`` training examples with
-    the largest scores: ``top_scores``, ``top_steps`` (when they were seen), ``top_examples`` (their
-    index in that step's batch) and ``top_labels``."""
+    """What a layer attends to for test inputs: ``class_scores [..., C]`` the summed ``|x_t . x|`` of
+    the training examples of each class, ``vote`` its argmax (an int for one input, ``[M]`` for M), and
+    the ``k`` training examples with the largest scores: ``top_scores``, ``top_steps`` (when they were
+    seen), ``top_examples`` (their index in that step's batch) and ``top_labels``, each ``[..., k]``."""
     class_scores: torch.Tensor
-    vote: int
+    vote: int | torch.Tensor
     top_scores: torch.Tensor
     top_steps: torch.Tensor
     top_examples: torch.Tensor
@@ -190,20 +190,34 @@ class DualFormRecorder:
             out = out + k * scores @ values.to(x.dtype)
         return out
 
-    def spotlight(self, name: str, x: torch.Tensor, num_classes: int, k: int = 3) -> Spotlight:
-        """The spotlight of layer ``name`` on one test input ``x [in]`` (its input at that layer):
-        scores ``|x_t^(n) . x|`` over every recorded training example (no softmax, no error
-        signal, as the authors' analysis), their totals per class and the top ``k``."""
+    def spotlight(self, name: str, x: torch.Tensor, num_classes: int, k: int = 3, chunk: int = 256) -> Spotlight:
+        """The spotlight of layer ``name`` on test inputs ``x [in]`` or ``[M, in]`` (their inputs at that
+        layer): scores ``|x_t^(n) . x|`` over every recorded training example (no softmax, no error
+        signal, as the authors' analysis), their totals per class and the top ``k``; ``chunk`` test
+        inputs are scored at once (memory ``chunk x`` the number of recorded examples)."""
         record = self.records[name]
         if len(record.labels) != len(record.inputs):
             raise ValueError("spotlight needs the training labels: pass labels= to every end_step")
-        scores = torch.cat([(keys.to(x.dtype) @ x).abs() for keys in record.inputs])      # [all examples]
+        single = x.dim() == 1
+        x = x.reshape(-1, x.shape[-1])
+        keys = torch.cat(record.inputs).to(x.dtype)                                       # [all examples, in]
         labels = torch.cat(record.labels)
-        steps = torch.cat([torch.full((len(keys),), t) for t, keys in enumerate(record.inputs)])
-        examples = torch.cat([torch.arange(len(keys)) for keys in record.inputs])
-        class_scores = torch.zeros(num_classes, dtype=scores.dtype).index_add_(0, labels, scores)
-        top = scores.topk(min(k, len(scores))).indices
-        return Spotlight(class_scores, int(class_scores.argmax()), scores[top], steps[top], examples[top], labels[top])
+        steps = torch.cat([torch.full((len(step),), t) for t, step in enumerate(record.inputs)])
+        examples = torch.cat([torch.arange(len(step)) for step in record.inputs])
+        class_scores, top_scores, top = [], [], []
+        for start in range(0, len(x), chunk):
+            scores = (x[start:start + chunk] @ keys.T).abs()                              # [chunk, all examples]
+            class_scores.append(torch.zeros(len(scores), num_classes, dtype=scores.dtype).index_add_(1, labels, scores))
+            best = scores.topk(min(k, scores.shape[1]), dim=1)
+            top_scores.append(best.values)
+            top.append(best.indices)
+        class_scores, top_scores, top = torch.cat(class_scores), torch.cat(top_scores), torch.cat(top)
+        spot = Spotlight(class_scores, class_scores.argmax(-1), top_scores, steps[top], examples[top], labels[top])
+        if single:
+            spot = Spotlight(*(field[0] for field in (spot.class_scores, spot.vote, spot.top_scores, spot.top_steps,
+                                                      spot.top_examples, spot.top_labels)))
+            spot.vote = int(spot.vote)
+        return spot
 
     def residual(self, name: str, x: torch.Tensor) -> torch.Tensor:
         """The trained layer's output on ``x`` minus ``dual_output`` (zero up to rounding when exact)."""
