@@ -41,3 +41,16 @@ def run_command(main: Callable[[], object]) -> None:
     except USER_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+
+
+def whole(name: str, least: int = 1):
+    """A parser of ``--name``: a whole number >= ``least``, else a one-line error."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise ConfigError(f"--{name} takes a whole number >= {least}, got {text!r}") from None
+        if value < least:
+            raise ConfigError(f"--{name} must be >= {least}, got {value}")
+        return value
+    return parse

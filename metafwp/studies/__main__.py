@@ -6,24 +6,11 @@ import argparse
 import json
 from pathlib import Path
 
-from metafwp.errors import ConfigError, run_command
+from metafwp.errors import run_command, whole
 from metafwp.studies import STUDIES, Budget, get_study, run_study
 from metafwp.studies.launchers import LAUNCHERS, ClusterSettings, check_launcher
 from metafwp.studies.protocol import finished_results
 from metafwp.studies.publish import publish
-
-
-def whole(name: str, least: int = 1):
-    """A parser of ``--name``: a whole number >= ``least``, else a one-line error."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise ConfigError(f"--{name} takes a whole number >= {least}, got {text!r}") from None
-        if value < least:
-            raise ConfigError(f"--{name} must be >= {least}, got {value}")
-        return value
-    return parse
 
 
 def main(argv=None) -> dict | None:
