@@ -21,4 +21,5 @@ def test_notebook_runs(notebook, tmp_path, monkeypatch):
         exec(compile(source, f"{notebook.name} cell {index}", "exec"), namespace)
         if index == 0:
             namespace.update(SMALL, OUT=str(tmp_path))
-    assert list(tmp_path.glob("*/metrics.json")), "the notebook trains a run under OUT"
+    assert list(tmp_path.glob("*/metrics.json")) or list(tmp_path.glob("*/results.json")), \
+        "the notebook writes a run or its results under OUT"
