@@ -9,15 +9,16 @@ import torch
 
 from metafwp.analysis import spotlights
 from metafwp.errors import run_command
-from metafwp.analysis.spotlights import LAYERS, analyse, digit_phase, glyph_phase, layer_inputs, train_recorded
+from metafwp.analysis.spotlights import LAYERS, RecordedTraining, analyse, digit_phase, glyph_phase, layer_inputs
 
 
 @pytest.fixture(scope="module")
 def trained():
-    phases = [digit_phase(4), glyph_phase(2)]
-    model, recorder = train_recorded(phases, seed=0)
-    yield phases, model, recorder
-    recorder.close()
+    training = RecordedTraining(seed=0)
+    for phase in (digit_phase(4), glyph_phase(2)):
+        training.train(phase)
+    yield training.phases, training.model, training.recorder
+    training.recorder.close()
 
 
 def test_votes_agreement_and_phases_match_a_recount_by_hand(trained):

@@ -84,27 +84,33 @@ def glyph_phase(steps: int) -> Phase:
     return Phase("glyphs", glyphs.images[train], glyphs.labels[train], steps, glyphs.images[test], glyphs.labels[test])
 
 
-def train_recorded(phases: list[Phase], seed: int, batch_size: int = 128, max_bytes: int = 8 * 2**30,
-                   progress: bool = False) -> tuple[nn.Module, DualFormRecorder]:
-    """The MLP trained through ``phases`` in order (batches drawn uniformly with replacement from the
-    phase's images, seeded), every linear layer recorded with the batch labels."""
-    torch.manual_seed(seed)
-    model = mlp()
-    optimizer = torch.optim.SGD(model.parameters(), lr=3e-3, momentum=0.9)
-    recorder = DualFormRecorder(model, optimizer, max_bytes=max_bytes)
-    generator = torch.Generator().manual_seed(seed)
-    total = sum(phase.steps for phase in phases)
-    with tqdm(total=total, desc=f"training seed {seed}", disable=not progress, leave=False) as bar:
-        for phase in phases:
-            for _ in range(phase.steps):
-                picks = torch.randint(len(phase.images), (batch_size,), generator=generator)
-                optimizer.zero_grad()
-                F.cross_entropy(model(pixels(phase.images[picks])), phase.labels[picks]).backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                optimizer.step()
-                recorder.end_step(labels=phase.labels[picks])
-                bar.update()
-    return model, recorder
+class RecordedTraining:
+    """The MLP, SGD with momentum 0.9 at lr 3e-3 and a ``DualFormRecorder`` of every linear layer,
+    seeded by ``seed``; ``train(phase)`` runs a phase's steps (batches drawn uniformly with
+    replacement from its images, clipping at norm 1, the batch labels recorded), and phases run one
+    after another continue the same training."""
+
+    def __init__(self, seed: int, batch_size: int = 128, max_bytes: int = 8 * 2**30):
+        torch.manual_seed(seed)
+        self.model, self.seed, self.batch_size = mlp(), seed, batch_size
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=3e-3, momentum=0.9)
+        self.recorder = DualFormRecorder(self.model, self.optimizer, max_bytes=max_bytes)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.phases: list[Phase] = []
+
+    def train(self, phase: Phase, progress: bool = False) -> None:
+        for _ in tqdm(range(phase.steps), desc=f"{phase.name}, seed {self.seed}", disable=not progress, leave=False):
+            picks = torch.randint(len(phase.images), (self.batch_size,), generator=self.generator)
+            self.optimizer.zero_grad()
+            F.cross_entropy(self.model(pixels(phase.images[picks])), phase.labels[picks]).backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+            self.optimizer.step()
+            self.recorder.end_step(labels=phase.labels[picks])
+        self.phases.append(phase)
+
+    def analyse(self, k: int = 10) -> dict:
+        """``analyse`` of the training so far."""
+        return analyse(self.model, self.recorder, self.phases, k)
 
 
 def layer_inputs(model: nn.Module, images: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
@@ -172,15 +178,15 @@ def run(out: Path, seeds: int = 3, steps: int = 300, glyph_steps: int = 100, k: 
     """Both settings for ``seeds`` seeds; writes ``results.json``, ``results.md`` and the figures."""
     out.mkdir(parents=True, exist_ok=True)
     digits, glyphs = digit_phase(steps), glyph_phase(glyph_steps)
-    settings = {"digits": [digits], "sequential": [digits, glyphs]}
-    started, results = time.perf_counter(), {}
-    for setting, phases in settings.items():
-        per_seed = []
-        for seed in range(seeds):
-            model, recorder = train_recorded(phases, seed, progress=progress)
-            per_seed.append(analyse(model, recorder, phases, k))
-            recorder.close()
-        results[setting] = {"per_seed": per_seed, "summary": summarise(per_seed)}
+    started, per_seed = time.perf_counter(), {"digits": [], "sequential": []}
+    for seed in range(seeds):  # the sequential setting continues the digit setting's training with the glyphs
+        training = RecordedTraining(seed)
+        training.train(digits, progress)
+        per_seed["digits"].append(training.analyse(k))
+        training.train(glyphs, progress)
+        per_seed["sequential"].append(training.analyse(k))
+        training.recorder.close()
+    results = {setting: {"per_seed": runs, "summary": summarise(runs)} for setting, runs in per_seed.items()}
     results["settings"] = {"seeds": list(range(seeds)), "digit_steps": steps, "glyph_steps": glyph_steps,
                            "top_k": k, "batch_size": 128, "seconds": time.perf_counter() - started}
     (out / "results.json").write_text(json.dumps(results, indent=2))
