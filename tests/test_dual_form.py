@@ -109,6 +109,33 @@ def test_bad_input():
         recorder.end_step()
 
 
+def test_a_subset_of_steps_and_examples_bounds_the_spotlight_and_refuses_the_dual_form():
+    model = mlp()
+    sgd = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    whole = DualFormRecorder(model, sgd, layers=["4"])
+    subset = DualFormRecorder(model, sgd, layers=["4"], every=3, examples=5)
+    for step in range(10):
+        x, y = clusters(step, 16)
+        sgd.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        sgd.step()
+        whole.end_step(labels=y)
+        subset.end_step(labels=y)
+    assert subset.recorded_steps == [0, 3, 6, 9] and subset.bytes * 16 * 10 == whole.bytes * 5 * 4
+    test_x = layer_inputs(model, clusters(99, 3)[0])["4"]
+    spot = subset.spotlight("4", test_x, num_classes=2, k=3)
+    by_hand = [[(abs(float(whole.records["4"].inputs[t][n] @ x)), t, n) for t in (0, 3, 6, 9) for n in range(5)]
+               for x in test_x]
+    for i, scores in enumerate(by_hand):
+        best = sorted(scores, reverse=True)[:3]
+        assert spot.top_scores[i].tolist() == pytest.approx([b[0] for b in best])
+        assert [(int(t), int(n)) for t, n in zip(spot.top_steps[i], spot.top_examples[i])] == [b[1:] for b in best]
+    with pytest.raises(ValueError, match=r"dual_output needs every example of every step; .* \(every=3, examples=5\)"):
+        subset.dual_output("4", test_x)
+    with pytest.raises(ValueError, match="every and examples must be >= 1"):
+        DualFormRecorder(model, sgd, every=0)
+
+
 def clusters(seed, n):
     """Two well-separated classes in 12 dimensions."""
     gen = torch.Generator().manual_seed(seed)

@@ -86,13 +86,20 @@ class DualFormRecorder:
             saying how much is needed. Default: 1 GiB.
         inexact: accept an optimiser without an exact form (then ``dual_output`` is the plain-SGD
             form and ``residual`` its distance to the layer). Default: False (refused).
+        every, examples: keep every ``every``-th step only, and of each kept step its first
+            ``examples`` examples (Default: 1 and None, everything). A subset bounds the memory of a
+            ``spotlight`` analysis; the dual form itself needs every example of every step, so
+            ``dual_output`` and ``residual`` refuse a recorder that keeps a subset.
 
     Train as usual (forward, backward, optional ``clip_grad_norm_``, ``optimizer.step()``), then
     call ``end_step()``. ``dual_output(name, x)`` is the layer's output from its records.
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, layers: list[str] | None = None,
-                 max_bytes: int = 2**30, inexact: bool = False):
+                 max_bytes: int = 2**30, inexact: bool = False, every: int = 1, examples: int | None = None):
+        if every < 1 or (examples is not None and examples < 1):
+            raise ValueError(f"every and examples must be >= 1 (examples None: all), got every={every}, "
+                             f"examples={examples}")
         linear = {name: m for name, m in model.named_modules() if isinstance(m, nn.Linear)}
         unknown = sorted(set(layers or ()) - set(linear))
         if unknown:
@@ -103,6 +110,8 @@ class DualFormRecorder:
             raise ValueError(f"{exact}: the dual form is not exact; pass inexact=True to record anyway and read "
                              "residual() for how far it is from the trained layer")
         self.exact, self.optimizer, self.max_bytes = exact is None, optimizer, max_bytes
+        self.every, self.examples, self.step = every, examples, 0
+        self.recorded_steps: list[int] = []   # the training step of each kept record
         self.layers = {name: linear[name] for name in (layers or linear)}
         self.records = {name: LayerRecord(m.weight.detach().clone(),
                                           None if m.bias is None else m.bias.detach().clone())
@@ -147,11 +156,14 @@ class DualFormRecorder:
         if set(self.pending) != set(self.layers):
             missing = sorted(set(self.layers) - set(self.pending))
             raise ValueError(f"end_step: no forward and backward of {', '.join(missing)} since the last step")
-        need = sum(x.numel() * x.element_size() + g.numel() * g.element_size() for x, g in self.pending.values())
+        keep = self.step % self.every == 0
+        kept = slice(None, self.examples)
+        need = keep * sum(x[kept].numel() * x.element_size() + g[kept].numel() * g.element_size()
+                          for x, g in self.pending.values() if g is not None)
         if self.bytes + need > self.max_bytes:
-            step = len(next(iter(self.steps.values())))
-            raise ValueError(f"recording step {step} needs {self.bytes + need:,} bytes, more than "
-                             f"max_bytes={self.max_bytes:,}; record fewer layers (layers=) or raise max_bytes")
+            raise ValueError(f"recording step {self.step} needs {self.bytes + need:,} bytes, more than "
+                             f"max_bytes={self.max_bytes:,}; record fewer layers (layers=), a subset (every=, "
+                             f"examples=) or raise max_bytes")
         dots, norms = 0.0, 0.0
         for name, (x, g) in self.pending.items():
             if g is None:
@@ -165,20 +177,30 @@ class DualFormRecorder:
             if not torch.allclose(actual, expected, rtol=1e-5, atol=1e-12 + 1e-6 * float(expected.abs().max())):
                 raise ValueError(f"end_step: layer {name}'s gradient is not the recorded errors' sum: one backward "
                                  "per step through the recorded forward, and zero_grad before it")
-            self.records[name].inputs.append(x)
-            self.records[name].grads.append(g)
-            if labels is not None:
-                if labels.numel() != x.shape[0]:
-                    raise ValueError(f"end_step: {labels.numel()} labels for the {x.shape[0]} inputs of layer {name}")
-                self.records[name].labels.append(labels.detach().flatten().cpu())
+            if labels is not None and labels.numel() != x.shape[0]:
+                raise ValueError(f"end_step: {labels.numel()} labels for the {x.shape[0]} inputs of layer {name}")
+            if keep:
+                self.records[name].inputs.append(x[kept])
+                self.records[name].grads.append(g[kept])
+                if labels is not None:
+                    self.records[name].labels.append(labels.detach().flatten().cpu()[kept])
             group = self.group(self.layers[name].weight)
             self.steps[name].append(StepSettings(group["lr"], group.get("momentum", 0.0),
                                                  group.get("weight_decay", 0.0), clip))
+        if keep:
+            self.recorded_steps.append(self.step)
         self.bytes += need
         self.pending = {}
+        self.step += 1
+
+    def check_whole(self, what: str) -> None:
+        if self.every != 1 or self.examples is not None:
+            raise ValueError(f"{what} needs every example of every step; this recorder keeps a subset (every="
+                             f"{self.every}, examples={self.examples}): use it for spotlight")
 
     def dual_output(self, name: str, x: torch.Tensor) -> torch.Tensor:
         """Layer ``name``'s output on ``x [..., in]`` from its initial weights and records alone."""
+        self.check_whole("dual_output")
         record, steps = self.records[name], self.steps[name]
         initial, coefficients = step_coefficients(steps)
         if not self.exact:   # the plain-SGD form
@@ -202,7 +224,7 @@ class DualFormRecorder:
         x = x.reshape(-1, x.shape[-1])
         keys = torch.cat(record.inputs).to(x.dtype)                                       # [all examples, in]
         labels = torch.cat(record.labels)
-        steps = torch.cat([torch.full((len(step),), t) for t, step in enumerate(record.inputs)])
+        steps = torch.cat([torch.full((len(step),), t) for t, step in zip(self.recorded_steps, record.inputs)])
         examples = torch.cat([torch.arange(len(step)) for step in record.inputs])
         class_scores, top_scores, top = [], [], []
         for start in range(0, len(x), chunk):
