@@ -1,6 +1,6 @@
 """Helpers shared by the tests: comparisons, fast-weight inputs, a layer run in pieces, a tiny
-trainer config, a run's learner and its accuracy by a plain loop, a stop after a given step, and
-small datasets written in the real on-disk formats."""
+trainer config, a run's learner and its accuracy by a plain loop, a stop after a given step,
+small datasets written in the real on-disk formats, and toy episodes with a small learner of any mixer."""
 import gzip
 import math
 import pickle
@@ -12,7 +12,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from episodes import EpisodeBatch, FewShotSampler, ImageClasses
 from metafwp.evaluate import load_run
+from metafwp.models import Conv4, SequenceLearner, feature_size
 from metafwp.train import load_config, loop
 
 ROOT = Path(__file__).parents[1]
@@ -225,3 +227,28 @@ def write_mnist(root: Path, split="t10k", per_digit=4, compress=True) -> Path:
     write_idx(raw / f"{split}-images-idx3-ubyte{suffix}", images, 2051, compress)
     write_idx(raw / f"{split}-labels-idx1-ubyte{suffix}", labels, 2049, compress)
     return raw
+
+
+def toy_classes(num_classes=12, per_class=6, size=16, seed=0) -> ImageClasses:
+    """Noisy copies of one random 16x16 prototype per class."""
+    gen = torch.Generator().manual_seed(seed)
+    prototypes = torch.randint(0, 256, (num_classes, 1, size, size), generator=gen)
+    noise = torch.randint(-20, 21, (num_classes, per_class, 1, size, size), generator=gen)
+    images = (prototypes[:, None] + noise).clamp(0, 255).to(torch.uint8).reshape(-1, 1, size, size)
+    return ImageClasses(images, torch.arange(num_classes).repeat_interleave(per_class))
+
+
+def toy_episodes(feedback="synchronous", k_shot=2, n_query=2, count=3) -> EpisodeBatch:
+    """``count`` 3-way episodes of ``toy_classes``."""
+    sampler = FewShotSampler(toy_classes(), 3, k_shot, n_query if feedback == "synchronous" else 0,
+                             feedback=feedback, seed=1)
+    return sampler.sample(range(count))
+
+
+def learner(mixer, batch, **options):
+    """A seeded 2-layer sequence learner of ``mixer`` on a small Conv-4, in eval mode."""
+    torch.manual_seed(0)
+    backbone = Conv4(1, 8)
+    model = SequenceLearner(backbone, feature_size(backbone, (1, 16, 16)), 3, 4, mixer=mixer, d_model=16,
+                            num_heads=2, num_layers=2, **options)
+    return model.eval()

@@ -19,8 +19,7 @@ from metafwp.tasks.char_lm import Unigram
 from metafwp.train import load_config
 from metafwp.train.__main__ import main as train_main
 from metafwp.train.checkpoint import load_checkpoint, save_checkpoint
-from tests.helpers import ROOT, assert_close, assert_identical
-from tests.models.test_learners import episodes, learner
+from tests.helpers import ROOT, assert_close, assert_identical, learner, toy_episodes
 
 RECIPE = str(ROOT / "recipes/char_lm_delta.yaml")
 TINY_LM = ["model.d_model=16", "model.num_heads=2", "model.num_layers=1", "data.segment_length=16",
@@ -144,7 +143,7 @@ def test_bpc_with_the_state_carried_equals_one_pass_over_each_stream():
 def test_every_mixers_state_survives_a_checkpoint(mixer, tmp_path):
     """A task may carry a learner's state across batches in its checkpoint: each mixer's state is
     read back (weights_only) and continues the sequence as the state in memory does."""
-    batch = episodes()
+    batch = toy_episodes()
     model = learner(mixer, batch)
     _, state = model(batch.steps(0, 3))
     save_checkpoint(tmp_path / "state.pt", {"task_state": [{"carried": state}]})

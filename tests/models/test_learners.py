@@ -3,25 +3,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from episodes import EpisodeBatch, FewShotSampler, ImageClasses
+from episodes import EpisodeBatch, FewShotSampler
 from metafwp.models import Conv4, PixelNearestNeighbour, PrototypicalNetwork, ResNet12, SequenceLearner, \
     build_backbone, feature_size
 from metafwp.nn import CausalAttentionLayer, FastWeightLayer, SRWMLayer
-from tests.helpers import assert_close
-
-
-def toy_classes(num_classes=12, per_class=6, size=16, seed=0) -> ImageClasses:
-    gen = torch.Generator().manual_seed(seed)
-    prototypes = torch.randint(0, 256, (num_classes, 1, size, size), generator=gen)
-    noise = torch.randint(-20, 21, (num_classes, per_class, 1, size, size), generator=gen)
-    images = (prototypes[:, None] + noise).clamp(0, 255).to(torch.uint8).reshape(-1, 1, size, size)
-    return ImageClasses(images, torch.arange(num_classes).repeat_interleave(per_class))
-
-
-def episodes(feedback="synchronous", k_shot=2, n_query=2, count=3) -> EpisodeBatch:
-    sampler = FewShotSampler(toy_classes(), 3, k_shot, n_query if feedback == "synchronous" else 0,
-                             feedback=feedback, seed=1)
-    return sampler.sample(range(count))
+from tests.helpers import assert_close, learner, toy_classes, toy_episodes
 
 
 @pytest.mark.parametrize("size,filters,features", [(28, 64, 64), (84, 32, 800), (16, None, 64)])
@@ -64,22 +50,15 @@ def test_backbone_choices_are_checked():
         Conv4(1, norm="layer")
 
 
-def learner(mixer, batch, **options):
-    torch.manual_seed(0)
-    backbone = Conv4(1, 8)
-    model = SequenceLearner(backbone, feature_size(backbone, (1, 16, 16)), 3, 4, mixer=mixer, d_model=16,
-                            num_heads=2, num_layers=2, **options)
-    return model.eval()
-
-
 MIXERS = ["srwm", "delta", "gated_delta", "hebbian", "lstm", "attention", "mesa", "delta_rnn", "delta_lstm",
-          "recurrent_delta", "delta_mlp", "delta_delta", "elstm", "window_attention", "hqlt", "dct_lstm", "fast_dct_rnn"]
+          "recurrent_delta", "delta_mlp", "delta_delta", "elstm", "window_attention", "hqlt", "dct_lstm",
+          "fast_dct_rnn"]
 
 
 @pytest.mark.parametrize("mixer", MIXERS)
 @pytest.mark.parametrize("feedback", ["synchronous", "delayed"])
 def test_continuing_from_a_state_equals_one_pass(mixer, feedback):
-    batch = episodes(feedback)
+    batch = toy_episodes(feedback)
     model = learner(mixer, batch)
     whole, _ = model(batch)
     split = 3
@@ -90,7 +69,7 @@ def test_continuing_from_a_state_equals_one_pass(mixer, feedback):
 
 @pytest.mark.parametrize("mixer", MIXERS)
 def test_outputs_never_read_later_steps(mixer):
-    batch = episodes()
+    batch = toy_episodes()
     model = learner(mixer, batch)
     before, _ = model(batch)
     changed = batch.steps(0, batch.num_steps)
@@ -121,7 +100,7 @@ def test_matched_init_starts_keys_at_queries():
 
 
 def test_prototypical_network_matches_a_loop():
-    batch = episodes(k_shot=2, n_query=2)
+    batch = toy_episodes(k_shot=2, n_query=2)
     torch.manual_seed(0)
     model = PrototypicalNetwork(Conv4(1, 8)).eval()
     logits, _ = model(batch)
@@ -138,7 +117,7 @@ def test_prototypical_network_matches_a_loop():
 
 
 def test_pixel_nearest_neighbour_matches_a_loop():
-    batch = episodes(k_shot=2, n_query=2)
+    batch = toy_episodes(k_shot=2, n_query=2)
     logits, _ = PixelNearestNeighbour()(batch)
     pixels = batch.inputs.flatten(2).double() / 255
     for b in range(batch.batch_size):
@@ -154,11 +133,11 @@ def test_pixel_nearest_neighbour_matches_a_loop():
 
 def test_baselines_refuse_delayed_feedback():
     with pytest.raises(ValueError, match="data.feedback=synchronous"):
-        PixelNearestNeighbour()(episodes("delayed"))
+        PixelNearestNeighbour()(toy_episodes("delayed"))
 
 
 def test_feedback_is_one_hot_with_an_unknown_slot():
-    batch = episodes()
+    batch = toy_episodes()
     model = learner("delta", batch)
     encoded = model.encode_feedback(batch)
     assert encoded.shape == (*batch.feedback.shape, 4)
@@ -191,7 +170,7 @@ def test_regression_learner_reads_target_vectors_and_learns_linear_tasks():
 
 
 def test_a_batch_of_another_way_is_refused():
-    model = learner("delta", episodes())
+    model = learner("delta", toy_episodes())
     batch = FewShotSampler(toy_classes(), 4, 1, 1, seed=0).sample(range(2))
     with pytest.raises(ValueError, match="reads 3-way episodes .* got a 4-way batch"):
         model(batch)
