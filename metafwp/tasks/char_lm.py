@@ -27,7 +27,8 @@ from episodes.text import TextStreams, embedded_text, enwik8_text
 from metafwp.errors import ConfigError, DataError
 from metafwp.models import LearnerInputs
 from metafwp.plots import plot_bits_per_character
-from metafwp.tasks.base import LEARNER, GeneratorData, Scores, Task, add_tallies, autocast, detach_state
+from metafwp.tasks.base import (LEARNER, GeneratorData, Scores, Task, add_tallies, autocast, confidence_interval,
+                                detach_state)
 
 SOURCES = ("embedded", "enwik8")
 VOCAB = 256  # bytes
@@ -200,10 +201,8 @@ class CharLMTask(Task):
             characters += scored
         model.train(was_training)
         record = self.summarise(sums)
-        stream_bpc = (bits / characters)[characters > 0]
-        spread = stream_bpc.std().item() if len(stream_bpc) > 1 else 0.0
-        record.update(ci95=1.96 * spread / math.sqrt(len(stream_bpc)), characters=int(characters.sum()),
-                      episodes=sampler.streams)
+        _, ci95 = confidence_interval((bits / characters)[characters > 0])
+        record.update(ci95=ci95, characters=int(characters.sum()), episodes=sampler.streams)
         return record
 
     def baseline_learners(self, model: nn.Module, device: torch.device) -> dict[str, tuple[nn.Module, dict]]:
