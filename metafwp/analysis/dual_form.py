@@ -234,12 +234,11 @@ class DualFormRecorder:
             top_scores.append(best.values)
             top.append(best.indices)
         class_scores, top_scores, top = torch.cat(class_scores), torch.cat(top_scores), torch.cat(top)
-        spot = Spotlight(class_scores, class_scores.argmax(-1), top_scores, steps[top], examples[top], labels[top])
+        fields = (class_scores, top_scores, steps[top], examples[top], labels[top])
         if single:
-            spot = Spotlight(*(field[0] for field in (spot.class_scores, spot.vote, spot.top_scores, spot.top_steps,
-                                                      spot.top_examples, spot.top_labels)))
-            spot.vote = int(spot.vote)
-        return spot
+            fields = tuple(field[0] for field in fields)
+        votes = fields[0].argmax(-1)
+        return Spotlight(fields[0], int(votes) if single else votes, *fields[1:])
 
     def residual(self, name: str, x: torch.Tensor) -> torch.Tensor:
         """The trained layer's output on ``x`` minus ``dual_output`` (zero up to rounding when exact)."""
