@@ -48,7 +48,7 @@ def learner(config):
     user's Omniglot and Mini-ImageNet copies are not here)."""
     torch.manual_seed(0)
     if config.task in ("regression", "expressivity", "copy", "mqar", "code_execution", "listops", "irregular_rows",
-                       "classification"):
+                       "classification", "char_lm"):
         return TASKS[config.task](config, progress=False).build_learner(config.model)
     data = config.data
     source = getattr(data, "dataset", None) or (getattr(data, "sources", None) or data.train_sources)[0]
