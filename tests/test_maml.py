@@ -11,8 +11,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from metafwp.baselines.maml import (BatchStatisticsNorm, MAMLLearner, maml_loss, maml_outputs, relu_mlp,
-                                    use_batch_statistics)
+from metafwp.baselines.maml import (BatchStatisticsNorm, MAMLLearner, choose_strategy, maml_loss, maml_outputs,
+                                    relu_mlp, use_batch_statistics)
 from metafwp.baselines.regression import gradient_descent
 from metafwp.models.backbones import Conv4
 from metafwp.tasks import FewShotTask, RegressionTask
@@ -81,15 +81,16 @@ def assert_all_close(actual, expected, atol):
         assert torch.allclose(a, e, rtol=0, atol=atol), f"parameter {i}: max difference {(a - e).abs().max():.2e}"
 
 
+@pytest.mark.parametrize("strategy", ["vmap", "loop"])
 @pytest.mark.parametrize("first_order", [False, True])
 @pytest.mark.parametrize("inner_steps", [1, 3])
 @pytest.mark.parametrize("architecture", ["conv4", "mlp"])
-def test_meta_gradient_equals_higher_and_a_per_task_loop(architecture, inner_steps, first_order):
+def test_meta_gradient_equals_higher_and_a_per_task_loop(architecture, inner_steps, first_order, strategy):
     torch.manual_seed(0)
     model, shape = (small_conv4(), (1, 16, 16)) if architecture == "conv4" else (small_mlp(), (6,))
     tasks = classification_tasks(shape)
     ours = meta_gradient(model, maml_loss(model, *tasks, inner_lr=0.3, inner_steps=inner_steps,
-                                          first_order=first_order))
+                                          first_order=first_order, strategy=strategy))
     assert_all_close(ours, higher_meta_gradient(model, tasks, 0.3, inner_steps, first_order), atol=1e-6)
     assert_all_close(ours, loop_meta_gradient(model, tasks, 0.3, inner_steps, create_graph=not first_order), 1e-10)
     assert max(g.abs().max().item() for g in ours) > 1e-3  # the comparison has something to compare
@@ -193,6 +194,13 @@ def test_maml_regresses_sinusoids_through_the_trainer(tmp_path):
     assert metrics["test"]["maml"]["error"] == pytest.approx(error_by_hand(model, task), rel=1e-5)
 
 
+def test_auto_runs_the_loop_only_for_wide_convolutions_on_the_cpu():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    wide, narrow = nn.Sequential(Conv4(1, 64), nn.Linear(64, 5)), nn.Sequential(Conv4(1, 16), nn.Linear(64, 5))
+    assert [choose_strategy(m, d) for m, d in ((wide, cpu), (narrow, cpu), (wide, cuda), (small_mlp(), cpu))] == \
+        ["loop", "vmap", "vmap", "vmap"]
+
+
 def test_errors_name_what_is_wrong():
     model, (x_support, y_support, x_query, y_query) = small_mlp(), classification_tasks((6,))
     with pytest.raises(ValueError, match="different numbers of tasks"):
@@ -206,6 +214,8 @@ def test_errors_name_what_is_wrong():
         maml_loss(with_running_statistics, x_support, y_support, x_query, y_query, inner_lr=0.1, inner_steps=1)
     with pytest.raises(ValueError, match="test_inner_steps must be an int >= 0"):
         MAMLLearner(relu_mlp([1, 4, 1]), inner_lr=0.1, inner_steps=1, test_inner_steps=-2)
+    with pytest.raises(ValueError, match="Unknown MAML strategy 'pmap'. Valid: auto, vmap, loop"):
+        maml_loss(model, x_support, y_support, x_query, y_query, inner_lr=0.1, inner_steps=1, strategy="pmap")
 
 
 def test_config_errors(tmp_path):
@@ -213,6 +223,8 @@ def test_config_errors(tmp_path):
         tiny(tmp_path, "model.inner_steps=-1", recipe=MAML_RECIPE)
     with pytest.raises(ConfigError, match="model.inner_lr must be > 0"):
         tiny(tmp_path, "model.inner_lr=0", recipe=MAML_RECIPE)
+    with pytest.raises(ConfigError, match="Unknown model.strategy 'fast'. Valid: auto, vmap, loop"):
+        tiny(tmp_path, "model.strategy=fast", recipe=MAML_RECIPE)
     with pytest.raises(ConfigError, match="data.feedback=synchronous"):
         tiny(tmp_path, "data.feedback=delayed", recipe=MAML_RECIPE)
     with pytest.raises(ConfigError, match="model.mlp_hidden"):

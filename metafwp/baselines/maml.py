@@ -4,9 +4,11 @@ Each task adapts the model's parameters by ``inner_steps`` SGD steps on its supp
 ``theta_j <- theta_j - inner_lr * grad L_support(theta_j)`` from ``theta_0 = theta``; the meta-loss is
 the query loss of the adapted parameters, averaged over tasks. Its gradient with respect to ``theta``
 is second order (it differentiates through the inner gradients) unless ``first_order``, which treats
-the inner gradients as constants (FO-MAML). The tasks run in one ``vmap`` of ``functional_call``, so
-a meta-batch costs one batched forward and backward per inner step instead of a Python loop over
-tasks.
+the inner gradients as constants (FO-MAML). ``strategy`` says how the tasks run: ``vmap`` (one
+batched ``functional_call`` over the tasks: one forward and backward per inner step instead of a
+Python loop), ``loop`` (one task at a time, the same computation) or ``auto`` (``choose_strategy``:
+the loop on the CPU for networks with a convolution of more than 32 output channels, where vmap's
+grouped convolutions run slower than the loop's plain ones, vmap elsewhere).
 
 BatchNorm, MAML's way: every forward normalises with the statistics of the frames it is given (a
 task's support in the inner loop, its queries after), never with running averages, which would mix
@@ -29,6 +31,22 @@ from episodes import EpisodeBatch
 from episodes.frames import frames_to_float
 
 LOSSES: dict[str, Callable] = {"cross_entropy": F.cross_entropy, "mse": F.mse_loss}
+STRATEGIES = ("auto", "vmap", "loop")
+# measured with benchmarks/maml_cpu.py (2-core CPU, second order, 32 tasks): vmap 3.3x the loop with
+# Conv-4 of 16 filters, 0.76x (1 inner step) and 0.85x (5) with 64 filters
+LOOP_ABOVE_CHANNELS = 32
+
+
+def choose_strategy(model: nn.Module, device: torch.device) -> str:
+    """``auto``'s choice for ``model`` on ``device``: ``loop`` on the CPU when a convolution has more than
+    ``LOOP_ABOVE_CHANNELS`` output channels, else ``vmap``."""
+    widest = max((m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)), default=0)
+    return "loop" if device.type == "cpu" and widest > LOOP_ABOVE_CHANNELS else "vmap"
+
+
+def check_strategy(strategy: str) -> None:
+    if strategy not in STRATEGIES:
+        raise ValueError(f"Unknown MAML strategy {strategy!r}. Valid: {', '.join(STRATEGIES)}")
 
 
 class BatchStatisticsNorm(nn.Module):
@@ -101,7 +119,7 @@ def adapt(model: nn.Module, params: dict, buffers: dict, x_support: torch.Tensor
 
 def maml_outputs(model: nn.Module, x_support: torch.Tensor, y_support: torch.Tensor, x_query: torch.Tensor, *,
                  inner_lr: float, inner_steps: int, first_order: bool = False,
-                 loss_fn: Callable = F.cross_entropy) -> torch.Tensor:
+                 loss_fn: Callable = F.cross_entropy, strategy: str = "auto") -> torch.Tensor:
     """The query outputs ``[B, M, ...]`` of each task's adapted parameters.
 
     Args:
@@ -112,7 +130,9 @@ def maml_outputs(model: nn.Module, x_support: torch.Tensor, y_support: torch.Ten
         inner_lr, inner_steps: the inner SGD (``inner_steps = 0``: the unadapted model).
         first_order: inner gradients as constants (no second-derivative terms).
         loss_fn: ``loss_fn(outputs, targets)`` of one task, a mean. Default: cross-entropy.
+        strategy: ``auto``, ``vmap`` or ``loop`` (the module docstring). Default: ``auto``.
     """
+    check_strategy(strategy)
     check_task_counts(x_support=x_support, y_support=y_support, x_query=x_query)
     if not isinstance(inner_steps, int) or inner_steps < 0:
         raise ValueError(f"inner_steps must be an int >= 0, got {inner_steps!r}")
@@ -124,18 +144,22 @@ def maml_outputs(model: nn.Module, x_support: torch.Tensor, y_support: torch.Ten
                         first_order=first_order, loss_fn=loss_fn)
         return functional_call(model, (adapted, buffers), (x_q,))
 
+    if strategy == "auto":
+        strategy = choose_strategy(model, x_query.device)
+    if strategy == "loop":
+        return torch.stack([task_outputs(*task) for task in zip(x_support, y_support, x_query)])
     return vmap(task_outputs, randomness="different")(x_support, y_support, x_query)
 
 
 def maml_loss(model: nn.Module, x_support: torch.Tensor, y_support: torch.Tensor, x_query: torch.Tensor,
               y_query: torch.Tensor, *, inner_lr: float, inner_steps: int, first_order: bool = False,
-              loss_fn: Callable = F.cross_entropy) -> torch.Tensor:
+              loss_fn: Callable = F.cross_entropy, strategy: str = "auto") -> torch.Tensor:
     """The MAML meta-loss: each task's query ``loss_fn`` after adaptation, averaged over the ``B``
     tasks. ``.backward()`` leaves the meta-gradient in the model's ``.grad``. Shapes and arguments as
     ``maml_outputs``, with ``y_query [B, M]`` or ``[B, M, dy]``."""
     check_task_counts(x_query=x_query, y_query=y_query)
     outputs = maml_outputs(model, x_support, y_support, x_query, inner_lr=inner_lr, inner_steps=inner_steps,
-                           first_order=first_order, loss_fn=loss_fn)
+                           first_order=first_order, loss_fn=loss_fn, strategy=strategy)
     return vmap(loss_fn)(outputs, y_query).mean()
 
 
@@ -184,6 +208,7 @@ class MAMLLearner(nn.Module):
             Mini-ImageNet). Default: ``inner_steps``.
         first_order: FO-MAML. Default: False (second order).
         loss: ``cross_entropy`` (classification) or ``mse`` (regression).
+        strategy: how the tasks run, ``auto``, ``vmap`` or ``loop`` (``maml_outputs``). Default: ``auto``.
 
     ``forward(batch, state=None) -> (outputs [B, T, num_outputs], None)`` for synchronous episodes:
     the query steps hold the adapted network's outputs, the support steps zeros (they carry no
@@ -192,24 +217,25 @@ class MAMLLearner(nn.Module):
     """
 
     def __init__(self, network: nn.Module, *, inner_lr: float, inner_steps: int, test_inner_steps: int | None = None,
-                 first_order: bool = False, loss: str = "cross_entropy"):
+                 first_order: bool = False, loss: str = "cross_entropy", strategy: str = "auto"):
         super().__init__()
         if loss not in LOSSES:
             raise ValueError(f"Unknown loss {loss!r}. Valid: {', '.join(LOSSES)}")
+        check_strategy(strategy)
         test_inner_steps = inner_steps if test_inner_steps is None else test_inner_steps
         for name, steps in (("inner_steps", inner_steps), ("test_inner_steps", test_inner_steps)):
             if not isinstance(steps, int) or steps < 0:
                 raise ValueError(f"{name} must be an int >= 0, got {steps!r}")
         self.network = use_batch_statistics(network)
         self.inner_lr, self.inner_steps, self.test_inner_steps = inner_lr, inner_steps, test_inner_steps
-        self.first_order, self.loss = first_order, loss
+        self.first_order, self.loss, self.strategy = first_order, loss, strategy
 
     def forward(self, batch: EpisodeBatch, state=None):
         x_support, y_support, x_query, query_steps = split_episodes(batch)
         steps = self.inner_steps if self.training else self.test_inner_steps
         outputs = maml_outputs(self.network, x_support, y_support, x_query, inner_lr=self.inner_lr,
                                inner_steps=steps, first_order=self.first_order or not torch.is_grad_enabled(),
-                               loss_fn=LOSSES[self.loss])
+                               loss_fn=LOSSES[self.loss], strategy=self.strategy)
         B, T = query_steps.shape[0], batch.feedback.shape[1]
         full = outputs.new_zeros(B, T, *outputs.shape[2:])
         full[torch.arange(B, device=full.device)[:, None], query_steps] = outputs
@@ -217,4 +243,4 @@ class MAMLLearner(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"inner_lr={self.inner_lr}, inner_steps={self.inner_steps}, test_inner_steps={self.test_inner_steps}, "
-                f"first_order={self.first_order}, loss={self.loss}")
+                f"first_order={self.first_order}, loss={self.loss}, strategy={self.strategy}")

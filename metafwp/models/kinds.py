@@ -10,7 +10,7 @@ from typing import Any, ClassVar, List, Optional
 
 import torch.nn as nn
 
-from metafwp.baselines.maml import MAMLLearner, relu_mlp
+from metafwp.baselines.maml import STRATEGIES, MAMLLearner, relu_mlp
 from metafwp.errors import ConfigError
 from metafwp.models.backbones import BACKBONES, NORMS, build_backbone, feature_size
 from metafwp.models.classifier import ImageClassifier, mlp_classifier
@@ -279,6 +279,7 @@ class MAMLConfig(BackboneSection):
     test_inner_steps: Optional[int] = None  # inner steps when testing (Default: inner_steps)
     first_order: bool = False         # FO-MAML (inner gradients as constants)
     mlp_hidden: List[int] = field(default_factory=lambda: [40, 40])  # vectors: the MLP's hidden widths
+    strategy: str = "auto"            # how tasks run: vmap, loop, or auto (the loop on the CPU for wide convolutions)
 
     def unread_for_inputs(self, inputs: str) -> set[str]:
         return super().unread_for_inputs(inputs) | ({"mlp_hidden"} if inputs == "frames" else set())
@@ -290,6 +291,8 @@ class MAMLConfig(BackboneSection):
                 raise ConfigError(f"model.{key} must be >= 0 (0: no adaptation), got {value}")
         if self.inner_lr <= 0:
             raise ConfigError(f"model.inner_lr must be > 0, got {self.inner_lr}")
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"Unknown model.strategy {self.strategy!r}. Valid: {', '.join(STRATEGIES)}")
 
 
 @register_learner_kind
@@ -299,7 +302,8 @@ class MAMLKind(LearnerKind):
     @classmethod
     def build(cls, config: MAMLConfig, inputs: LearnerInputs) -> nn.Module:
         options = dict(inner_lr=config.inner_lr, inner_steps=config.inner_steps,
-                       test_inner_steps=config.test_inner_steps, first_order=config.first_order)
+                       test_inner_steps=config.test_inner_steps, first_order=config.first_order,
+                       strategy=config.strategy)
         if inputs.inputs == "vectors":
             network = relu_mlp([inputs.shape[0], *config.mlp_hidden, inputs.num_outputs])
             return MAMLLearner(network, loss="mse" if inputs.targets == "values" else "cross_entropy", **options)
