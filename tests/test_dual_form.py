@@ -114,13 +114,7 @@ def test_a_subset_of_steps_and_examples_bounds_the_spotlight_and_refuses_the_dua
     sgd = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     whole = DualFormRecorder(model, sgd, layers=["4"])
     subset = DualFormRecorder(model, sgd, layers=["4"], every=3, examples=5)
-    for step in range(10):
-        x, y = clusters(step, 16)
-        sgd.zero_grad()
-        F.cross_entropy(model(x), y).backward()
-        sgd.step()
-        whole.end_step(labels=y)
-        subset.end_step(labels=y)
+    train_on_clusters(model, sgd, [whole, subset], steps=10)
     assert subset.recorded_steps == [0, 3, 6, 9] and subset.bytes * 16 * 10 == whole.bytes * 5 * 4
     test_x = layer_inputs(model, clusters(99, 3)[0])["4"]
     spot = subset.spotlight("4", test_x, num_classes=2, k=3)
@@ -145,16 +139,22 @@ def clusters(seed, n):
     return centre[y] + torch.randn(n, 12, generator=gen, dtype=torch.float64), y
 
 
-def test_the_spotlight_scores_every_training_example_and_votes_with_the_model():
-    model = mlp()
-    sgd = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    recorder = DualFormRecorder(model, sgd, layers=["4"])
-    for step in range(30):
+def train_on_clusters(model, sgd, recorders, steps):
+    """``steps`` SGD steps on 16 points of ``clusters`` each, every recorder told the labels."""
+    for step in range(steps):
         x, y = clusters(step, 16)
         sgd.zero_grad()
         F.cross_entropy(model(x), y).backward()
         sgd.step()
-        recorder.end_step(labels=y)
+        for recorder in recorders:
+            recorder.end_step(labels=y)
+
+
+def test_the_spotlight_scores_every_training_example_and_votes_with_the_model():
+    model = mlp()
+    sgd = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    recorder = DualFormRecorder(model, sgd, layers=["4"])
+    train_on_clusters(model, sgd, [recorder], steps=30)
     test_x, _ = clusters(99, 40)
     inputs = layer_inputs(model, test_x)["4"]
     with torch.no_grad():
