@@ -11,6 +11,7 @@ import pytest
 
 from metafwp.studies import STUDIES, Budget, Column, Condition, Study, register_study, run_study
 from metafwp.studies.__main__ import main
+from metafwp.studies.char_lm import figures as char_lm_figures
 from metafwp.studies.multitask import LEARNERS
 from metafwp.studies.protocol import T_975, Candidate, plan, select
 from metafwp.studies.publish import BLOCK, publish, readme_with_results
@@ -73,6 +74,16 @@ def test_the_char_lm_learners_are_within_ten_percent_of_the_lstms_parameters():
         model = TASKS[config.task](config, progress=False).build_learner(config.model)
         counts[condition.label] = sum(p.numel() for p in model.parameters())
     assert all(abs(count / counts["LSTM"] - 1) <= 0.10 for count in counts.values()), counts
+
+
+def test_the_char_lm_figures_draw_every_learner_and_both_compressed_families(tmp_path):
+    study = STUDIES["char_lm"]
+    conditions = {c.label: {"columns": {"BPC": {"mean": 2.0 + i / 10, "ci95": 0.1},
+                                        "unigram BPC": {"mean": 4.6, "ci95": 0.0}}}
+                  for i, c in enumerate(study.conditions)}
+    paths = char_lm_figures(study, {"conditions": conditions, "seeds": [0, 1, 2]}, tmp_path)
+    assert [path.name for path in paths] == ["bpc.png", "bpc_by_compression.png"]
+    assert all(path.stat().st_size > 10_000 for path in paths)
 
 
 @pytest.mark.parametrize("protocol", ["bhattamishra", "grazzi"])
