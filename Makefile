@@ -25,6 +25,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/rtrl_cpu.py
 	$(PY) benchmarks/compressed_cpu.py
 	$(PY) benchmarks/hybrid_cpu.py
+	$(PY) benchmarks/gan_cpu.py
 	$(PY) benchmarks/sampling.py
 	$(PY) benchmarks/train_cpu.py
 	$(PY) benchmarks/maml_cpu.py

@@ -30,11 +30,13 @@ def plot_learning_curves(history: list[dict], path: Path, title: str = "", valid
     loss_axis, metric_axis = figure.subplots(1, 2)
     loss_axis.plot(steps, [record["loss"] for record in history], label="training")
     loss_axis.set(xlabel="step", ylabel="loss", yscale="log")
-    metric_axis.plot(steps, [record[metric] for record in history], label="training")
+    if history and metric in history[0]:  # a GAN measures its metric on validation only
+        metric_axis.plot(steps, [record[metric] for record in history], label="training")
     if validation:
         val_steps = [record["step"] for record in validation]
         metric_axis.plot(val_steps, [record[metric] for record in validation], marker="o", label="validation")
-        loss_axis.plot(val_steps, [record["loss"] for record in validation], marker="o", label="validation")
+        if "loss" in validation[0]:
+            loss_axis.plot(val_steps, [record["loss"] for record in validation], marker="o", label="validation")
         loss_axis.legend()
         metric_axis.legend()
     unit = " (%)" if metric == "accuracy" else ""
@@ -307,4 +309,61 @@ def plot_forgetting(results: dict[str, dict], path: Path, *, chance: float, quot
             line_axis.text(1.02, 1.0, f"quoted, {kind}-incr.\n(Hsu et al. 2018,\nfull MNIST):\n{text}",
                            transform=line_axis.transAxes, fontsize=7, va="top")
     figure.suptitle(title)
+    return save_figure(figure, path)
+
+
+def plot_frechet_bars(results: dict[str, dict], path: Path, *, title: str = "") -> Path:
+    """The Fréchet distance of each named result (``frechet``, ``ci95``) as bars (lower is better);
+    the floor (``training images``) and the ceiling (``untrained``) drawn grey."""
+    names = list(results)
+    figure = Figure(figsize=(max(5.0, 1.3 * len(names) + 1.5), 3.8))
+    axis = figure.subplots()
+    colours = ["tab:gray" if name in ("training images", "untrained") else f"C{i}" for i, name in enumerate(names)]
+    axis.bar([bar_label(name) for name in names], [results[name]["frechet"] for name in names],
+             yerr=[results[name]["ci95"] for name in names], capsize=4, color=colours, ecolor="black")
+    axis.set(ylabel="Fréchet distance to held-out images\n(classifier features; lower is better)", title=title)
+    axis.grid(alpha=0.3, axis="y")
+    return save_figure(figure, path)
+
+
+def plot_image_grid(images, path: Path, *, title: str = "", columns: int = 8) -> Path:
+    """``images [N, 1, H, W]`` in [0, 1] in a grid of ``columns``, grey scale."""
+    rows = -(-len(images) // columns)
+    figure = Figure(figsize=(columns * 0.8, rows * 0.8 + 0.4))
+    axes = figure.subplots(rows, columns, squeeze=False)
+    for index, axis in enumerate(axes.flat):
+        if index < len(images):
+            axis.imshow(images[index, 0].detach().cpu().numpy(), cmap="gray", vmin=0, vmax=1)
+        axis.axis("off")
+    figure.suptitle(title, fontsize=9)
+    return save_figure(figure, path)
+
+
+def plot_painting(painter, z, path: Path, *, title: str = "", shown: int = 14) -> Path:
+    """How the fast weight painter paints one image from ``z [1, latent]``: for ``shown`` steps
+    spread over its T, the stroke of that step (``W_t - W_{t-1}``, each on its own symmetric colour
+    scale) above the image so far (``tanh(W_t)``); channel 0."""
+    import torch
+
+    from metafwp.models.painter import paint
+
+    with torch.no_grad():
+        keys, values, rates = painter.strokes(z)
+        T = keys.shape[1]
+        steps = sorted({round(1 + i * (T - 1) / max(1, shown - 1)) for i in range(min(shown, T))})
+        weights = [torch.zeros_like(values[0, 0, 0, :, None] * keys[0, 0, 0])]
+        weights += [paint(keys[:, :t], values[:, :t], rates[:, :t], painter.rule)[0, 0] for t in range(1, T + 1)]
+    figure = Figure(figsize=(len(steps) * 0.9, 2.3))
+    axes = figure.subplots(2, len(steps), squeeze=False)
+    for column, t in enumerate(steps):
+        stroke = (weights[t] - weights[t - 1]).numpy()
+        scale = max(float(abs(stroke).max()), 1e-12)
+        axes[0, column].imshow(stroke, cmap="RdBu_r", vmin=-scale, vmax=scale)
+        axes[1, column].imshow(torch.tanh(weights[t]).numpy(), cmap="gray", vmin=-1, vmax=1)
+        axes[0, column].set_title(f"t = {t}", fontsize=7)
+        for axis in axes[:, column]:
+            axis.axis("off")
+    axes[0, 0].text(-0.3, 0.5, "stroke", transform=axes[0, 0].transAxes, ha="right", va="center", fontsize=7)
+    axes[1, 0].text(-0.3, 0.5, "image", transform=axes[1, 0].transAxes, ha="right", va="center", fontsize=7)
+    figure.suptitle(title, fontsize=9)
     return save_figure(figure, path)

@@ -1,10 +1,13 @@
 """Helpers shared by the tests: comparisons, fast-weight inputs, a layer run in pieces, a tiny
 trainer config, a run's learner and its accuracy by a plain loop, a stop after a given step,
-small datasets written in the real on-disk formats, and toy episodes with a small learner of any mixer."""
+small datasets written in the real on-disk formats, toy episodes with a small learner of any mixer,
+and a tiny trained classifier for the image-generation task's Fréchet features."""
 import gzip
 import math
+import os
 import pickle
 import signal
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -252,3 +255,22 @@ def learner(mixer, batch, **options):
     model = SequenceLearner(backbone, feature_size(backbone, (1, 16, 16)), 3, 4, mixer=mixer, d_model=16,
                             num_heads=2, num_layers=2, **options)
     return model.eval()
+
+
+CLASSIFIER_FOLDER = "METAFWP_TEST_CLASSIFIER"
+
+
+def tiny_classifier() -> Path:
+    """A trained digit classifier (MLP 784-8-10, 3 steps) whose features the image-generation task
+    reads: trained once into a temporary folder that ``$METAFWP_TEST_CLASSIFIER`` then names, so that
+    subprocesses (torchrun's) read the same run."""
+    folder = os.environ.get(CLASSIFIER_FOLDER)
+    if folder and (Path(folder) / "checkpoint.pt").is_file():
+        return Path(folder)
+    out_dir = Path(tempfile.mkdtemp(prefix="metafwp-test-classifier-"))
+    config = load_config(ROOT / "recipes/mnist5k_mlp_classifier.yaml",
+                         ["model.hidden=[8]", "train.steps=3", "eval.val_every=0", "train.test=false",
+                          "train.progress=none", f"train.out_dir={out_dir}", "train.name=classifier"])
+    run_dir = loop.train(config)
+    os.environ[CLASSIFIER_FOLDER] = str(run_dir)
+    return run_dir

@@ -15,14 +15,16 @@ from metafwp.errors import ConfigError
 from metafwp.models.backbones import BACKBONES, NORMS, build_backbone, feature_size
 from metafwp.models.classifier import ImageClassifier, mlp_classifier
 from metafwp.models.ct_fwp import ContinuousTimeFWP
+from metafwp.models.gan import ConvGenerator
 from metafwp.models.linear_attention import LinearSelfAttention
+from metafwp.models.painter import PAINTER_RULES, FastWeightPainter
 from metafwp.models.prototypical import PixelNearestNeighbour, PrototypicalNetwork
 from metafwp.models.sequence_learner import SequenceLearner, layer_mixers
 from metafwp.nn import BETA_ACTIVATIONS, DELAYED_RATES, FEATURE_MAPS, HQLT_MIXINGS, HQLT_VARIANTS, MIXERS
 from metafwp.ops import CT_RULES
 
-INPUTS = ("frames", "vectors", "tokens")
-TARGETS = ("classes", "values")
+INPUTS = ("frames", "vectors", "tokens")   # what episode learners read (generators read "latents")
+TARGETS = ("classes", "values")            # what they predict (generators make "images")
 
 
 @dataclass(frozen=True)
@@ -30,12 +32,12 @@ class LearnerInputs:
     """What a task's episodes give a learner.
 
     Fields:
-        inputs: ``frames`` (``[B, T, C, H, W]`` uint8), ``vectors`` (``[B, T, D]`` float) or ``tokens``
-            (``[B, T]`` int64 ids, -1 on padding).
-        shape: ``(C, H, W)``, ``(D,)`` or ``(vocabulary size,)``.
+        inputs: ``frames`` (``[B, T, C, H, W]`` uint8), ``vectors`` (``[B, T, D]`` float), ``tokens``
+            (``[B, T]`` int64 ids, -1 on padding) or ``latents`` (a generator's ``[B, latent]`` noise).
+        shape: ``(C, H, W)``, ``(D,)``, ``(vocabulary size,)``, or for latents the generated images' ``(C, H, W)``.
         num_outputs: classes (logits) or target dims.
         feedback_dim: width of the encoded feedback (``classes + 1``, ``Dy + 1``, or 0 for none).
-        targets: ``classes`` or ``values``.
+        targets: ``classes``, ``values`` or ``images`` (generated).
     """
 
     inputs: str
@@ -415,3 +417,78 @@ class CTFWPKind(LearnerKind):
         return ContinuousTimeFWP(inputs.shape[0] - 1, config.grid_steps, inputs.num_outputs, hidden=config.hidden,
                                  num_heads=config.num_heads, rule=config.rule, cde=config.cde, ff_dim=config.ff_dim,
                                  dropout=config.dropout, method=config.solver, adjoint=config.adjoint)
+
+
+@dataclass
+class GeneratorSection(ModelSection):
+    """The fields of every image generator: the ``latent`` size of its noise ``z ~ N(0, I)``."""
+    latent: int = 64
+
+    def check(self) -> None:
+        if self.latent < 1:
+            raise ConfigError(f"model.latent must be >= 1, got {self.latent}")
+
+
+@dataclass
+class PainterConfig(GeneratorSection):
+    """``kind: painter``: the fast weight painter (``FastWeightPainter``): an LSTM of ``hidden`` units
+    emits ``steps`` strokes (a key, a value and a rate per channel, keys and values as long as the
+    image's side) that ``rule`` writes into one fast weight matrix per channel; ``first_rate_one``:
+    the authors' first stroke, written with rate 1."""
+    kind: str = "painter"
+    steps: int = 28
+    step_input: int = 8
+    step_width: int = 32
+    hidden: int = 256
+    rule: str = "delta"
+    first_rate_one: bool = False
+
+    def check(self) -> None:
+        super().check()
+        check_choice("rule", self.rule, PAINTER_RULES)
+        if self.steps < 1:
+            raise ConfigError(f"model.steps must be >= 1 (the painting steps, rank-1 strokes), got {self.steps}")
+        for key in ("step_input", "step_width", "hidden"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"model.{key} must be >= 1, got {getattr(self, key)}")
+
+
+@register_learner_kind
+class PainterKind(LearnerKind):
+    name, Config, inputs, targets = "painter", PainterConfig, ("latents",), ("images",)
+
+    @classmethod
+    def build(cls, config: PainterConfig, inputs: LearnerInputs) -> nn.Module:
+        channels, height, width = inputs.shape
+        return FastWeightPainter(config.latent, channels, width, config.steps, config.step_input, config.step_width,
+                                 config.hidden, config.rule, config.first_rate_one)
+
+    @classmethod
+    def label(cls, config: PainterConfig) -> str:
+        return f"painter_{config.rule}"
+
+
+@dataclass
+class ConvGeneratorConfig(GeneratorSection):
+    """``kind: conv_generator``: the convolutional baseline (``ConvGenerator``), ``width`` channels at
+    a quarter of the image's side (88: 357,985 parameters, 0.5 % below the default painter's 359,737)."""
+    kind: str = "conv_generator"
+    width: int = 88
+
+    def check(self) -> None:
+        super().check()
+        if self.width < 4:
+            raise ConfigError(f"model.width must be >= 4 (it is halved twice), got {self.width}")
+
+
+@register_learner_kind
+class ConvGeneratorKind(LearnerKind):
+    name, Config, inputs, targets = "conv_generator", ConvGeneratorConfig, ("latents",), ("images",)
+
+    @classmethod
+    def build(cls, config: ConvGeneratorConfig, inputs: LearnerInputs) -> nn.Module:
+        channels, height, width = inputs.shape
+        try:
+            return ConvGenerator(config.latent, channels, width, config.width)
+        except ValueError as error:
+            raise ConfigError(f"model.kind=conv_generator: {error}") from None

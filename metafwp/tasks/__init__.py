@@ -10,6 +10,7 @@ from metafwp.tasks.continual import ContinualTask
 from metafwp.tasks.copy import CopyTask
 from metafwp.tasks.expressivity import ExpressivityTask
 from metafwp.tasks.few_shot import FewShotTask
+from metafwp.tasks.gan import GANTask
 from metafwp.tasks.irregular import IrregularRowsTask
 from metafwp.tasks.listops import ListOpsTask
 from metafwp.tasks.mqar import MQARTask
@@ -19,9 +20,9 @@ from metafwp.tasks.regression import RegressionTask
 TASKS: dict[str, type[Task]] = {task.name: task for task in (FewShotTask, RegressionTask, BootstrapTask, MultiTaskTask,
                                                               ContinualTask, ExpressivityTask, CopyTask, MQARTask,
                                                               CodeExecutionTask, ListOpsTask, IrregularRowsTask,
-                                                              ClassificationTask, CharLMTask)}
+                                                              ClassificationTask, CharLMTask, GANTask)}
 
 __all__ = ["LEARNER", "TASKS", "BootstrapTask", "CharLMTask", "ClassificationTask", "CodeExecutionTask",
-           "ContinualTask", "CopyTask", "ExpressivityTask", "FewShotTask", "GeneratorTask", "IrregularRowsTask",
+           "ContinualTask", "CopyTask", "ExpressivityTask", "FewShotTask", "GANTask", "GeneratorTask", "IrregularRowsTask",
            "ListOpsTask", "MQARTask", "MultiTaskTask", "RegressionTask", "Scores", "StreamTask", "Task", "add_tallies",
            "autocast", "confidence_interval", "evaluate_episodes"]

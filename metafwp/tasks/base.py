@@ -252,6 +252,11 @@ class Task:
             return None
         return self.evaluate(model, self.val_sampler, self.config.eval.val_episodes, device, "validating")
 
+    def validation_images(self, model: nn.Module, device: torch.device) -> dict[str, torch.Tensor]:
+        """``{name: images [N, C, H, W] in [0, 1]}`` written to tensorboard at each validation
+        (Default: none; a generator's samples)."""
+        return {}
+
     def learner_fields(self, model: nn.Module) -> dict:
         """What the trained learner's weights say, reported beside its test results (Default: nothing)."""
         return {}

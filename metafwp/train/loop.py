@@ -352,9 +352,12 @@ def validate(run: Run, log: "Progress") -> None:
         return
     result = run.task.validate(run.model, run.ranks.device)
     metric = run.task.metric
-    record = {"step": run.step, metric: result[metric], "ci95": result["ci95"], "loss": result["loss"]}
+    record = {"step": run.step, metric: result[metric], "ci95": result["ci95"],
+              **({"loss": result["loss"]} if "loss" in result else {})}  # a GAN has no held-out loss
     run.validation.append(record)
     log.write_validation(record)
+    for name, images in run.task.validation_images(run.model, run.ranks.device).items():
+        log.writer.add_images(f"val/{name}", images, run.step)
     better = (run.best is None or (result[metric] > run.best[metric] if run.task.higher_is_better
                                    else result[metric] < run.best[metric]))
     if better:
@@ -430,7 +433,8 @@ class Progress:
 
     def write(self, record: dict) -> None:
         run = self.run
-        record.update(step=run.step, lr=run.schedulers[LEARNER].get_last_lr()[0] if run.schedulers else 0.0)
+        first = next(iter(run.schedulers.values()), None)  # the learner's, or a task's first optimiser's
+        record.update(step=run.step, lr=first.get_last_lr()[0] if first is not None else 0.0)
         seconds = record.pop("seconds")
         run.seconds += seconds
         run.history.append(record)
@@ -441,19 +445,21 @@ class Progress:
                     self.writer.add_scalar(f"train/{key}", value, run.step)
             for shot, value in record.get("by_shot", {}).items():
                 self.writer.add_scalar(f"train/{metric}_shot_{shot}", value, run.step)
-        self.bar.set_postfix(loss=f"{record['loss']:.3f}", **{metric[:3]: f"{record[metric]:.4g}"},
-                             eps=f"{record['episodes_per_second']:.0f}/s")
+        shown = {metric[:3]: f"{record[metric]:.4g}"} if metric in record else {}  # a GAN's only on validation
+        self.bar.set_postfix(loss=f"{record['loss']:.3f}", **shown, eps=f"{record['episodes_per_second']:.0f}/s")
         if self.lines:
             eta = (self.steps - run.step) * seconds / max(1, run.step - self.last_step)
-            print(f"{run.run_dir.name} step {run.step}/{self.steps}  loss {record['loss']:.4f}  {metric} "
-                  f"{record[metric]:.4g}  lr {record['lr']:.3g}  {record['episodes_per_second']:.0f} episodes/s  "
+            metric_text = f"{metric} {record[metric]:.4g}  " if metric in record else ""
+            print(f"{run.run_dir.name} step {run.step}/{self.steps}  loss {record['loss']:.4f}  {metric_text}"
+                  f"lr {record['lr']:.3g}  {record['episodes_per_second']:.0f} episodes/s  "
                   f"ETA {format_seconds(eta)}", flush=True)
         self.last_step = run.step
 
     def write_validation(self, record: dict) -> None:
         metric = self.run.task.metric
         self.writer.add_scalar(f"val/{metric}", record[metric], record["step"])
-        self.writer.add_scalar("val/loss", record["loss"], record["step"])
+        if "loss" in record:
+            self.writer.add_scalar("val/loss", record["loss"], record["step"])
         if self.lines:
             print(f"{self.run.run_dir.name} step {record['step']} validation {metric} {record[metric]:.4g} +/- "
                   f"{record['ci95']:.2g}", flush=True)

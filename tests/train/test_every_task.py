@@ -21,7 +21,7 @@ from metafwp.tasks import TASKS
 from metafwp.train import load_config, train
 from metafwp.train.__main__ import main as train_main
 from metafwp.train.checkpoint import load_checkpoint
-from tests.helpers import ROOT, TINY, TINY_SEQUENCE, assert_identical, learner_of, stop_after
+from tests.helpers import ROOT, TINY, TINY_SEQUENCE, assert_identical, learner_of, stop_after, tiny_classifier
 
 RUN = [setting for setting in TINY if not setting.startswith("model.")] + TINY_SEQUENCE + [
     "train.steps=4", "train.checkpoint_every=100", "eval.val_every=1", "eval.val_episodes=6", "optim.lr=0.01",
@@ -41,15 +41,24 @@ RUNS = {  # task: (recipe, overrides of a tiny run that validates on held-out cl
     "expressivity": ("expressivity_parity", RUN + ["data.train_length=6"]),
     "copy": ("copy_elstm", [s for s in RUN if s != "model.num_heads=2"] + ["data.length=3"]),  # online RTRL
     "char_lm": ("char_lm_delta", RUN + ["data.segment_length=8"]),  # the state carried across batches
+    "gan": ("gan_mnist5k_painter", [s for s in RUN if not s.startswith("model.")]  # two models trained
+            + ["model.hidden=8", "model.steps=4", "model.latent=4", "data.discriminator_width=4"]),
 }
-METRICS = {"regression": ("error", False), "char_lm": ("bpc", False)}  # the others: ("accuracy", True)
+METRICS = {"regression": ("error", False), "char_lm": ("bpc", False), "gan": ("frechet", False)}  # else accuracy
+
+
+@pytest.fixture(autouse=True, scope="module")
+def gan_classifier():
+    """The gan run's Fréchet features: a tiny classifier, trained before any run of this module."""
+    tiny_classifier()
 
 
 def command(task: str, out_dir: Path, name: str, *overrides) -> list[str]:
     """The ``python -m metafwp.train`` arguments of ``task``'s tiny run ``out_dir/name``."""
     recipe, options = RUNS[task]
-    return [str(ROOT / "recipes" / f"{recipe}.yaml"), *options, f"train.out_dir={out_dir}", f"train.name={name}",
-            *overrides]
+    features = [f"data.classifier={tiny_classifier()}"] if task == "gan" else []
+    return [str(ROOT / "recipes" / f"{recipe}.yaml"), *options, *features, f"train.out_dir={out_dir}",
+            f"train.name={name}", *overrides]
 
 
 def config_of(task: str, out_dir: Path, name: str, *overrides):
@@ -146,6 +155,7 @@ BAD_HELD_OUT_SETTINGS = [
     ("regression", "data.gd_steps=0", "data.gd_steps must be >= 1"),
     ("expressivity", "data.test_length=3", "data.test_length=3 is shorter than data.train_length=6"),
     ("copy", "model.mixer=delta", "data.update=rtrl needs an e-LSTM learner"),
+    ("gan", "eval.episodes=4001", "eval.episodes=4001: the floor compares as many training images"),
 ]
 
 

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from metafwp.models import LEARNER_KINDS
+from metafwp.models import LEARNER_KINDS, LearnerInputs
 from metafwp.tasks import TASKS
 from metafwp.tasks.images import frame_inputs
 from metafwp.train.config import config_to_dict, load_config
@@ -51,6 +51,9 @@ def learner(config):
     if config.task in ("regression", "expressivity", "copy", "mqar", "code_execution", "listops", "irregular_rows",
                        "classification", "char_lm"):
         return TASKS[config.task](config, progress=False).build_learner(config.model)
+    if config.task == "gan":  # a generator of 28 x 28 grey images (the task needs a trained classifier)
+        return LEARNER_KINDS[config.model.kind].build(config.model, LearnerInputs("latents", (1, 28, 28), 0, 0,
+                                                                                  "images"))
     data = config.data
     source = getattr(data, "dataset", None) or (getattr(data, "sources", None) or data.train_sources)[0]
     channels, height, width = STORED_FRAMES[source.split(":")[0]]
