@@ -113,13 +113,21 @@ def test_the_gd_plus_plus_rows_run_von_oswald_et_al_s_setting():
 
 @pytest.mark.parametrize("name,row", [("bootstrap", 0), ("continual_domain", 0), ("multitask", 0),
                                       ("expressivity_parity_grazzi", 0), ("gd_plus_plus", 0),
-                                      ("regression_synchronous", -1), ("regression_delayed", 0)])
+                                      ("regression_synchronous", -1), ("regression_delayed", 0), ("painter", 0)])
 def test_each_study_reads_its_columns_from_its_tasks_results(tmp_path, name, row):
-    """One condition of each study family (MAML's for regression_synchronous), one step: its table
-    holds a number in every column, and its figures are drawn."""
+    """One condition of each study family (MAML's for regression_synchronous), one step, its required
+    runs at two steps: its table holds a number in every column, and its figures are drawn."""
     study = STUDIES[name]
-    study = replace(study, conditions=(study.conditions[row],), validation=study.validation + ("eval.val_episodes=8",))
+    requires = tuple(replace(r, overrides=r.overrides + ("train.steps=2", "model.hidden=[8]")) for r in study.requires)
+    study = replace(study, conditions=(study.conditions[row],), validation=study.validation + ("eval.val_episodes=8",),
+                    requires=requires)
     results = run_study(study, tmp_path, Budget(seeds=1, steps=1, episodes=2))
+    for required in study.requires:  # trained and tested first, in the study's folder; the conditions read them
+        assert results["requirements"][required.name]["run"] == str(tmp_path / required.name)
+        assert f"Required run `{required.name}` (2 steps)" in (tmp_path / "results.md").read_text()
+    if name == "painter":
+        run = load_config(Path(results["runs"][0]["run"]) / "config.yaml")
+        assert run.data.classifier == str(tmp_path / "mnist5k_classifier")
     row = results["conditions"][study.conditions[0].label]
     assert set(row["columns"]) == {column.name for column in study.columns}
     if study.figures:

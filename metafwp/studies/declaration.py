@@ -37,6 +37,25 @@ class Condition:
                 for values in product(*(values for _, values in self.grid))]
 
 
+STUDY_FOLDER = "{study}"  # in a condition's overrides: the study's folder, where its requirements are
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """A run the conditions read (e.g. the classifier whose features a GAN is measured on): trained
+    and tested once, before them, as ``<study folder>/<name>`` (reused when finished); a condition
+    names it in its overrides as ``{study}/<name>``.
+
+    Args:
+        name: its folder under the study's.
+        recipe: the stem of a file in ``recipes/``.
+        overrides: ``key=value`` settings on top of the recipe.
+    """
+    name: str
+    recipe: str
+    overrides: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True)
 class Column:
     """A column of the table: ``read(results, learner)`` is its value for one tested run, from the
@@ -61,6 +80,7 @@ class Study:
         episodes: test episodes (None: the recipes').
         figures: ``figures(study, report, folder) -> [paths]`` beside the table (optional).
         notes: what the reader must know beside the table (where it departs from the paper).
+        requires: runs trained before the conditions, which read them (``Requirement``).
     """
     name: str
     summary: str
@@ -73,6 +93,7 @@ class Study:
     figures: Callable | None = None
     notes: str = ""
     selection: str = field(default=SELECTION_RULE)
+    requires: tuple[Requirement, ...] = ()
 
 
 STUDIES: dict[str, Study] = {}

@@ -21,7 +21,7 @@ from metafwp.demo import RECIPES
 from metafwp.errors import ConfigError
 from metafwp.evaluate import evaluate_run, result_file
 from metafwp.plots import bar_label, plot_accuracy_bars
-from metafwp.studies.declaration import Condition, Study
+from metafwp.studies.declaration import STUDY_FOLDER, Condition, Study
 from metafwp.studies.launchers import ClusterSettings, launch
 from metafwp.tasks import TASKS
 from metafwp.train import load_config, train
@@ -72,7 +72,8 @@ def plan(study: Study, folder: Path, budget: Budget) -> list[Candidate]:
         for setting in condition.settings():
             for seed in range(budget.seeds):
                 name = slug(f"{condition.label} {' '.join(setting)} seed {seed}")
-                overrides = [*condition.overrides, *setting, *study.validation, f"train.seed={seed}",
+                overrides = [*(o.replace(STUDY_FOLDER, str(folder)) for o in condition.overrides), *setting,
+                             *study.validation, f"train.seed={seed}",
                              "train.test=false", f"train.out_dir={folder}", f"train.name={name}",
                              "train.resume=auto", "train.threads=1", "train.progress=lines",
                              *([f"train.steps={budget.steps}"] if budget.steps else []),
@@ -91,6 +92,22 @@ def plan(study: Study, folder: Path, budget: Budget) -> list[Candidate]:
                                           f"run with")
                 candidates.append(Candidate(condition, setting, seed, name, overrides))
     return candidates
+
+
+def requirement_overrides(folder: Path, name: str, overrides: tuple[str, ...]) -> list[str]:
+    return [*overrides, f"train.out_dir={folder}", f"train.name={name}", "train.resume=auto", "train.threads=1",
+            "train.progress=lines"]
+
+
+def train_requirements(study: Study, folder: Path, launcher: str, jobs: int, cluster) -> dict[str, dict]:
+    """Train and test (or reuse) each of the study's requirements; ``{name: its metrics.json}``."""
+    metrics = {r.name: finished_run(folder / r.name) for r in study.requires}
+    todo = [r for r in study.requires if metrics[r.name] is None or metrics[r.name]["test"] is None]
+    trained = launch(launcher, [(train_candidate, (r.recipe, requirement_overrides(folder, r.name, r.overrides)))
+                                for r in todo], jobs=jobs, folder=folder / "submitit", cluster=cluster,
+                     on_done=lambda j: print(f"trained {todo[j].name} (required)", flush=True))
+    metrics.update({r.name: run for r, run in zip(todo, trained)})
+    return metrics
 
 
 def train_candidate(recipe: str, overrides: list[str]) -> dict:
@@ -160,6 +177,7 @@ def run_study(study: Study, folder: Path, budget: Budget, *, launcher: str = "lo
           f"{jobs} at a time on {launcher}; each is python -m metafwp.train recipes/<recipe>.yaml <overrides>:")
     for candidate in candidates:
         print(f"  {candidate.name}: {candidate.condition.recipe} {' '.join(candidate.overrides)}")
+    required = train_requirements(study, folder, launcher, jobs, cluster)
 
     def done(what):
         return lambda i: print(f"{what} {candidates[i].name}", flush=True)
@@ -179,7 +197,8 @@ def run_study(study: Study, folder: Path, budget: Budget, *, launcher: str = "lo
                    folder=folder / "submitit", cluster=cluster, on_done=lambda j: done("tested")(to_test[j]))
     tested.update(zip(to_test, tests))
     tested = {i: tested[i] for i in selected}
-    return write_results(study, folder, budget, candidates, runs, chosen, tested, time.perf_counter() - started)
+    return write_results(study, folder, budget, candidates, runs, chosen, tested, time.perf_counter() - started,
+                         required)
 
 
 def finished_results(study: Study, folder: Path, budget: Budget) -> dict:
@@ -205,8 +224,10 @@ def commit() -> str | None:
 
 
 def write_results(study: Study, folder: Path, budget: Budget, candidates: list[Candidate], runs: list[dict],
-                  chosen: dict, tested: dict[int, dict], seconds: float) -> dict:
-    """``results.json``, ``results.md`` and the figures of a finished study."""
+                  chosen: dict, tested: dict[int, dict], seconds: float,
+                  required: dict[str, dict] | None = None) -> dict:
+    """``results.json``, ``results.md`` and the figures of a finished study (``required``: the metrics
+    of its requirements, whose tests the table's notes quote)."""
     first = load_config(Path(runs[0]["run"]) / "config.yaml")
     task = TASKS[first.task]
     records, conditions = [], {}
@@ -231,7 +252,9 @@ def write_results(study: Study, folder: Path, budget: Budget, candidates: list[C
                "steps": budget.steps or "the recipes'", "test_episodes": records[next(iter(tested))]["test_episodes"],
                "selection": study.selection, "validation": list(study.validation), "metric": task.metric,
                "chance": task.chance(first), "wall_seconds": seconds, "commit": commit(),
-               "conditions": conditions, "runs": records}
+               "conditions": conditions, "runs": records,
+               "requirements": {name: {"run": run["run"], "steps": run["steps"], "metric": TASKS[run["task"]].metric,
+                                       "test": run["test"]} for name, run in (required or {}).items()}}
     (folder / "results.json").write_text(json.dumps(results, indent=2))
     write_tables(study, folder, results)
     return results
@@ -258,6 +281,10 @@ def write_tables(study: Study, folder: Path, results: dict) -> None:
         validation = f"{number(row['validation']['mean'])} +/- {number(row['validation']['ci95'])}"
         lines.append(f"| {label} | {' '.join(row['selected']) or '-'} | {validation} | " + " | ".join(cells)
                      + f" | {row['train_minutes']:.1f} min |")
+    for name, run in results.get("requirements", {}).items():
+        scores = ", ".join(f"{learner} {run['metric']} {result[run['metric']]:.2f} +/- {result['ci95']:.2f}"
+                           for learner, result in run["test"].items())
+        lines += ["", f"Required run `{name}` ({run['steps']} steps), trained first: test {scores}."]
     if study.notes:
         lines += ["", study.notes]
     (folder / "results.md").write_text("\n".join(lines) + "\n")
