@@ -23,6 +23,6 @@ TASKS: dict[str, type[Task]] = {task.name: task for task in (FewShotTask, Regres
                                                               ClassificationTask, CharLMTask, GANTask)}
 
 __all__ = ["LEARNER", "TASKS", "BootstrapTask", "CharLMTask", "ClassificationTask", "CodeExecutionTask",
-           "ContinualTask", "CopyTask", "ExpressivityTask", "FewShotTask", "GANTask", "GeneratorTask", "IrregularRowsTask",
-           "ListOpsTask", "MQARTask", "MultiTaskTask", "RegressionTask", "Scores", "StreamTask", "Task", "add_tallies",
-           "autocast", "confidence_interval", "evaluate_episodes"]
+           "ContinualTask", "CopyTask", "ExpressivityTask", "FewShotTask", "GANTask", "GeneratorTask",
+           "IrregularRowsTask", "ListOpsTask", "MQARTask", "MultiTaskTask", "RegressionTask", "Scores", "StreamTask",
+           "Task", "add_tallies", "autocast", "confidence_interval", "evaluate_episodes"]

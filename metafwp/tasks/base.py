@@ -285,6 +285,24 @@ class StreamTask(Task):
     inputs, targets, sequential = "frames", "classes", True
 
 
+class SplitTask(Task):
+    """A task whose samplers are ``make_sampler(split, seed)`` of a dataset's fixed splits: training
+    from ``train`` at ``train.seed``, validation from ``val`` at ``eval.val_seed``, the test from
+    ``test`` at ``eval.seed``."""
+
+    def make_sampler(self, split: str, seed: int):
+        raise NotImplementedError
+
+    def train_episodes(self):
+        return self.make_sampler("train", self.config.train.seed)
+
+    def validation_episodes(self):
+        return self.make_sampler("val", self.config.eval.val_seed)
+
+    def test_episodes(self) -> dict:
+        return {"": (self.make_sampler("test", self.config.eval.seed), {})}
+
+
 class GeneratorData:
     """A ``data:`` section of a generated task: no key depends on another, none shapes only the test.
     Subclasses are dataclasses that add their keys and ``check``."""

@@ -11,7 +11,7 @@ from episodes.labelled_images import (IMAGE_DATASETS, LabelledImagesSampler, dat
                                       split_images)
 from metafwp.errors import ConfigError, DataError
 from metafwp.models import LearnerInputs
-from metafwp.tasks.base import GeneratorData, ScoredAtLastStep, Task, check_test_episodes
+from metafwp.tasks.base import GeneratorData, ScoredAtLastStep, SplitTask, check_test_episodes
 from metafwp.tasks.images import frame_inputs
 
 
@@ -34,7 +34,7 @@ def load_images(dataset: str):
         raise DataError(str(error)) from None
 
 
-class ClassificationTask(ScoredAtLastStep, Task):
+class ClassificationTask(ScoredAtLastStep, SplitTask):
     """``task: classification``."""
 
     name = "classification"
@@ -53,15 +53,6 @@ class ClassificationTask(ScoredAtLastStep, Task):
 
     def make_sampler(self, split: str, seed: int) -> LabelledImagesSampler:
         return LabelledImagesSampler(load_images(self.data.dataset), split, seed=seed)
-
-    def train_episodes(self):
-        return self.make_sampler("train", self.config.train.seed)
-
-    def validation_episodes(self):
-        return self.make_sampler("val", self.config.eval.val_seed)
-
-    def test_episodes(self) -> dict:
-        return {"": (self.make_sampler("test", self.config.eval.seed), {})}
 
     def learner_inputs(self) -> LearnerInputs:
         return frame_inputs(tuple(self.sampler.images.images.shape[1:]), self.sampler.num_classes)

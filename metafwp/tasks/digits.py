@@ -6,10 +6,10 @@ from __future__ import annotations
 from episodes import MNIST5k
 from episodes.irregular import split_size
 from metafwp.errors import DataError
-from metafwp.tasks.base import ScoredAtLastStep, Task, check_test_episodes
+from metafwp.tasks.base import ScoredAtLastStep, SplitTask, check_test_episodes
 
 
-class SplitDigitsTask(ScoredAtLastStep, Task):
+class SplitDigitsTask(ScoredAtLastStep, SplitTask):
     """Subclasses give ``sampler_of(digits, split, seed)``: a sampler of the split's episodes."""
 
     @classmethod
@@ -30,12 +30,3 @@ class SplitDigitsTask(ScoredAtLastStep, Task):
         except (FileNotFoundError, ValueError) as error:
             raise DataError(str(error)) from None
         return self.sampler_of(digits, split, seed)
-
-    def train_episodes(self):
-        return self.make_sampler("train", self.config.train.seed)
-
-    def validation_episodes(self):
-        return self.make_sampler("val", self.config.eval.val_seed)
-
-    def test_episodes(self) -> dict:
-        return {"": (self.make_sampler("test", self.config.eval.seed), {})}

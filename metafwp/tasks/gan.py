@@ -41,7 +41,7 @@ from metafwp.frechet import features_distance
 from metafwp.models import LearnerInputs
 from metafwp.models.gan import Discriminator
 from metafwp.plots import plot_frechet_bars, plot_image_grid, plot_painting
-from metafwp.tasks.base import LEARNER, GeneratorData, Scores, Task
+from metafwp.tasks.base import LEARNER, GeneratorData, Scores, SplitTask
 from metafwp.tasks.classification import load_images
 
 STREAM_DISCRIMINATOR, STREAM_GENERATOR, STREAM_EVAL, STREAM_FLOOR = 90, 91, 92, 93
@@ -112,7 +112,7 @@ def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
             average.copy_(current)
 
 
-class GANTask(Task):
+class GANTask(SplitTask):
     """``task: gan``."""
 
     name = "gan"
@@ -143,10 +143,7 @@ class GANTask(Task):
     def make_sampler(self, split: str, seed: int) -> LabelledImagesSampler:
         return LabelledImagesSampler(load_images(self.data.dataset), split, seed=seed)
 
-    def train_episodes(self):
-        return self.make_sampler("train", self.config.train.seed)
-
-    def validation_episodes(self):
+    def validation_episodes(self):  # generated images are compared with the training images
         return self.make_sampler("train", self.config.eval.val_seed)
 
     def test_episodes(self) -> dict:
