@@ -1,9 +1,11 @@
 """Image generation (task gan): the Fréchet distance against the Gaussian closed form and scipy's
-matrix square root; two training steps against the hinge-loss equations written out here (the
-discriminator's gradients untouched by the generator's step, the EMA's formula); latents drawn per
+matrix square root; the gradient penalty against closed forms; three training steps against the
+hinge-loss and penalty equations written out here (the discriminator's gradients untouched by the
+generator's step, the EMA's formula); latents drawn per
 episode id; the convolutional baseline's size beside the painter's; the glyph split by drawer; bad
 input refused before any work, with what to run to fix it."""
 import copy
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -18,7 +20,7 @@ from metafwp.frechet import features_distance, frechet_distance, gaussian_fit
 from metafwp.models.gan import ConvGenerator
 from metafwp.models.painter import FastWeightPainter
 from metafwp.tasks import LEARNER, TASKS
-from metafwp.tasks.gan import STREAM_DISCRIMINATOR, STREAM_GENERATOR
+from metafwp.tasks.gan import STREAM_DISCRIMINATOR, STREAM_GENERATOR, gradient_penalty
 from metafwp.train import load_config
 from metafwp.train.__main__ import main as train_main
 from tests.helpers import ROOT, tiny_classifier
@@ -58,11 +60,22 @@ def test_features_are_fitted_by_their_sample_mean_and_covariance():
     assert features_distance(features + 3.0, features) == pytest.approx(4 * 9.0, rel=1e-9)  # |shift|^2, same cov
 
 
+def test_the_gradient_penalty_of_a_linear_critic_is_its_closed_form():
+    weights = torch.randn(1, 2, 3, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    images = torch.randn(5, 1, 2, 3, dtype=torch.float64, requires_grad=True)
+    scores = (images * weights).flatten(1).sum(1) + 0.5 * images.detach().sum()   # grad_x D(x) = weights
+    assert gradient_penalty(scores, images).item() == pytest.approx((weights.norm() - 1).item() ** 2, rel=1e-12)
+    quadratic = gradient_penalty(images.square().flatten(1).sum(1), images)        # grad = 2 x
+    expected = ((2 * images.detach()).flatten(1).norm(dim=1) - 1).square().mean()
+    assert quadratic.item() == pytest.approx(expected.item(), rel=1e-12) and quadratic.requires_grad
+
+
 class Steps:
-    """What ``training_step`` needs of the trainer: the models, autocast and an optimiser step."""
+    """What ``training_step`` needs of the trainer: the models, autocast, an optimiser step and the
+    run's step."""
 
     def __init__(self, models, optimizers):
-        self.models, self.optimizers = models, optimizers
+        self.models, self.optimizers, self.run = models, optimizers, SimpleNamespace(step=0)
 
     def autocast(self):
         return torch.autocast("cpu", enabled=False)
@@ -78,10 +91,12 @@ def adam(config, parameters):
 
 
 @pytest.mark.parametrize("kind", ["painter", "conv_generator"])
-def test_two_training_steps_follow_the_hinge_loss_and_the_ema(kind, tmp_path):
+def test_three_training_steps_follow_the_hinge_loss_the_penalty_and_the_ema(kind, tmp_path):
     size = ["model.width=8"] if kind == "conv_generator" else TINY_PAINTER
     config = load_config(RECIPE, [*TINY_GAN, f"model.kind={kind}", *size, f"train.out_dir={tmp_path}",
-                                  f"data.classifier={tiny_classifier()}", "data.ema_decay=0.9"])
+                                  f"data.classifier={tiny_classifier()}", "data.ema_decay=0.9",
+                                  f"data.spectral_norm={kind == 'painter'}", "data.gradient_penalty=3",
+                                  "data.penalty_every=2"])
     task = TASKS["gan"](config, progress=False)
     torch.manual_seed(0)
     models = task.build_models(config.model)
@@ -89,17 +104,21 @@ def test_two_training_steps_follow_the_hinge_loss_and_the_ema(kind, tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(ema.parameters(), generator.parameters()))
     trainer = Steps(models, {name: adam(config, models[name].parameters()) for name in ("generator", "discriminator")})
     optimise_g, optimise_d = adam(config, generator.parameters()), adam(config, discriminator.parameters())
-    for step in range(2):
+    for step in range(3):  # with the gradient penalty at steps 0 and 2 (every second)
+        trainer.run.step = step
         batch = task.sampler.sample(torch.arange(6 * step, 6 * step + 6))
         task.training_step(trainer, batch)
         # the equations: x = 2 p / 255 - 1, latents per episode id from the run's seed
-        x = batch.inputs[:, 0].double() * 2 / 255 - 1
+        x = (batch.inputs[:, 0].double() * 2 / 255 - 1).float().requires_grad_()
         z_d, z_g = (EpisodeRNG(config.train.seed).normal(batch.episode_ids, stream, (4,)).float()
                     for stream in (STREAM_DISCRIMINATOR, STREAM_GENERATOR))
         with torch.no_grad():
             fake = generator(z_d)
-        scores = discriminator(torch.cat([x.float(), fake]))   # one call: one power iteration of spectral norm
+        scores = discriminator(torch.cat([x, fake]))   # one call: one power iteration of spectral norm
         loss_d = F.relu(1 - scores[:6]).mean() + F.relu(1 + scores[6:]).mean()
+        if step % 2 == 0:
+            grad, = torch.autograd.grad(scores[:6].sum(), x, create_graph=True)
+            loss_d = loss_d + 3.0 * (grad.flatten(1).norm(dim=1) - 1).square().mean()
         optimise_d.zero_grad()
         loss_d.backward()
         optimise_d.step()
@@ -157,6 +176,7 @@ def test_the_glyph_split_holds_drawers_0_15_16_17_and_18_19_of_every_class():
     ("model.steps=0", "model.steps must be >= 1"),
     ("model.rule=anti_hebbian", "Unknown model.rule 'anti_hebbian'. Valid: delta, hebbian, oja"),
     ("data.ema_decay=1", r"data.ema_decay must be in \[0, 1\)"),
+    ("data.penalty_every=0", "data.gradient_penalty must be finite and >= 0 and data.penalty_every >= 1"),
 ])
 def test_bad_input_is_refused_before_any_work(override, message, tmp_path, capsys):
     import re

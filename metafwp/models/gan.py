@@ -2,11 +2,13 @@
 convolutional generator the fast weight painter is compared with. Images are ``[B, C, S, S]`` in
 (-1, 1) (real uint8 pixels ``p`` become ``2 p / 255 - 1``).
 
-- ``Discriminator``: three convolutions with spectral norm (S -> S/2 -> S/4 -> S/4) and LeakyReLU
-  0.2, then a linear score; no batch statistics, so a batch split over ranks scores as one.
+- ``Discriminator``: three convolutions (S -> S/2 -> S/4 -> S/4) with LeakyReLU 0.2, then a linear
+  score, each with spectral norm or none (the painter authors regularise by a gradient penalty
+  instead); no batch statistics, so a batch split over ranks scores as one.
 - ``ConvGenerator``: ``z [B, latent]`` -> a linear map to ``width x S/4 x S/4`` -> two transposed
-  convolutions (x2 each, ReLU) -> a 3x3 convolution to ``C`` channels -> tanh; no batch norm, for
-  the same reason.
+  convolutions (x2 each) -> a 3x3 convolution to ``C`` channels -> tanh, each hidden layer followed
+  by pixel norm (every position's channel vector scaled to unit RMS; Karras et al. 2018) and ReLU:
+  a per-image normalisation, for the same reason, that keeps the tanh from saturating.
 """
 from __future__ import annotations
 
@@ -22,19 +24,27 @@ def check_side(size: int) -> None:
 
 class Discriminator(nn.Module):
     """``forward(images [B, C, S, S]) -> scores [B]`` (higher: more real); ``width`` the first
-    convolution's channels (then 2x, 2x)."""
+    convolution's channels (then 2x, 2x); ``spectral``: spectral norm on every layer."""
 
-    def __init__(self, channels: int = 1, size: int = 28, width: int = 64):
+    def __init__(self, channels: int = 1, size: int = 28, width: int = 64, spectral: bool = True):
         super().__init__()
         check_side(size)
+        norm = spectral_norm if spectral else (lambda layer: layer)
         self.net = nn.Sequential(
-            spectral_norm(nn.Conv2d(channels, width, 4, stride=2, padding=1)), nn.LeakyReLU(0.2),
-            spectral_norm(nn.Conv2d(width, 2 * width, 4, stride=2, padding=1)), nn.LeakyReLU(0.2),
-            spectral_norm(nn.Conv2d(2 * width, 2 * width, 3, padding=1)), nn.LeakyReLU(0.2),
-            nn.Flatten(), spectral_norm(nn.Linear(2 * width * (size // 4) ** 2, 1)))
+            norm(nn.Conv2d(channels, width, 4, stride=2, padding=1)), nn.LeakyReLU(0.2),
+            norm(nn.Conv2d(width, 2 * width, 4, stride=2, padding=1)), nn.LeakyReLU(0.2),
+            norm(nn.Conv2d(2 * width, 2 * width, 3, padding=1)), nn.LeakyReLU(0.2),
+            nn.Flatten(), norm(nn.Linear(2 * width * (size // 4) ** 2, 1)))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images).squeeze(-1)
+
+
+class PixelNorm(nn.Module):
+    """``x / sqrt(mean over channels of x^2 + 1e-8)`` at every position of ``x [B, C, H, W]``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.square().mean(1, keepdim=True) + 1e-8)
 
 
 class ConvGenerator(nn.Module):
@@ -47,9 +57,9 @@ class ConvGenerator(nn.Module):
         self.width, self.side = width, size // 4
         self.project = nn.Linear(latent, width * self.side ** 2)
         self.net = nn.Sequential(
-            nn.ReLU(), nn.ConvTranspose2d(width, width // 2, 4, stride=2, padding=1),
-            nn.ReLU(), nn.ConvTranspose2d(width // 2, width // 4, 4, stride=2, padding=1),
-            nn.ReLU(), nn.Conv2d(width // 4, channels, 3, padding=1), nn.Tanh())
+            PixelNorm(), nn.ReLU(), nn.ConvTranspose2d(width, width // 2, 4, stride=2, padding=1),
+            PixelNorm(), nn.ReLU(), nn.ConvTranspose2d(width // 2, width // 4, 4, stride=2, padding=1),
+            PixelNorm(), nn.ReLU(), nn.Conv2d(width // 4, channels, 3, padding=1), nn.Tanh())
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(self.project(z).view(-1, self.width, self.side, self.side))

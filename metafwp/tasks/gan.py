@@ -26,6 +26,7 @@ the ceiling (the generator at its initial weights). These distances are not Ince
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -54,11 +55,17 @@ FLOOR, CEILING = "training images", "untrained"
 class GANData(GeneratorData):
     """``dataset``: ``mnist5k`` or ``glyphs``; ``classifier``: the run folder of a classification run
     on that dataset (its ``best.pt`` gives the Fréchet features); ``ema_decay``: the generator EMA's
-    d; ``discriminator_width``: the first convolution's channels."""
+    d; ``discriminator_width``: the first convolution's channels; ``spectral_norm``: on every layer
+    of the discriminator; ``gradient_penalty``: the weight of ``(|grad_x D(x)| - 1)^2`` on the real
+    images, added to the discriminator's loss every ``penalty_every`` steps (the authors': 10 and 4;
+    0 turns it off)."""
     dataset: str = "mnist5k"
     classifier: Optional[str] = None
     ema_decay: float = 0.995
     discriminator_width: int = 64
+    spectral_norm: bool = False
+    gradient_penalty: float = 10.0
+    penalty_every: int = 4
     num_workers: int = 0
 
     def check(self) -> None:
@@ -69,6 +76,9 @@ class GANData(GeneratorData):
             raise ConfigError(f"data.ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.discriminator_width < 1:
             raise ConfigError(f"data.discriminator_width must be >= 1, got {self.discriminator_width}")
+        if not 0 <= self.gradient_penalty < math.inf or self.penalty_every < 1:
+            raise ConfigError(f"data.gradient_penalty must be finite and >= 0 and data.penalty_every >= 1, got "
+                              f"{self.gradient_penalty} and {self.penalty_every}")
 
 
 CLASSIFIER_RECIPES = {"mnist5k": "recipes/mnist5k_mlp_classifier.yaml", "glyphs": "recipes/glyphs_mlp_classifier.yaml"}
@@ -101,6 +111,13 @@ def classifier_folder(data: GANData) -> Path:
 def pixels_to_images(pixels: torch.Tensor) -> torch.Tensor:
     """uint8 ``[N, C, H, W]`` to floats in [-1, 1]."""
     return pixels.float() * (2 / 255) - 1
+
+
+def gradient_penalty(scores: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """``mean_i (|d scores_i / d images_i| - 1)^2`` for ``scores [B]`` of ``images [B, ...]`` (each score
+    reads its own image only), with the graph kept so that it can be minimised."""
+    grad, = torch.autograd.grad(scores.sum(), images, create_graph=True)
+    return (grad.flatten(1).norm(dim=1) - 1).square().mean()
 
 
 def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
@@ -162,7 +179,7 @@ class GANTask(SplitTask):
         """The EMA generator (the learner), the trained generator (its copy at the start) and the discriminator."""
         generator = self.build_learner(model_config)
         channels, size, _ = self.learner_inputs().shape
-        discriminator = Discriminator(channels, size, self.data.discriminator_width)
+        discriminator = Discriminator(channels, size, self.data.discriminator_width, self.data.spectral_norm)
         return {LEARNER: copy.deepcopy(generator).requires_grad_(False), "generator": generator,
                 "discriminator": discriminator}
 
@@ -178,6 +195,8 @@ class GANTask(SplitTask):
         real = pixels_to_images(batch.inputs[:, 0])
         seed, device = self.config.train.seed, real.device
         z = self.latents(batch.episode_ids, seed, STREAM_DISCRIMINATOR).to(device)
+        penalised = self.data.gradient_penalty > 0 and trainer.run.step % self.data.penalty_every == 0
+        real.requires_grad_(penalised)
         with trainer.autocast():
             with torch.no_grad():
                 fake = generator(z)
@@ -185,7 +204,8 @@ class GANTask(SplitTask):
             real_scores, fake_scores = scores.chunk(2)
             per_image = F.relu(1 - real_scores) + F.relu(1 + fake_scores)
             loss_d = per_image.mean()
-        trainer.step(loss_d, "discriminator")
+        penalty = gradient_penalty(real_scores, real) if penalised else torch.zeros((), device=device)
+        trainer.step(loss_d + self.data.gradient_penalty * penalty, "discriminator")
         discriminator.requires_grad_(False)
         try:
             with trainer.autocast():
@@ -197,6 +217,7 @@ class GANTask(SplitTask):
         update_ema(trainer.models[LEARNER], generator, self.data.ema_decay)
         B = real.shape[0]
         sums = {"d_loss_sum": loss_d.detach() * B, "g_loss_sum": loss_g.detach() * B,
+                "penalty_sum": penalty.detach() * B * penalised, "penalised": torch.tensor(float(B * penalised)),
                 "real_score_sum": real_scores.detach().sum(), "fake_score_sum": fake_scores.detach().sum(),
                 "images": torch.tensor(float(B))}
         return Scores(loss_d, sums, per_image.detach())
@@ -205,7 +226,9 @@ class GANTask(SplitTask):
         """The discriminator's hinge loss as ``loss``, the generator's, and D's mean scores of real and
         generated images."""
         n = sums["images"]
+        penalty = (sums["penalty_sum"] / sums["penalised"]).item() if sums["penalised"] > 0 else 0.0
         return {"loss": (sums["d_loss_sum"] / n).item(), "generator_loss": (sums["g_loss_sum"] / n).item(),
+                "gradient_penalty": penalty,
                 "real_score": (sums["real_score_sum"] / n).item(), "fake_score": (sums["fake_score_sum"] / n).item()}
 
     # evaluation
