@@ -68,8 +68,9 @@ register_study(Study(
     figures=figures,
     requires=CLASSIFIERS,
     notes="3000 steps of 64 real images, the painter authors' optimiser (Adam 2e-4, betas 0.5 / 0.9) for every "
-          "generator and discriminator and their gradient penalty (10, every 4 steps), no grid; the tested generator is the EMA (0.995) of best.pt, chosen on the "
-          "distance of 1,000 generated images to the training images. The Fréchet distances read the 800 features "
+          "generator and discriminator and their gradient penalty (10, every 4 steps), no grid; the tested "
+          "generator is the EMA (0.995) of best.pt, chosen on the distance of 1,000 generated images to the "
+          "training images. The Fréchet distances read the 800 features "
           "of an MLP classifier (784-800-800) trained first on each dataset's training images: they are not "
           "comparable with published (Inception) FIDs. The painter: 28 strokes, an LSTM of 256 units, 359,737 "
           "parameters; the convolutional generator 357,985.",
