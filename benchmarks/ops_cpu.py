@@ -39,6 +39,11 @@ def delta_inputs(B, T, H, K, V, requires_grad=True, layout="BTHK"):
     return [x.requires_grad_(requires_grad) for x in tensors]
 
 
+def verdict(reached: bool) -> str:
+    """PASS or SHORT beside a target."""
+    return "PASS" if reached else "SHORT"
+
+
 def interleaved_medians(functions: dict, repeats: int) -> dict:
     """Median seconds of each function, calling them in turn ``repeats`` times after one warm-up."""
     for f in functions.values():
@@ -151,16 +156,20 @@ def main():
     print(f"torch {torch.__version__}, {args.threads} threads, fp32, medians of {args.repeats}")
     ref = figure_reference(args.repeats)
     print(f"\n1. delta rule B=4 T=1024 H=4 K=V=64 fwd+bwd: reference loop {ref['reference_s'] * 1e3:.0f} ms, "
-          f"chunk {ref['chunk_s'] * 1e3:.0f} ms -> {ref['speedup']:.1f}x  [target >= 5x]")
+          f"chunk {ref['chunk_s'] * 1e3:.0f} ms -> {ref['speedup']:.1f}x  [target >= 5x: "
+          f"{verdict(ref['speedup'] >= 5)}]")
     print("\n2. chunk vs fla-core delta_rule_chunkwise (same inputs, same chunk size), speed-up = fla / metafwp")
     print(f"   {'C':>4} {'fwd':>8} {'fwd no-grad':>12} {'fwd+bwd':>9} {'metafwp ms':>11} {'fla ms':>8}")
-    for row in figure_fla(args.repeats):
+    rows = figure_fla(args.repeats)
+    for row in rows:
         print(f"   {row['chunk_size']:>4} {row['fwd_speedup']:>7.2f}x {row['fwd_nograd_speedup']:>11.2f}x "
               f"{row['fwd_bwd_speedup']:>8.2f}x {row['fwd_bwd_metafwp_s'] * 1e3:>11.0f} {row['fwd_bwd_fla_s'] * 1e3:>8.0f}")
-    print("   [targets: fwd+bwd >= 2x at C=32, fwd > 1x at every C]")
+    at_32 = next(row["fwd_bwd_speedup"] for row in rows if row["chunk_size"] == 32)
+    print(f"   [target fwd+bwd >= 2x at C=32: {at_32:.2f}x {verdict(at_32 >= 2)}; target fwd > 1x at every C: "
+          f"{verdict(all(row['fwd_speedup'] > 1 for row in rows))}]")
     mem = figure_memory()
     print(f"\n3. chunk fwd+bwd peak memory: T=1024 {mem['peak_mib_T1024']:.0f} MiB, T=4096 "
-          f"{mem['peak_mib_T4096']:.0f} MiB -> {mem['ratio']:.2f}x  [target < 4.5x]")
+          f"{mem['peak_mib_T4096']:.0f} MiB -> {mem['ratio']:.2f}x  [target < 4.5x: {verdict(mem['ratio'] < 4.5)}]")
     s = figure_srwm(args.repeats)
     print(f"\n4. SRWM loop B=32 T=128 H=4 D=16 fwd+bwd: {s['fwd_bwd_s'] * 1e3:.0f} ms -> "
           f"{s['episodes_per_s']:.0f} episodes/s  [baseline for the GPU kernel]")
