@@ -367,3 +367,20 @@ def plot_painting(painter, z, path: Path, *, title: str = "", shown: int = 14) -
     axes[1, 0].text(-0.3, 0.5, "image", transform=axes[1, 0].transAxes, ha="right", va="center", fontsize=7)
     figure.suptitle(title, fontsize=9)
     return save_figure(figure, path)
+
+
+def plot_accuracy_against_state(series: dict[str, list[tuple[float, float, float]]], path: Path, *,
+                                title: str = "") -> Path:
+    """Accuracy against the size of the state (log scale), one line per mixer from its
+    ``(state elements, mean, ci95)`` points, 95% CIs as error bars."""
+    figure = Figure(figsize=(6.0, 3.8))
+    axis = figure.subplots()
+    for name, points in series.items():
+        points = sorted(points)
+        axis.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[2] for p in points], marker="o",
+                      capsize=4, label=name)
+    axis.set(xscale="log", xlabel="state elements (Zoology's definition)", ylabel="MQAR accuracy (%)",
+             ylim=(0, 101), title=title)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    return save_figure(figure, path)

@@ -8,10 +8,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 
 from metafwp.studies import STUDIES, Budget, Column, Condition, Study, register_study, run_study
 from metafwp.studies.__main__ import main
 from metafwp.studies.char_lm import figures as char_lm_figures
+from metafwp.studies.memory import state_size
 from metafwp.studies.multitask import LEARNERS
 from metafwp.studies.protocol import T_975, Candidate, plan, select
 from metafwp.studies.publish import BLOCK, publish, readme_with_results
@@ -54,6 +56,29 @@ def test_the_regression_learners_are_within_ten_percent_of_deltanets_parameters(
         if config.model.kind == "sequence":
             assert config.model.num_layers == 4
     assert all(abs(count / counts["DeltaNet"] - 1) <= 0.10 for count in counts.values()), counts
+
+
+@pytest.mark.parametrize("name", ["memory_mqar", "memory_parity_grazzi"])
+def test_the_memory_learners_are_within_ten_percent_of_deltanets_parameters(name):
+    counts = {}
+    for condition in STUDIES[name].conditions:
+        config = load_config(ROOT / "recipes" / f"{condition.recipe}.yaml", list(condition.overrides))
+        model = TASKS[config.task](config, progress=False).build_learner(config.model)
+        counts[condition.label] = sum(p.numel() for p in model.parameters())
+        assert config.model.num_layers == 2 and config.model.d_model in (64, 60)  # 60: the hybrids on parity
+        assert not (config.model.mixer == "hqlt" and config.model.short_conv)
+    assert all(abs(count / counts["DeltaNet, rates in (0, 2)"] - 1) <= 0.10 for count in counts.values()), counts
+
+
+def test_the_state_sizes_are_the_elements_each_learner_carries():
+    """Zoology's state size, against the learner's own state after a 64-step MQAR sequence (per sequence)."""
+    for condition in STUDIES["memory_state_size"].conditions:
+        config = load_config(ROOT / "recipes" / f"{condition.recipe}.yaml", list(condition.overrides))
+        task = TASKS[config.task](config, progress=False)
+        batch = task.sampler.sample(torch.arange(2))
+        _, state = task.build_learner(config.model)(batch)
+        carried = sum(t.numel() for t in torch.utils._pytree.tree_leaves(state) if t.dim() >= 3) // 2
+        assert carried == state_size(condition.label), condition.label
 
 
 def test_the_multitask_learners_are_within_ten_percent_of_deltanets_parameters():
@@ -113,7 +138,8 @@ def test_the_gd_plus_plus_rows_run_von_oswald_et_al_s_setting():
 
 @pytest.mark.parametrize("name,row", [("bootstrap", 0), ("continual_domain", 0), ("multitask", 0),
                                       ("expressivity_parity_grazzi", 0), ("gd_plus_plus", 0),
-                                      ("regression_synchronous", -1), ("regression_delayed", 0), ("painter", 0)])
+                                      ("regression_synchronous", -1), ("regression_delayed", 0), ("painter", 0),
+                                      ("memory_state_size", 0)])
 def test_each_study_reads_its_columns_from_its_tasks_results(tmp_path, name, row):
     """One condition of each study family (MAML's for regression_synchronous), one step, its required
     runs at two steps: its table holds a number in every column, and its figures are drawn."""
