@@ -1,6 +1,6 @@
 """The fast weight painter: with one-hot keys and unit rates its strokes paint any target image
-exactly; the generator's images equal a float64 loop of each rule written here over its own
-strokes (the authors' unit first rate included); bad input."""
+exactly; the generator's images and their gradients equal a float64 loop of each rule written here
+over its own strokes (the authors' unit first rate included); bad input."""
 import pytest
 import torch
 
@@ -41,6 +41,12 @@ def test_the_images_are_the_rule_run_over_the_strokes(rule, first_rate_one):
     assert bool((rates[:, 0] == 1).all()) == first_rate_one and bool((rates[:, 1:] < 1).all())
     assert torch.allclose(painter(z), painted_by_hand(keys, values, rates, rule), atol=1e-12)
     assert painter(z).shape == (3, 2, 5, 5)
+    # the gradients a GAN's generator step takes, through every stroke to the weights
+    cotangent = torch.randn(3, 2, 5, 5, dtype=torch.float64)
+    ours = torch.autograd.grad((painter(z) * cotangent).sum(), list(painter.parameters()))
+    theirs = torch.autograd.grad((painted_by_hand(*painter.strokes(z), rule) * cotangent).sum(),
+                                 list(painter.parameters()))
+    assert all(torch.allclose(a, b, atol=1e-12) for a, b in zip(ours, theirs))
 
 
 def test_bad_input():
