@@ -46,59 +46,60 @@ def test_every_declared_study_plans_loadable_runs_with_distinct_folders(tmp_path
         assert len(set(names)) == len(names) == sum(len(c.settings()) for c in study.conditions)
 
 
-@pytest.mark.parametrize("name", ["regression_synchronous", "regression_delayed"])
-def test_the_regression_learners_are_within_ten_percent_of_deltanets_parameters(name):
-    counts = {}
+def condition_learners(name: str) -> dict:
+    """``{label: (config, learner)}`` of every condition of study ``name``, built as its runs are."""
+    learners = {}
     for condition in STUDIES[name].conditions:
         config = load_config(ROOT / "recipes" / f"{condition.recipe}.yaml", list(condition.overrides))
-        model = TASKS[config.task](config, progress=False).build_learner(config.model)
-        counts[condition.label] = sum(p.numel() for p in model.parameters())
-        if config.model.kind == "sequence":
-            assert config.model.num_layers == 4
-    assert all(abs(count / counts["DeltaNet"] - 1) <= 0.10 for count in counts.values()), counts
+        learners[condition.label] = config, TASKS[config.task](config, progress=False).build_learner(config.model)
+    return learners
+
+
+def assert_within_ten_percent(models: dict, reference: str) -> None:
+    counts = {label: sum(p.numel() for p in model.parameters()) for label, model in models.items()}
+    assert all(abs(count / counts[reference] - 1) <= 0.10 for count in counts.values()), counts
+
+
+@pytest.mark.parametrize("name", ["regression_synchronous", "regression_delayed"])
+def test_the_regression_learners_are_within_ten_percent_of_deltanets_parameters(name):
+    learners = condition_learners(name)
+    assert all(config.model.num_layers == 4 for config, _ in learners.values() if config.model.kind == "sequence")
+    assert_within_ten_percent({label: model for label, (_, model) in learners.items()}, "DeltaNet")
 
 
 @pytest.mark.parametrize("name", ["memory_mqar", "memory_parity_grazzi"])
 def test_the_memory_learners_are_within_ten_percent_of_deltanets_parameters(name):
-    counts = {}
-    for condition in STUDIES[name].conditions:
-        config = load_config(ROOT / "recipes" / f"{condition.recipe}.yaml", list(condition.overrides))
-        model = TASKS[config.task](config, progress=False).build_learner(config.model)
-        counts[condition.label] = sum(p.numel() for p in model.parameters())
+    learners = condition_learners(name)
+    for config, _ in learners.values():
         assert config.model.num_layers == 2 and config.model.d_model in (64, 60)  # 60: the hybrids on parity
         assert not (config.model.mixer == "hqlt" and config.model.short_conv)
-    assert all(abs(count / counts["DeltaNet, rates in (0, 2)"] - 1) <= 0.10 for count in counts.values()), counts
+    assert_within_ten_percent({label: model for label, (_, model) in learners.items()}, "DeltaNet, rates in (0, 2)")
 
 
 def test_the_state_sizes_are_the_elements_each_learner_carries():
     """Zoology's state size, against the learner's own state after a 64-step MQAR sequence (per sequence)."""
-    for condition in STUDIES["memory_state_size"].conditions:
-        config = load_config(ROOT / "recipes" / f"{condition.recipe}.yaml", list(condition.overrides))
-        task = TASKS[config.task](config, progress=False)
-        batch = task.sampler.sample(torch.arange(2))
-        _, state = task.build_learner(config.model)(batch)
+    for label, (config, learner) in condition_learners("memory_state_size").items():
+        batch = TASKS[config.task](config, progress=False).sampler.sample(torch.arange(2))
+        _, state = learner(batch)
         carried = sum(t.numel() for t in torch.utils._pytree.tree_leaves(state) if t.dim() >= 3) // 2
-        assert carried == state_size(condition.label), condition.label
+        assert carried == state_size(label), label
 
 
 def test_the_multitask_learners_are_within_ten_percent_of_deltanets_parameters():
-    counts = {}
+    models = {}
     for label, (recipe, overrides) in LEARNERS.items():
         config = load_config(ROOT / "recipes" / f"{recipe}.yaml", list(overrides))
         assert config.model.num_layers == 2
-        model = TASKS[config.task](config, progress=False).build_learner(config.model)
-        counts[label] = sum(p.numel() for p in model.parameters())
-    assert all(abs(count / counts["DeltaNet"] - 1) <= 0.10 for count in counts.values()), counts
+        models[label] = TASKS[config.task](config, progress=False).build_learner(config.model)
+    assert_within_ten_percent(models, "DeltaNet")
 
 
 def test_the_char_lm_learners_are_within_ten_percent_of_the_lstms_parameters():
-    counts = {}
+    learners = condition_learners("char_lm")
     for condition in STUDIES["char_lm"].conditions:
-        config = load_config(ROOT / "recipes" / f"{condition.recipe}.yaml", list(condition.overrides))
+        config, _ = learners[condition.label]
         assert config.model.num_layers == 1 and f"model.mixer={config.model.mixer}" in condition.overrides
-        model = TASKS[config.task](config, progress=False).build_learner(config.model)
-        counts[condition.label] = sum(p.numel() for p in model.parameters())
-    assert all(abs(count / counts["LSTM"] - 1) <= 0.10 for count in counts.values()), counts
+    assert_within_ten_percent({label: model for label, (_, model) in learners.items()}, "LSTM")
 
 
 def test_the_char_lm_figures_draw_every_learner_and_both_compressed_families(tmp_path):
