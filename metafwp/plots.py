@@ -369,18 +369,31 @@ def plot_painting(painter, z, path: Path, *, title: str = "", shown: int = 14) -
     return save_figure(figure, path)
 
 
-def plot_accuracy_against_state(series: dict[str, list[tuple[float, float, float]]], path: Path, *,
-                                title: str = "") -> Path:
-    """Accuracy against the size of the state (log scale), one line per mixer from its
-    ``(state elements, mean, ci95)`` points, 95% CIs as error bars."""
+def plot_accuracy_against(series: dict[str, list[tuple[float, float, float]]], path: Path, *, xlabel: str,
+                          ylabel: str = "accuracy (%)", xscale: str = "linear", title: str = "") -> Path:
+    """Accuracy against a setting (e.g. the state's size, the fraction of rows dropped), one line per
+    learner from its ``(x, mean, ci95)`` points, 95% CIs as error bars."""
     figure = Figure(figsize=(6.0, 3.8))
     axis = figure.subplots()
     for name, points in series.items():
         points = sorted(points)
         axis.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[2] for p in points], marker="o",
                       capsize=4, label=name)
-    axis.set(xscale="log", xlabel="state elements (Zoology's definition)", ylabel="MQAR accuracy (%)",
-             ylim=(0, 101), title=title)
+    axis.set(xscale=xscale, xlabel=xlabel, ylabel=ylabel, ylim=(0, 101), title=title)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    return save_figure(figure, path)
+
+
+def plot_fast_weight_norm(times, norms, observed, path: Path, *, title: str = "") -> Path:
+    """``||W_h(t)||`` (Frobenius) of each head against time, from ``norms [T, H]`` at ``times [T]``,
+    with the ``observed`` times marked on the axis."""
+    figure = Figure(figsize=(6.0, 3.4))
+    axis = figure.subplots()
+    for head in range(norms.shape[1]):
+        axis.plot(times, norms[:, head], marker=".", label=f"head {head}")
+    axis.plot(observed, [0] * len(observed), "|", color="black", markersize=10, label="observed rows")
+    axis.set(xlabel="t (row)", ylabel="||W(t)||", title=title)
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
     return save_figure(figure, path)

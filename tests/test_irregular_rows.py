@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from episodes import MNIST5k
 from episodes.irregular import SPLITS_FILE, IrregularRowsSampler
 from metafwp.models.ct_fwp import ContinuousTimeFWP
+from metafwp.models.neural_cde import NeuralCDE
 from metafwp.train import ConfigError, load_config, train
 from tests.helpers import ROOT, accuracy_by_hand, learner_of
 
@@ -50,26 +51,41 @@ def test_episodes_hold_the_kept_rows_with_their_times(digits):
     assert not torch.equal(batch.inputs[0, :, 0], batch.inputs[1, :, 0])      # rows dropped per episode
 
 
-def by_hand(model, inputs):
-    """The learner's logits at the last observation, in float64 from the equations."""
-    field, H, d = model.field, model.field.num_heads, model.field.head_dim
-    B = inputs.shape[0]
-    steps = (inputs[:, :, 0] * 27).round().long()
-    values = torch.cat([inputs[:, :, :1], inputs[:, :, 2:]], 2).double()
-    logits = []
-    for b in range(B):
-        knots = steps[b].numpy().astype(float)
-        spline = scipy.interpolate.CubicSpline(knots, values[b].numpy(), bc_type="natural")
+def scipy_path(inputs_b: torch.Tensor):
+    """``(path(t, order), knots)`` of one sequence ``[L, 2 + F]`` in float64: scipy's natural spline
+    through its observed rows (time and features) on the grid interval ``[g, g + 1]`` holding t (the
+    one to the left at a grid point, the first at 0), held (slope 0) before the first and after the
+    last observation."""
+    knots = (inputs_b[:, 0] * 27).round().double().numpy()
+    values = torch.cat([inputs_b[:, :1], inputs_b[:, 2:]], 1).double()
+    spline = scipy.interpolate.CubicSpline(knots, values.numpy(), bc_type="natural")
 
-        def path(t, order=0):
-            # the grid interval [g, g + 1] holding t, the one to the left at a grid point (the first at 0);
-            # the path is held (slope 0) on intervals before the first and after the last observation
-            g = min(max(int(np.ceil(t)) - 1, 0), 26)
-            inside = knots[0] <= g < knots[-1]
-            if inside:
-                return torch.tensor(spline(t, order))
-            held = values[b, 0 if g < knots[0] else -1].numpy()
-            return torch.tensor(held if order == 0 else np.zeros_like(held))
+    def path(t, order=0):
+        g = min(max(int(np.ceil(t)) - 1, 0), 26)
+        if knots[0] <= g < knots[-1]:
+            return torch.tensor(spline(t, order))
+        held = values[0 if g < knots[0] else -1].numpy()
+        return torch.tensor(held if order == 0 else np.zeros_like(held))
+    return path, knots
+
+
+def rk4_from_zero(f, y, end: int):
+    """``y`` at ``end`` from ``y`` at 0 by torchdiffeq's rk4 (Kutta's 3/8 rule) at step 1."""
+    for t in range(end):
+        k1 = f(t, y)
+        k2 = f(t + 1 / 3, y + k1 / 3)
+        k3 = f(t + 2 / 3, y + k2 - k1 / 3)
+        k4 = f(t + 1.0, y + k1 - k2 + k3)
+        y = y + (k1 + 3 * k2 + 3 * k3 + k4) / 8
+    return y
+
+
+def by_hand(model, inputs):
+    """The continuous-time FWP's logits at the last observation, in float64 from the equations."""
+    field, H, d = model.field, model.field.num_heads, model.field.head_dim
+    logits = []
+    for b in range(inputs.shape[0]):
+        path, knots = scipy_path(inputs[b])
 
         def f(t, W):
             u = field.slow_net(field.input_norm(field.input_proj(path(t, 1)))).view(H, d + 1)
@@ -81,16 +97,29 @@ def by_hand(model, inputs):
         W = torch.sigmoid(u[:, d])[:, None, None] * torch.tanh(field.value_proj(path(0.0)).view(H, d))[:, :, None] \
             * torch.softmax(u[:, :d], -1)[:, None, :]
         end = int(knots[-1])
-        for t in range(end):   # torchdiffeq's rk4 (Kutta's 3/8 rule), step 1, from the grid's start
-            k1 = f(t, W)
-            k2 = f(t + 1 / 3, W + k1 / 3)
-            k3 = f(t + 2 / 3, W + k2 - k1 / 3)
-            k4 = f(t + 1.0, W + k1 - k2 + k3)
-            W = W + (k1 + 3 * k2 + 3 * k3 + k4) / 8
+        W = rk4_from_zero(f, W, end)
         q = torch.softmax(model.query_net(field.input_norm(field.input_proj(path(float(end), 1)))).view(H, d), -1)
         h = model.out_proj((W @ q[:, :, None]).flatten())
         h = h + model.ff[4](F.relu(model.ff[1](model.ff[0](h))))
         logits.append(model.head(h))
+    return torch.stack(logits)
+
+
+def neural_cde_by_hand(model, inputs):
+    """The neural CDE's logits at the last observation, in float64: z(0) = zeta(X(0)),
+    dz/dt = tanh(W2 relu(W1 z + b1) + b2) reshaped [hidden, channels] times dX/dt, head(z(T))."""
+    first, second = model.field.net[0], model.field.net[2]
+    hidden = model.initial.out_features
+    logits = []
+    for b in range(inputs.shape[0]):
+        path, knots = scipy_path(inputs[b])
+
+        def f(t, z):
+            matrix = torch.tanh(second.weight @ torch.relu(first.weight @ z + first.bias) + second.bias)
+            return matrix.view(hidden, -1) @ path(t, 1)
+
+        z = rk4_from_zero(f, model.initial.weight @ path(0.0) + model.initial.bias, int(knots[-1]))
+        logits.append(model.head.weight @ z + model.head.bias)
     return torch.stack(logits)
 
 
@@ -103,6 +132,18 @@ def test_the_learner_is_its_equations(digits, drop_rate):
     with torch.no_grad():
         ours = model(batch)[0][:, -1]
         expected = by_hand(model, batch.inputs)
+    assert torch.allclose(ours, expected, atol=1e-9), (ours - expected).abs().max()
+
+
+@pytest.mark.parametrize("drop_rate", [0.0, 0.5])
+def test_the_neural_cde_is_its_equations(digits, drop_rate):
+    torch.manual_seed(0)
+    model = NeuralCDE(29, 28, 10, hidden=6, field_width=5, adjoint=False).double().eval()
+    batch = IrregularRowsSampler(digits, "val", drop_rate, seed=2).sample(range(3))
+    batch.inputs = batch.inputs.double()
+    with torch.no_grad():
+        ours = model(batch)[0][:, -1]
+        expected = neural_cde_by_hand(model, batch.inputs)
     assert torch.allclose(ours, expected, atol=1e-9), (ours - expected).abs().max()
 
 
@@ -121,6 +162,8 @@ def test_a_tiny_run_tests_what_it_reports(tmp_path):
     (["model.rule=hebb"], "model.cde=true is the authors' delta_cde"),
     (["model.rule=sgd", "model.cde=false"], "Unknown model.rule 'sgd'"),
     (["model.hidden=30"], "model.hidden=30 is not divisible by model.num_heads=4"),
+    (["model.solver=rk5"], "Unknown model.solver 'rk5'. Valid: euler, midpoint"),
+    (["model.kind=neural_cde", "model.solver=dopri"], "Unknown model.solver 'dopri'"),
 ])
 def test_bad_settings_are_refused_at_load(overrides, message):
     with pytest.raises(ConfigError, match=message):

@@ -112,6 +112,15 @@ def test_the_char_lm_figures_draw_every_learner_and_both_compressed_families(tmp
     assert all(path.stat().st_size > 10_000 for path in paths)
 
 
+def test_the_irregular_rows_learners_are_within_three_percent_of_the_continuous_time_fwps_parameters():
+    learners = condition_learners("irregular_rows")
+    counts = {label: sum(p.numel() for p in model.parameters()) for label, (_, model) in learners.items()}
+    assert all(abs(count / 9870 - 1) <= 0.03 for count in counts.values()), counts
+    for label, (config, _) in learners.items():
+        assert f"{int(round(100 * config.data.drop_rate))} % dropped" in label
+        assert config.model.kind in ("ct_fwp", "neural_cde", "sequence") and not getattr(config.model, "adjoint", False)
+
+
 @pytest.mark.parametrize("protocol", ["bhattamishra", "grazzi"])
 def test_the_recurrent_parity_rows_run_what_their_labels_say(protocol):
     """Each row's resolved config: the mixer, the rate map and R_0 its label names, under the protocol."""
@@ -140,7 +149,7 @@ def test_the_gd_plus_plus_rows_run_von_oswald_et_al_s_setting():
 @pytest.mark.parametrize("name,row", [("bootstrap", 0), ("continual_domain", 0), ("multitask", 0),
                                       ("expressivity_parity_grazzi", 0), ("gd_plus_plus", 0),
                                       ("regression_synchronous", -1), ("regression_delayed", 0), ("painter", 0),
-                                      ("memory_state_size", 0)])
+                                      ("memory_state_size", 0), ("irregular_rows", 1)])
 def test_each_study_reads_its_columns_from_its_tasks_results(tmp_path, name, row):
     """One condition of each study family (MAML's for regression_synchronous), one step, its required
     runs at two steps: its table holds a number in every column, and its figures are drawn."""
@@ -158,7 +167,10 @@ def test_each_study_reads_its_columns_from_its_tasks_results(tmp_path, name, row
     row = results["conditions"][study.conditions[0].label]
     assert set(row["columns"]) == {column.name for column in study.columns}
     if study.figures:
-        assert all(path.stat().st_size > 0 for path in study.figures(study, results, tmp_path))
+        paths = study.figures(study, results, tmp_path)
+        assert all(path.stat().st_size > 0 for path in paths)
+        if name == "irregular_rows":  # its row 1 is the run whose fast weights are drawn
+            assert [path.name for path in paths] == ["accuracy_against_drop_rate.png", "fast_weight_norm.png"]
     if results["chance"] is None:  # errors and gamma: no percentages, no bar chart against chance
         assert all(math.isfinite(cell["mean"]) for cell in row["columns"].values())
     else:

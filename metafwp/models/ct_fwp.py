@@ -15,7 +15,25 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from metafwp.ops.ct_fwp import LearningRuleField, NaturalCubicSpline, solve_fast_weights
+from metafwp.ops.ct_fwp import LearningRuleField, NaturalCubicSpline, solve_ode
+
+
+def observation_path(inputs: torch.Tensor, grid_steps: int) -> tuple[torch.Tensor, NaturalCubicSpline, torch.Tensor]:
+    """``(grid [G], spline, steps [B, L])`` of irregular observations ``inputs [B, L, 2 + F]`` (time
+    over the grid, gap, features): the natural cubic spline through each sequence's observed grid
+    steps (time channel and features; NaN rows where none), and each observation's grid step."""
+    B, L, _ = inputs.shape
+    steps = (inputs[:, :, 0] * (grid_steps - 1)).round().long()
+    values = torch.cat([inputs[:, :, :1], inputs[:, :, 2:]], 2)
+    grid_values = inputs.new_full((B, grid_steps, values.shape[2]), float("nan"))
+    grid_values.scatter_(1, steps[:, :, None].expand_as(values), values)
+    grid = torch.arange(grid_steps, dtype=inputs.dtype, device=inputs.device)
+    return grid, NaturalCubicSpline(grid, grid_values), steps
+
+
+def at_observations(logits: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+    """``logits [B, G, classes]`` on the grid read at each observation's grid step ``steps [B, L]``."""
+    return logits.gather(1, steps[:, :, None].expand(-1, -1, logits.shape[2]))
 
 
 class ContinuousTimeFWP(nn.Module):
@@ -39,17 +57,6 @@ class ContinuousTimeFWP(nn.Module):
                                 nn.Linear(ff_dim, hidden), nn.Dropout(dropout))
         self.head = nn.Linear(hidden, num_classes)
 
-    def path(self, inputs: torch.Tensor) -> tuple[torch.Tensor, NaturalCubicSpline, torch.Tensor]:
-        """``(grid [G], spline, steps [B, L])``: the observations placed on the grid (NaN rows where
-        none) and each observation's grid step."""
-        B, L, _ = inputs.shape
-        steps = (inputs[:, :, 0] * (self.grid_steps - 1)).round().long()
-        values = torch.cat([inputs[:, :, :1], inputs[:, :, 2:]], 2)
-        grid_values = inputs.new_full((B, self.grid_steps, values.shape[2]), float("nan"))
-        grid_values.scatter_(1, steps[:, :, None].expand_as(values), values)
-        grid = torch.arange(self.grid_steps, dtype=inputs.dtype, device=inputs.device)
-        return grid, NaturalCubicSpline(grid, grid_values), steps
-
     def read(self, W: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:
         """Logits from the fast weights ``W [B, H d d]`` and the path's derivative ``dx [B, C]``."""
         field = self.field
@@ -59,10 +66,16 @@ class ContinuousTimeFWP(nn.Module):
         h = self.dropout(self.out_proj(y))
         return self.head(h + self.ff(h))
 
-    def forward(self, batch, state=None):
-        grid, spline, steps = self.path(batch.inputs)
+    def fast_weights(self, inputs: torch.Tensor) -> tuple[torch.Tensor, NaturalCubicSpline, torch.Tensor, torch.Tensor]:
+        """``(grid [G], spline, steps [B, L], W [G, B, H d d])``: the path of ``inputs [B, L, 2 + F]`` and
+        the fast weights solved along it, at every grid step."""
+        grid, spline, steps = observation_path(inputs, self.grid_steps)
         self.field.read(spline)
-        W = solve_fast_weights(self.field, self.field.initial(grid[0]), grid, method=self.method, adjoint=self.adjoint,
-                               parameters=tuple(self.field.parameters()))                  # [G, B, H d d]
+        W = solve_ode(self.field, self.field.initial(grid[0]), grid, method=self.method, adjoint=self.adjoint,
+                      parameters=tuple(self.field.parameters()))
+        return grid, spline, steps, W
+
+    def forward(self, batch, state=None):
+        grid, spline, steps, W = self.fast_weights(batch.inputs)
         logits = torch.stack([self.read(W[g], spline.derivative(grid[g])) for g in range(self.grid_steps)], 1)
-        return logits.gather(1, steps[:, :, None].expand(-1, -1, logits.shape[2])), None
+        return at_observations(logits, steps), None

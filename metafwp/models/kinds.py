@@ -17,11 +17,12 @@ from metafwp.models.classifier import ImageClassifier, mlp_classifier
 from metafwp.models.ct_fwp import ContinuousTimeFWP
 from metafwp.models.gan import ConvGenerator
 from metafwp.models.linear_attention import LinearSelfAttention
+from metafwp.models.neural_cde import NeuralCDE
 from metafwp.models.painter import PAINTER_RULES, FastWeightPainter
 from metafwp.models.prototypical import PixelNearestNeighbour, PrototypicalNetwork
 from metafwp.models.sequence_learner import SequenceLearner, layer_mixers
 from metafwp.nn import BETA_ACTIVATIONS, DELAYED_RATES, FEATURE_MAPS, HQLT_MIXINGS, HQLT_VARIANTS, MIXERS
-from metafwp.ops import CT_RULES
+from metafwp.ops import CT_RULES, ODE_SOLVERS
 
 INPUTS = ("frames", "vectors", "tokens")   # what episode learners read (generators read "latents")
 TARGETS = ("classes", "values")            # what they predict (generators make "images")
@@ -382,9 +383,22 @@ class ClassifierKind(LearnerKind):
 
 
 @dataclass
-class CTFWPConfig(ModelSection):
-    """``kind: ct_fwp``: a continuous-time FWP (``ContinuousTimeFWP``) on irregular observations whose
-    first channel is the time over a grid of ``grid_steps`` (the second, the gap, is not read)."""
+class PathSection(ModelSection):
+    """The fields of learners solved along the spline path of irregular observations whose first
+    channel is the time over a grid of ``grid_steps`` (the second, the gap, is not read)."""
+    solver: str = "rk4"               # a torchdiffeq method; fixed-step ones step 1 on the grid
+    adjoint: bool = True              # gradients by the adjoint: memory independent of the steps
+    grid_steps: int = 28
+
+    def check(self) -> None:
+        check_choice("solver", self.solver, ODE_SOLVERS)
+        if self.grid_steps < 2:
+            raise ConfigError(f"model.grid_steps must be >= 2, got {self.grid_steps}")
+
+
+@dataclass
+class CTFWPConfig(PathSection):
+    """``kind: ct_fwp``: a continuous-time FWP (``ContinuousTimeFWP``)."""
     kind: str = "ct_fwp"
     hidden: int = 32
     num_heads: int = 4
@@ -392,16 +406,14 @@ class CTFWPConfig(ModelSection):
     cde: bool = True                  # the authors' delta_cde: keys and rate from dX/dt, values from X
     ff_dim: int = 64
     dropout: float = 0.0
-    solver: str = "rk4"               # a torchdiffeq method; fixed-step ones step 1 on the grid
-    adjoint: bool = True              # gradients by the adjoint: memory independent of the steps
-    grid_steps: int = 28
 
     def check(self) -> None:
+        super().check()
         check_choice("rule", self.rule, CT_RULES)
         if self.cde and self.rule != "delta":
             raise ConfigError(f"model.cde=true is the authors' delta_cde: set model.rule=delta or model.cde=false "
                               f"(got model.rule={self.rule})")
-        for key in ("hidden", "num_heads", "ff_dim", "grid_steps"):
+        for key in ("hidden", "num_heads", "ff_dim"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"model.{key} must be >= 1, got {getattr(self, key)}")
         if self.hidden % self.num_heads:
@@ -417,6 +429,31 @@ class CTFWPKind(LearnerKind):
         return ContinuousTimeFWP(inputs.shape[0] - 1, config.grid_steps, inputs.num_outputs, hidden=config.hidden,
                                  num_heads=config.num_heads, rule=config.rule, cde=config.cde, ff_dim=config.ff_dim,
                                  dropout=config.dropout, method=config.solver, adjoint=config.adjoint)
+
+
+@dataclass
+class NeuralCDEConfig(PathSection):
+    """``kind: neural_cde``: a neural CDE (``NeuralCDE``) with a state of ``hidden`` and a vector
+    field MLP of width ``field_width``."""
+    kind: str = "neural_cde"
+    hidden: int = 32
+    field_width: int = 8
+
+    def check(self) -> None:
+        super().check()
+        for key in ("hidden", "field_width"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"model.{key} must be >= 1, got {getattr(self, key)}")
+
+
+@register_learner_kind
+class NeuralCDEKind(LearnerKind):
+    name, Config, inputs, targets = "neural_cde", NeuralCDEConfig, ("vectors",), ("classes",)
+
+    @classmethod
+    def build(cls, config: NeuralCDEConfig, inputs: LearnerInputs) -> nn.Module:
+        return NeuralCDE(inputs.shape[0] - 1, config.grid_steps, inputs.num_outputs, hidden=config.hidden,
+                         field_width=config.field_width, method=config.solver, adjoint=config.adjoint)
 
 
 @dataclass

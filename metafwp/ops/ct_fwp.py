@@ -22,6 +22,14 @@ import numpy as np
 import torch
 
 CT_RULES = ("hebb", "oja", "delta")
+# torchdiffeq's solvers (but scipy_solver, which does not run on torch tensors' graphs)
+FIXED_STEP_SOLVERS = ("euler", "midpoint", "heun2", "heun3", "rk4", "explicit_adams", "implicit_adams", "fixed_adams")
+ODE_SOLVERS = FIXED_STEP_SOLVERS + ("dopri8", "dopri5", "bosh3", "fehlberg2", "adaptive_heun")
+
+
+def check_solver(method: str) -> None:
+    if method not in ODE_SOLVERS:
+        raise ValueError(f"Unknown ODE solver {method!r}. Valid: {', '.join(ODE_SOLVERS)}")
 
 
 def write_term(k: torch.Tensor, v: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -64,6 +72,10 @@ class NaturalCubicSpline:
         B, T, C = data.shape
         coefficients = np.zeros((4, B, T - 1, C))   # a + b s + c s^2 + d s^3 with s = t - times[i]
         finite = np.isfinite(data)
+        unobserved = np.flatnonzero(~finite.any((1, 2)))
+        if len(unobserved):
+            raise ValueError(f"sequence {int(unobserved[0])} of the batch has no observed point (every value NaN): "
+                             "a path needs at least one observation")
         for n in range(B):
             patterns = {}                            # channels observed at the same times share one solve
             for channel in range(C):
@@ -180,11 +192,11 @@ class LearningRuleField(torch.nn.Module):
         return write_term(*self.keys_values_rates(t0)).flatten(1)
 
 
-def solve_fast_weights(field: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], W0: torch.Tensor,
-                       times: torch.Tensor, *, method: str = "rk4", step_size: float | None = None,
-                       adjoint: bool = False, parameters: tuple = (), rtol: float = 1e-5,
-                       atol: float = 1e-7) -> torch.Tensor:
-    """``W(t)`` at every entry of ``times [T]``: ``[T, *W0.shape]``, from ``dW/dt = field(t, W)``.
+def solve_ode(field: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], y0: torch.Tensor,
+              times: torch.Tensor, *, method: str = "rk4", step_size: float | None = None,
+              adjoint: bool = False, parameters: tuple = (), rtol: float = 1e-5, atol: float = 1e-7) -> torch.Tensor:
+    """``y(t)`` at every entry of ``times [T]`` (increasing): ``[T, *y0.shape]``, from ``dy/dt = field(t, y)``
+    -- a fast weight ``W`` (``LearningRuleField``) or a neural CDE's hidden state (``CDEField``).
 
     ``method``: a torchdiffeq solver (Default: ``rk4``, fixed steps of ``step_size``, Default: the
     smallest gap of ``times``); ``adjoint``: ``odeint_adjoint``, whose backward integrates the
@@ -192,14 +204,19 @@ def solve_fast_weights(field: Callable[[torch.Tensor, torch.Tensor], torch.Tenso
     reads that need gradients, e.g. the slow net's parameters)."""
     from torchdiffeq import odeint, odeint_adjoint
 
+    check_solver(method)
+    if step_size is not None and not step_size > 0:
+        raise ValueError(f"step_size must be > 0 (the fixed solver step), got {step_size}")
+    if times.dim() != 1 or len(times) < 2 or not bool((times[1:] > times[:-1]).all()):
+        raise ValueError(f"times must be a strictly increasing [T] with T >= 2, got {times.tolist()}")
     options = None
-    if method in ("rk4", "euler", "midpoint", "explicit_adams", "implicit_adams"):
+    if method in FIXED_STEP_SOLVERS:
         gaps = times[1:] - times[:-1]
         options = {"step_size": float(gaps.min()) if step_size is None else step_size}
     if adjoint:
         if not parameters and not isinstance(field, torch.nn.Module):
             raise ValueError("adjoint=True needs the tensors the field reads (parameters=...) or a field that is an "
                              "nn.Module")
-        return odeint_adjoint(field, W0, times, method=method, options=options, rtol=rtol, atol=atol,
+        return odeint_adjoint(field, y0, times, method=method, options=options, rtol=rtol, atol=atol,
                               adjoint_params=tuple(parameters) or None)
-    return odeint(field, W0, times, method=method, options=options, rtol=rtol, atol=atol)
+    return odeint(field, y0, times, method=method, options=options, rtol=rtol, atol=atol)

@@ -64,6 +64,9 @@ class Column:
     read: Callable[[dict, str], float]
 
 
+ACCURACY = Column("accuracy", lambda results, learner: results[learner]["accuracy"])   # the learner's test accuracy
+
+
 @dataclass(frozen=True)
 class Study:
     """A declared comparison.

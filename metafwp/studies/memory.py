@@ -7,8 +7,8 @@ DeltaNet with rates in (0, 2), the three hybrid quadratic-linear variants and a 
 of the state for attention, DeltaNet and gated DeltaNet at widths 32 and 64."""
 from pathlib import Path
 
-from metafwp.plots import plot_accuracy_against_state
-from metafwp.studies.declaration import Column, Condition, Study, register_study
+from metafwp.plots import plot_accuracy_against
+from metafwp.studies.declaration import ACCURACY, Condition, Study, register_study
 from metafwp.studies.expressivity import PROTOCOL_SETTINGS, at_length
 
 LEARNING_RATES = ("optim.lr", (1e-3, 3e-3))
@@ -36,10 +36,6 @@ STATE_WIDTHS = (32, 64)
 MQAR_LENGTH = 64
 
 
-def accuracy(results: dict, learner: str) -> float:
-    return results[learner]["accuracy"]
-
-
 def state_size(label: str) -> int:
     """The state elements of a ``state_size`` condition (``<mixer>, width <d>``; two layers, two heads)."""
     mixer, width = label.split(", width ")
@@ -52,8 +48,9 @@ def against_state(study: Study, results: dict, folder: Path) -> list[Path]:
     for label, row in results["conditions"].items():
         cell = row["columns"]["accuracy"]
         series.setdefault(label.split(", width ")[0], []).append((state_size(label), cell["mean"], cell["ci95"]))
-    return [plot_accuracy_against_state(series, folder / "accuracy_against_state.png",
-                                        title=f"{study.name}: {len(results['seeds'])} seeds, 95 % CI over seeds")]
+    return [plot_accuracy_against(series, folder / "accuracy_against_state.png", xscale="log",
+                                  xlabel="state elements (Zoology's definition)", ylabel="MQAR accuracy (%)",
+                                  title=f"{study.name}: {len(results['seeds'])} seeds, 95 % CI over seeds")]
 
 
 register_study(Study(
@@ -62,7 +59,7 @@ register_study(Study(
             "hybrid, two layers of width 64",
     conditions=tuple(Condition(label, "mqar_hqlt", TWO_LAYERS + overrides, grid=(LEARNING_RATES,))
                      for label, overrides in MEMORIES.items()),
-    columns=(Column("accuracy", accuracy),),
+    columns=(ACCURACY,),
     validation=("eval.val_every=250", "eval.val_episodes=500"),
     steps=1500,
     notes="MQAR at CPU scale (Zoology's generator: 512 tokens, 64 steps, 4 key-value pairs, 20,000 training "
@@ -101,7 +98,7 @@ register_study(Study(
                                + (("model.beta_activation=2sigmoid",) if mixer != "attention" else ()),
                                grid=(LEARNING_RATES,))
                      for mixer in STATE_ELEMENTS for width in STATE_WIDTHS),
-    columns=(Column("accuracy", accuracy),),
+    columns=(ACCURACY,),
     validation=("eval.val_every=250", "eval.val_episodes=500"),
     steps=1500,
     figures=against_state,

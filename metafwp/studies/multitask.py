@@ -2,7 +2,7 @@
 (new classes, new labels at the switch); SRWM, DeltaNet and LSTM at the same depth (two layers),
 each learner's feed-forward size set so that its parameter count is within 10 % of DeltaNet's, the
 learning rate chosen per learner on validation (letter and symbol classes held out of training)."""
-from metafwp.studies.declaration import Column, Condition, Study, register_study
+from metafwp.studies.declaration import ACCURACY, Column, Condition, Study, register_study
 
 LEARNING_RATES = ("optim.lr", (1e-3, 3e-3))
 # two layers each; feed-forward width (x d_model = 128) matching DeltaNet's 408,613 parameters:
@@ -16,7 +16,7 @@ MULTITASK = register_study(Study(
     summary="SRWM, DeltaNet and LSTM of matched size on letter-then-symbol glyph sequences",
     conditions=tuple(Condition(label, recipe, overrides, grid=(LEARNING_RATES,))
                      for label, (recipe, overrides) in LEARNERS.items()),
-    columns=(Column("accuracy", lambda results, learner: results[learner]["accuracy"]),
+    columns=(ACCURACY,
              Column("second segment", lambda results, learner: results[learner]["second_segment_accuracy"])),
     validation=("data.train_splits=[train,train]", "data.val_splits=[val,val]", "eval.val_every=125",
                 "eval.val_episodes=300"),

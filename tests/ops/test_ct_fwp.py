@@ -9,7 +9,7 @@ import pytest
 import scipy.interpolate
 import torch
 
-from metafwp.ops import (LearningRuleField, NaturalCubicSpline, fast_weight, rule_field, solve_fast_weights,
+from metafwp.ops import (LearningRuleField, NaturalCubicSpline, fast_weight, rule_field, solve_ode,
                          write_term)
 from tests.helpers import assert_close
 
@@ -54,15 +54,15 @@ def test_one_euler_step_of_the_delta_field_is_the_discrete_delta_rule():
     inputs = [t.unsqueeze(1) for t in (key, key, value)]   # [B, 1, H, d]: one step
     _, discrete = fast_weight(*inputs, rule="delta", beta=beta[:, None], initial_state=W.transpose(-1, -2),
                               output_final_state=True, backend="reference")
-    stepped = solve_fast_weights(lambda t, w: rule_field("delta", w, k, v, b), W, torch.tensor([0.0, 1.0]).double(),
-                                 method="euler")[-1]
+    stepped = solve_ode(lambda t, w: rule_field("delta", w, k, v, b), W, torch.tensor([0.0, 1.0]).double(),
+                        method="euler")[-1]
     assert_close("Euler step = discrete delta", stepped, discrete.transpose(-1, -2), 1e-13)
 
 
 def test_the_delta_field_on_constant_inputs_integrates_to_its_closed_form():
     W, k, v, b = raw()
     times = torch.linspace(0, 3, 4, dtype=torch.float64)
-    solved = solve_fast_weights(lambda t, w: rule_field("delta", w, k, v, b), W, times, step_size=0.01)
+    solved = solve_ode(lambda t, w: rule_field("delta", w, k, v, b), W, times, step_size=0.01)
     key, value, beta = torch.softmax(k, -1), torch.tanh(v), torch.sigmoid(b)
     norm = (key * key).sum(-1)                                                    # |k~|^2
     for t, W_t in zip(times, solved):
@@ -136,8 +136,8 @@ def test_adjoint_gradients_converge_to_backpropagation_through_the_solver(cde):
     parameters = tuple(field.parameters())
 
     def gradients(step, adjoint):
-        W = solve_fast_weights(field, field.initial(times[0]), times, step_size=step, adjoint=adjoint,
-                               parameters=parameters, rtol=1e-12, atol=1e-12)
+        W = solve_ode(field, field.initial(times[0]), times, step_size=step, adjoint=adjoint,
+                  parameters=parameters, rtol=1e-12, atol=1e-12)
         return torch.cat([g.flatten() for g in torch.autograd.grad((W[-1] * target).sum(), parameters)])
 
     gaps = []
@@ -166,7 +166,7 @@ def test_the_adjoint_keeps_the_same_memory_however_many_steps():
     W0 = field.initial(times[0]).detach()
 
     def solve(step, adjoint):
-        return lambda: solve_fast_weights(field, W0, times, step_size=step, adjoint=adjoint, parameters=parameters)
+        return lambda: solve_ode(field, W0, times, step_size=step, adjoint=adjoint, parameters=parameters)
 
     assert saved_elements(solve(0.25, True)) == saved_elements(solve(0.05, True))
     assert saved_elements(solve(0.05, False)) > 4 * saved_elements(solve(0.25, False))
@@ -180,4 +180,14 @@ def test_bad_input():
     with pytest.raises(ValueError, match="times must increase strictly"):
         NaturalCubicSpline(torch.tensor([0.0, 1.0, 1.0]), torch.zeros(1, 3, 2))
     with pytest.raises(ValueError, match="adjoint=True needs the tensors the field reads"):
-        solve_fast_weights(lambda t, w: w, torch.zeros(2), torch.tensor([0.0, 1.0]), adjoint=True)
+        solve_ode(lambda t, w: w, torch.zeros(2), torch.tensor([0.0, 1.0]), adjoint=True)
+    with pytest.raises(ValueError, match="Unknown ODE solver 'rk45'. Valid: euler"):
+        solve_ode(lambda t, w: w, torch.zeros(2), torch.tensor([0.0, 1.0]), method="rk45")
+    with pytest.raises(ValueError, match="step_size must be > 0"):
+        solve_ode(lambda t, w: w, torch.zeros(2), torch.tensor([0.0, 1.0]), step_size=0.0)
+    with pytest.raises(ValueError, match="times must be a strictly increasing"):
+        solve_ode(lambda t, w: w, torch.zeros(2), torch.tensor([0.0, 1.0, 0.5]))
+    values = torch.zeros(2, 3, 2)
+    values[1] = float("nan")
+    with pytest.raises(ValueError, match="sequence 1 of the batch has no observed point"):
+        NaturalCubicSpline(torch.tensor([0.0, 1.0, 2.0]), values)
