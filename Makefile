@@ -23,6 +23,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/ops_cpu.py
 	$(PY) benchmarks/recurrent_cpu.py
 	$(PY) benchmarks/rtrl_cpu.py
+	$(PY) benchmarks/ct_fwp_cpu.py
 	$(PY) benchmarks/compressed_cpu.py
 	$(PY) benchmarks/hybrid_cpu.py
 	$(PY) benchmarks/gan_cpu.py
