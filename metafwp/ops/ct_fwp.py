@@ -27,11 +27,6 @@ FIXED_STEP_SOLVERS = ("euler", "midpoint", "heun2", "heun3", "rk4", "explicit_ad
 ODE_SOLVERS = FIXED_STEP_SOLVERS + ("dopri8", "dopri5", "bosh3", "fehlberg2", "adaptive_heun")
 
 
-def check_solver(method: str) -> None:
-    if method not in ODE_SOLVERS:
-        raise ValueError(f"Unknown ODE solver {method!r}. Valid: {', '.join(ODE_SOLVERS)}")
-
-
 def write_term(k: torch.Tensor, v: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``sigmoid(b) tanh(v) (x) softmax(k)`` for ``k, v [..., d]``, ``b [...]``: ``[..., d_v, d_k]``."""
     return torch.sigmoid(b)[..., None, None] * torch.tanh(v)[..., :, None] * torch.softmax(k, -1)[..., None, :]
@@ -204,7 +199,8 @@ def solve_ode(field: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], y0: t
     reads that need gradients, e.g. the slow net's parameters)."""
     from torchdiffeq import odeint, odeint_adjoint
 
-    check_solver(method)
+    if method not in ODE_SOLVERS:
+        raise ValueError(f"Unknown ODE solver {method!r}. Valid: {', '.join(ODE_SOLVERS)}")
     if step_size is not None and not step_size > 0:
         raise ValueError(f"step_size must be > 0 (the fixed solver step), got {step_size}")
     if times.dim() != 1 or len(times) < 2 or not bool((times[1:] > times[:-1]).all()):
