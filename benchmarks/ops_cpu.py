@@ -9,6 +9,8 @@ Figures (issue targets in brackets):
      and forward at every chunk size                                                       [> 1x]
   3. peak memory of chunk fwd+bwd at T=4096 over T=1024 (each in a fresh process, Linux)   [< 4.5x]
   4. SRWM loop, B=32 T=128 H=4 D=16 fwd+bwd: episodes/s (the baseline for the GPU kernel)
+  5. this CPU's fp32 matmul rate and the chunk form's share of it (figure 2's inputs at C=32), its
+     FLOPs counted from the algorithm's matmul shapes (``chunk_delta_flops``)
 Timings are medians over interleaved repeats, so both sides see the same machine noise.
 """
 from __future__ import annotations
@@ -97,10 +99,27 @@ def figure_fla(repeats):
             "chunk_size": C,
             "fwd_speedup": fwd["fla"] / fwd["metafwp"],
             "fwd_nograd_speedup": fwd_nograd["fla"] / fwd_nograd["metafwp"],
+            "fwd_nograd_metafwp_s": fwd_nograd["metafwp"],
             "fwd_bwd_metafwp_s": fb["metafwp"], "fwd_bwd_fla_s": fb["fla"],
             "fwd_bwd_speedup": fb["fla"] / fb["metafwp"],
         })
     return rows
+
+
+def chunk_delta_flops(B, T, H, K, V, C) -> int:
+    """FLOPs of the delta chunk form's forward (``metafwp.ops.chunk_delta``), 2 per multiply-add: per
+    chunk and head, ``Q K^T`` and ``K K^T`` (2 C^2 K each), the unit-triangular solve with C right-hand
+    sides (C^3), ``T V`` (2 C^2 V) and ``T K`` (2 C^2 K), the scan's ``U - W S`` and ``S += K^T u``
+    (2 C K V each), the read ``Q S`` (2 C K V) and ``tril(Q K^T) u`` (2 C^2 V)."""
+    per_chunk = 6 * C * C * K + 4 * C * C * V + C ** 3 + 6 * C * K * V
+    return B * H * (T // C) * per_chunk
+
+
+def figure_matmul_rate(repeats, n=1024):
+    """fp32 GFLOP/s of an n x n x n matmul (2 n^3 FLOPs), the median of ``repeats``."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    seconds = interleaved_medians({"matmul": lambda: a @ b}, repeats)["matmul"]
+    return 2 * n ** 3 / seconds / 1e9
 
 
 def resident_kib(field: str) -> int:
@@ -163,13 +182,24 @@ def main():
     rows = figure_fla(args.repeats)
     for row in rows:
         print(f"   {row['chunk_size']:>4} {row['fwd_speedup']:>7.2f}x {row['fwd_nograd_speedup']:>11.2f}x "
-              f"{row['fwd_bwd_speedup']:>8.2f}x {row['fwd_bwd_metafwp_s'] * 1e3:>11.0f} {row['fwd_bwd_fla_s'] * 1e3:>8.0f}")
+              f"{row['fwd_bwd_speedup']:>8.2f}x {row['fwd_bwd_metafwp_s'] * 1e3:>11.0f} "
+              f"{row['fwd_bwd_fla_s'] * 1e3:>8.0f}")
     at_32 = next(row["fwd_bwd_speedup"] for row in rows if row["chunk_size"] == 32)
     print(f"   [target fwd+bwd >= 2x at C=32: {at_32:.2f}x {verdict(at_32 >= 2)}; target fwd > 1x at every C: "
           f"{verdict(all(row['fwd_speedup'] > 1 for row in rows))}]")
     mem = figure_memory()
     print(f"\n3. chunk fwd+bwd peak memory: T=1024 {mem['peak_mib_T1024']:.0f} MiB, T=4096 "
           f"{mem['peak_mib_T4096']:.0f} MiB -> {mem['ratio']:.2f}x  [target < 4.5x: {verdict(mem['ratio'] < 4.5)}]")
+    rate = figure_matmul_rate(args.repeats)
+    row = next(row for row in rows if row["chunk_size"] == 32)
+    flops = chunk_delta_flops(4, 1024, 4, 64, 64, 32)
+    forward_rate = flops / row["fwd_nograd_metafwp_s"] / 1e9
+    training_rate = 3 * flops / row["fwd_bwd_metafwp_s"] / 1e9     # the backward counted as twice the forward
+    print(f"\n5. fp32 matmul 1024^3: {rate:.1f} GFLOP/s. Delta chunk form, B=4 T=1024 H=4 K=V=64 C=32: "
+          f"B H (T/C) (6 C^2 K + 4 C^2 V + C^3 + 6 C K V) = {flops / 1e6:.0f} MFLOP forward; no-grad forward "
+          f"{row['fwd_nograd_metafwp_s'] * 1e3:.1f} ms -> {forward_rate:.1f} GFLOP/s "
+          f"({100 * forward_rate / rate:.0f} % of the matmul rate); fwd+bwd (backward = 2x forward FLOPs) "
+          f"{training_rate:.1f} GFLOP/s ({100 * training_rate / rate:.0f} %)")
     s = figure_srwm(args.repeats)
     print(f"\n4. SRWM loop B=32 T=128 H=4 D=16 fwd+bwd: {s['fwd_bwd_s'] * 1e3:.0f} ms -> "
           f"{s['episodes_per_s']:.0f} episodes/s  [baseline for the GPU kernel]")
