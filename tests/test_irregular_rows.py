@@ -80,7 +80,7 @@ def rk4_from_zero(f, y, end: int):
     return y
 
 
-def by_hand(model, inputs):
+def ct_fwp_by_hand(model, inputs):
     """The continuous-time FWP's logits at the last observation, in float64 from the equations."""
     field, H, d = model.field, model.field.num_heads, model.field.head_dim
     logits = []
@@ -123,27 +123,21 @@ def neural_cde_by_hand(model, inputs):
     return torch.stack(logits)
 
 
-@pytest.mark.parametrize("drop_rate", [0.0, 0.3])
-def test_the_learner_is_its_equations(digits, drop_rate):
+LEARNERS = {"ct_fwp": (lambda: ContinuousTimeFWP(29, 28, 10, hidden=8, num_heads=2, ff_dim=6, adjoint=False), ct_fwp_by_hand),
+            "neural_cde": (lambda: NeuralCDE(29, 28, 10, hidden=6, field_width=5, adjoint=False), neural_cde_by_hand)}
+
+
+@pytest.mark.parametrize("learner,drop_rate", [("ct_fwp", 0.0), ("ct_fwp", 0.3), ("neural_cde", 0.0),
+                                               ("neural_cde", 0.5)])
+def test_each_learner_is_its_equations(digits, learner, drop_rate):
     torch.manual_seed(0)
-    model = ContinuousTimeFWP(29, 28, 10, hidden=8, num_heads=2, ff_dim=6, adjoint=False).double().eval()
+    build, equations = LEARNERS[learner]
+    model = build().double().eval()
     batch = IrregularRowsSampler(digits, "val", drop_rate, seed=1).sample(range(3))
     batch.inputs = batch.inputs.double()
     with torch.no_grad():
         ours = model(batch)[0][:, -1]
-        expected = by_hand(model, batch.inputs)
-    assert torch.allclose(ours, expected, atol=1e-9), (ours - expected).abs().max()
-
-
-@pytest.mark.parametrize("drop_rate", [0.0, 0.5])
-def test_the_neural_cde_is_its_equations(digits, drop_rate):
-    torch.manual_seed(0)
-    model = NeuralCDE(29, 28, 10, hidden=6, field_width=5, adjoint=False).double().eval()
-    batch = IrregularRowsSampler(digits, "val", drop_rate, seed=2).sample(range(3))
-    batch.inputs = batch.inputs.double()
-    with torch.no_grad():
-        ours = model(batch)[0][:, -1]
-        expected = neural_cde_by_hand(model, batch.inputs)
+        expected = equations(model, batch.inputs)
     assert torch.allclose(ours, expected, atol=1e-9), (ours - expected).abs().max()
 
 

@@ -104,6 +104,13 @@ def check_choice(key: str, value, valid) -> None:
         raise ConfigError(f"Unknown model.{key} {value!r}. Valid: {', '.join(valid)}")
 
 
+def check_at_least_one(section, *keys: str) -> None:
+    """A ConfigError naming the first of ``keys`` whose value in ``section`` is below 1."""
+    for key in keys:
+        if getattr(section, key) < 1:
+            raise ConfigError(f"model.{key} must be >= 1, got {getattr(section, key)}")
+
+
 class LearnerKind:
     """A kind of learner. Subclasses set the class attributes and implement ``build``.
 
@@ -199,9 +206,7 @@ class SequenceConfig(BackboneSection):
         check_choice("delayed_rate", self.delayed_rate, DELAYED_RATES)
         if self.feature_map is not None:
             check_choice("feature_map", self.feature_map, tuple(FEATURE_MAPS))
-        for key in ("d_model", "num_layers", "num_heads", "ff_multiplier", "window"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"model.{key} must be >= 1, got {getattr(self, key)}")
+        check_at_least_one(self, "d_model", "num_layers", "num_heads", "ff_multiplier", "window")
         if self.num_householder < 1:
             raise ConfigError(f"model.num_householder must be >= 1 (1: the delta rule, n > 1: DeltaProduct), got "
                               f"{self.num_householder}")
@@ -413,9 +418,7 @@ class CTFWPConfig(PathSection):
         if self.cde and self.rule != "delta":
             raise ConfigError(f"model.cde=true is the authors' delta_cde: set model.rule=delta or model.cde=false "
                               f"(got model.rule={self.rule})")
-        for key in ("hidden", "num_heads", "ff_dim"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"model.{key} must be >= 1, got {getattr(self, key)}")
+        check_at_least_one(self, "hidden", "num_heads", "ff_dim")
         if self.hidden % self.num_heads:
             raise ConfigError(f"model.hidden={self.hidden} is not divisible by model.num_heads={self.num_heads}")
 
@@ -441,9 +444,7 @@ class NeuralCDEConfig(PathSection):
 
     def check(self) -> None:
         super().check()
-        for key in ("hidden", "field_width"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"model.{key} must be >= 1, got {getattr(self, key)}")
+        check_at_least_one(self, "hidden", "field_width")
 
 
 @register_learner_kind
@@ -485,9 +486,7 @@ class PainterConfig(GeneratorSection):
         check_choice("rule", self.rule, PAINTER_RULES)
         if self.steps < 1:
             raise ConfigError(f"model.steps must be >= 1 (the painting steps, rank-1 strokes), got {self.steps}")
-        for key in ("step_input", "step_width", "hidden"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"model.{key} must be >= 1, got {getattr(self, key)}")
+        check_at_least_one(self, "step_input", "step_width", "hidden")
 
 
 @register_learner_kind
