@@ -123,8 +123,10 @@ def neural_cde_by_hand(model, inputs):
     return torch.stack(logits)
 
 
-LEARNERS = {"ct_fwp": (lambda: ContinuousTimeFWP(29, 28, 10, hidden=8, num_heads=2, ff_dim=6, adjoint=False), ct_fwp_by_hand),
-            "neural_cde": (lambda: NeuralCDE(29, 28, 10, hidden=6, field_width=5, adjoint=False), neural_cde_by_hand)}
+LEARNERS = {"ct_fwp": (lambda: ContinuousTimeFWP(29, 28, 10, hidden=8, num_heads=2, ff_dim=6, adjoint=False),
+                       ct_fwp_by_hand),
+            "neural_cde": (lambda: NeuralCDE(29, 28, 10, hidden=6, field_width=5, adjoint=False),
+                           neural_cde_by_hand)}
 
 
 @pytest.mark.parametrize("learner,drop_rate", [("ct_fwp", 0.0), ("ct_fwp", 0.3), ("neural_cde", 0.0),
