@@ -72,7 +72,7 @@ def test_the_memory_learners_are_within_ten_percent_of_deltanets_parameters(name
     learners = condition_learners(name)
     for config, _ in learners.values():
         assert config.model.num_layers == 2 and config.model.d_model in (64, 60)  # 60: the hybrids on parity
-        assert not (config.model.mixer == "hqlt" and config.model.short_conv)
+        assert config.model.short_conv
     assert_within_ten_percent({label: model for label, (_, model) in learners.items()}, "DeltaNet, rates in (0, 2)")
 
 

@@ -176,7 +176,8 @@ class SequenceConfig(BackboneSection):
     window: int = 8                   # window_attention, hqlt: the steps a query attends to (delayed_chunk: chunk)
     hybrid_variant: str = "synchronous"   # hqlt: synchronous, delayed_stream or delayed_chunk
     hybrid_mixing: str = "gate"       # hqlt: gate (per channel), sum or static (two learned scalars)
-    short_conv: bool = False          # hqlt: causal depthwise convolutions of 4 steps on q, k, v
+    short_conv: bool = False          # attention, window_attention, the fast-weight rules, mesa, hqlt: causal
+    #                                   depthwise convolutions of 4 steps on q, k, v
     delayed_rate: str = "own"         # hqlt delayed_stream: a delayed write's rate, its own or the current step's
     learned_initial_r: bool = False   # delta_rnn, delta_lstm: R starts from a learned slow matrix, not zeros
     dct_sparsity: float = 0.5         # dct_lstm, fast_dct_rnn: the fraction of each matrix's DCT coefficients dropped

@@ -8,10 +8,11 @@ from metafwp.nn.fast_weight_layer import BETA_ACTIVATIONS, FEATURE_MAPS, LAYER_R
 from metafwp.nn.hybrid_layer import DELAYED_RATES, HQLT_MIXINGS, HQLT_VARIANTS, HybridQLTLayer, HybridState
 from metafwp.nn.mixers import MIXERS, Mixer, build_mixer, register_mixer
 from metafwp.nn.recurrent_fwp_layer import RecurrentFWPLayer
+from metafwp.nn.short_conv import ShortConvolution
 from metafwp.nn.srwm_layer import SRWMLayer
 
 __all__ = ["BETA_ACTIVATIONS", "DELAYED_RATES", "FEATURE_MAPS", "HQLT_MIXINGS", "HQLT_VARIANTS", "LAYER_RULES",
            "MIXERS", "CausalAttentionLayer", "DCTLSTM", "DCTLinear", "DCTWeight", "FastDCTRNN",
            "ELSTMLayer", "ELSTMRTRL", "FastWeightLayer", "FeedForward",
            "HybridQLTLayer", "HybridState", "LSTMLayer", "Mixer", "MixerBlock", "RecurrentFWPLayer", "SRWMLayer",
-           "SlidingWindowAttentionLayer", "build_mixer", "register_mixer"]
+           "ShortConvolution", "SlidingWindowAttentionLayer", "build_mixer", "register_mixer"]

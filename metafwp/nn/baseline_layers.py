@@ -6,6 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from metafwp.nn.short_conv import ShortConvolution
 from metafwp.ops import sliding_window_attention
 
 
@@ -29,16 +30,33 @@ class CausalAttentionLayer(nn.Module):
 
     ``forward(x [B, T, d_model], state (keys, values) each [B, H, T_past, D] or None)
     -> (y [B, T, d_model], (keys, values))``: the state is the key/value cache of every step seen,
-    so a later call attends to the whole history exactly as one long call would.
+    so a later call attends to the whole history exactly as one long call would. ``short_conv``:
+    q, k, v pass a causal depthwise convolution of 4 steps (``ShortConvolution``) and the state
+    gains its history, ``(keys, values, history [B, 3, 3 d_model])``.
     """
 
-    def __init__(self, d_model: int, num_heads: int, dropout: float = 0.0):
+    def __init__(self, d_model: int, num_heads: int, dropout: float = 0.0, short_conv: bool = False):
         super().__init__()
         if d_model % num_heads:
             raise ValueError(f"d_model={d_model} is not divisible by num_heads={num_heads}")
         self.num_heads, self.dropout = num_heads, dropout
         self.qkv_proj = nn.Linear(d_model, 3 * d_model, bias=False)
+        self.conv = ShortConvolution(3 * d_model) if short_conv else None
         self.out_proj = nn.Linear(d_model, d_model, bias=False)
+
+    def project(self, x: torch.Tensor, state):
+        """``(q, k, v [B, T, H, D], the cache (keys, values) of state or None, the convolution's history)``."""
+        B, T, _ = x.shape
+        qkv, cache, history = self.qkv_proj(x), None, None
+        if state is not None:
+            cache, history = (state[:2], state[2]) if self.conv is not None else (state, None)
+        if self.conv is not None:
+            qkv, history = self.conv(qkv, history)
+        q, k, v = qkv.view(B, T, 3, self.num_heads, -1).unbind(2)
+        return q, k, v, cache, history
+
+    def state_of(self, keys: torch.Tensor, values: torch.Tensor, history: torch.Tensor | None) -> tuple:
+        return (keys, values) if self.conv is None else (keys, values, history)
 
     @torch.no_grad()
     def match_keys_to_queries(self) -> None:
@@ -48,15 +66,16 @@ class CausalAttentionLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, state=None):
         B, T, d_model = x.shape
-        q, k, v = self.qkv_proj(x).view(B, T, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)  # [B, H, T, D] each
+        q, k, v, cache, history = self.project(x, state)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))                       # [B, H, T, D] each
         past = 0
-        if state is not None:
-            past = state[0].shape[2]
-            k, v = torch.cat([state[0], k], 2), torch.cat([state[1], v], 2)
+        if cache is not None:
+            past = cache[0].shape[2]
+            k, v = torch.cat([cache[0], k], 2), torch.cat([cache[1], v], 2)
         # query i (at time past + i) sees keys 0 .. past + i
         mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(past)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
-        return self.out_proj(y.transpose(1, 2).reshape(B, T, d_model)), (k, v)
+        return self.out_proj(y.transpose(1, 2).reshape(B, T, d_model)), self.state_of(k, v, history)
 
     def extra_repr(self) -> str:
         return f"heads={self.num_heads}"
@@ -67,11 +86,12 @@ class SlidingWindowAttentionLayer(CausalAttentionLayer):
     memory grows with T x window), no positional encoding.
 
     ``forward(x [B, T, d_model], state (keys, values) each [B, m, H, D] or None) -> (y, (keys, values))``:
-    the state holds the last ``window - 1`` steps' keys and values, all a later step can read.
+    the state holds the last ``window - 1`` steps' keys and values, all a later step can read
+    (``short_conv``: and the convolution's history, as ``CausalAttentionLayer``).
     """
 
-    def __init__(self, d_model: int, num_heads: int, window: int):
-        super().__init__(d_model, num_heads)
+    def __init__(self, d_model: int, num_heads: int, window: int, short_conv: bool = False):
+        super().__init__(d_model, num_heads, short_conv=short_conv)
         if not isinstance(window, int) or isinstance(window, bool) or window < 1:
             raise ValueError(f"window must be an int >= 1 (the steps each query reads, its own included), "
                              f"got {window!r}")
@@ -79,15 +99,16 @@ class SlidingWindowAttentionLayer(CausalAttentionLayer):
 
     def forward(self, x: torch.Tensor, state=None):
         B, T, d_model = x.shape
-        q, k, v = self.qkv_proj(x).view(B, T, 3, self.num_heads, -1).unbind(2)  # [B, T, H, D] each
+        q, k, v, cache, history = self.project(x, state)                      # [B, T, H, D] each
         m = 0
-        if state is not None:
-            m = state[0].shape[1]
-            q = torch.cat([torch.zeros_like(state[0]), q], 1)   # the cached steps' outputs are dropped below
-            k, v = torch.cat([state[0], k], 1), torch.cat([state[1], v], 1)
+        if cache is not None:
+            m = cache[0].shape[1]
+            q = torch.cat([torch.zeros_like(cache[0]), q], 1)   # the cached steps' outputs are dropped below
+            k, v = torch.cat([cache[0], k], 1), torch.cat([cache[1], v], 1)
         y = sliding_window_attention(q, k, v, self.window)[:, m:]
         keep = min(self.window - 1, m + T)
-        return self.out_proj(y.reshape(B, T, d_model)), (k[:, m + T - keep:], v[:, m + T - keep:])
+        return self.out_proj(y.reshape(B, T, d_model)), self.state_of(k[:, m + T - keep:], v[:, m + T - keep:],
+                                                                      history)
 
     def extra_repr(self) -> str:
         return f"heads={self.num_heads}, window={self.window}"

@@ -7,6 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from metafwp.nn.short_conv import ShortConvolution
 from metafwp.ops import RULES, delta_product, fast_weight, mesa
 
 
@@ -55,14 +56,18 @@ class FastWeightLayer(nn.Module):
             (rule ``delta`` or ``gated_delta`` only). Default: 1.
         mesa_lambda: the mesa rule's ridge lambda > 0. Default: 1.
         backend, chunk_size: passed to the op. Default: auto, the op's default chunk size.
+        short_conv: the projections q, k, v pass a causal depthwise convolution of 4 steps
+            (``ShortConvolution``) before the feature map. Default: False.
 
     ``forward(x [B, T, d_model], state [B, H, K, V] ([B, H, K, K + V] for mesa) or None) ->
-    (y [B, T, d_model], state)``: the returned state continues the sequence exactly in a later call.
+    (y [B, T, d_model], state)``: the returned state continues the sequence exactly in a later call;
+    with ``short_conv`` it is ``(fast weights, the convolution's history [B, 3, channels])``.
     """
 
     def __init__(self, d_model: int, num_heads: int, rule: str = "delta", feature_map: str | None = None,
                  beta_activation: str = "sigmoid", head_dim: int | None = None, num_householder: int = 1,
-                 mesa_lambda: float = 1.0, backend: str = "auto", chunk_size: int | None = None):
+                 mesa_lambda: float = 1.0, backend: str = "auto", chunk_size: int | None = None,
+                 short_conv: bool = False):
         super().__init__()
         if rule not in LAYER_RULES:
             raise ValueError(f"Unknown rule {rule!r}. Valid: {', '.join(LAYER_RULES)}")
@@ -92,6 +97,7 @@ class FastWeightLayer(nn.Module):
         if rule in DECAY_RULES:
             self.decay_proj = nn.Linear(d_model, H * K if rule == "gla" else H)
         self.out_proj = nn.Linear(H * K, d_model, bias=False)
+        self.conv = ShortConvolution(H * K + 2 * H * n * K) if short_conv else None
 
     @torch.no_grad()
     def match_keys_to_queries(self) -> None:
@@ -102,17 +108,20 @@ class FastWeightLayer(nn.Module):
         query = self.q_proj.weight.view(H, 1, K, -1)
         self.k_proj.weight.view(H, n, K, -1).copy_(query.expand(H, n, K, query.shape[-1]))
 
-    def forward(self, x: torch.Tensor, state: torch.Tensor | None = None):
+    def forward(self, x: torch.Tensor, state=None):
         B, T, _ = x.shape
         H, K, n = self.num_heads, self.head_dim, self.num_householder
         phi = FEATURE_MAPS[self.feature_map_name]
-        q = phi(self.q_proj(x).view(B, T, H, K))
-        k = phi(self.k_proj(x).view(B, T, H, n, K))
-        v = self.v_proj(x).view(B, T, H, n, K)
+        q, k, v, history = self.q_proj(x), self.k_proj(x), self.v_proj(x), None
+        if self.conv is not None:
+            state, history = (None, None) if state is None else state
+            qkv, history = self.conv(torch.cat([q, k, v], -1), history)
+            q, k, v = qkv.split([H * K, H * n * K, H * n * K], -1)
+        q, k, v = phi(q.view(B, T, H, K)), phi(k.view(B, T, H, n, K)), v.view(B, T, H, n, K)
         if self.rule == "mesa":
             o, state = mesa(q, k.squeeze(3), v.squeeze(3), lam=self.mesa_lambda, initial_state=state,
                             output_final_state=True, backend=self.backend, chunk_size=self.chunk_size)
-            return self.out_proj(o.reshape(B, T, H * K)), state
+            return self.out_proj(o.reshape(B, T, H * K)), self.state_of(state, history)
         beta = BETA_ACTIVATIONS[self.beta_activation_name](self.beta_proj(x).view(B, T, H, n))
         g = None
         if self.rule in DECAY_RULES:
@@ -125,7 +134,10 @@ class FastWeightLayer(nn.Module):
         else:
             o, state = fast_weight(q, k.squeeze(3), v.squeeze(3), rule=self.rule, beta=beta.squeeze(3), g=g,
                                    **options)
-        return self.out_proj(o.reshape(B, T, H * K)), state
+        return self.out_proj(o.reshape(B, T, H * K)), self.state_of(state, history)
+
+    def state_of(self, fast: torch.Tensor, history: torch.Tensor | None):
+        return fast if self.conv is None else (fast, history)
 
     def extra_repr(self) -> str:
         rate = f"lambda={self.mesa_lambda}" if self.rule == "mesa" else f"beta={self.beta_activation_name}"

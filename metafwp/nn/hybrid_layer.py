@@ -29,12 +29,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from metafwp.nn.fast_weight_layer import BETA_ACTIVATIONS, silu_l2
+from metafwp.nn.short_conv import CONV_STEPS, ShortConvolution
 from metafwp.ops import fast_weight, sliding_window_attention
 
 HQLT_VARIANTS = ("synchronous", "delayed_stream", "delayed_chunk")
 HQLT_MIXINGS = ("gate", "sum", "static")
 DELAYED_RATES = ("own", "current")
-CONV_STEPS = 4
 
 
 class HybridState(NamedTuple):
@@ -117,7 +117,7 @@ class HybridQLTLayer(nn.Module):
         self.qkv_proj = nn.Linear(d_model, 3 * d_model, bias=False)
         self.conv = None
         if short_conv:
-            self.conv = nn.Conv1d(3 * d_model, 3 * d_model, CONV_STEPS, groups=3 * d_model, bias=False)
+            self.conv = ShortConvolution(3 * d_model)
         self.beta_proj = nn.Linear(d_model, num_heads, bias=False)
         if mixing == "gate":
             self.gate_proj = nn.Linear(d_model, d_model, bias=False)
@@ -145,9 +145,7 @@ class HybridQLTLayer(nn.Module):
         B, T, _ = x.shape
         qkv = self.qkv_proj(x)
         if self.conv is not None:
-            history = torch.cat([conv_history, qkv], 1)            # [B, 3 + T, 3 H D]
-            conv_history = history[:, -(CONV_STEPS - 1):]
-            qkv = self.conv(history.transpose(1, 2)).transpose(1, 2)  # causal: output t reads t - 3 .. t
+            qkv, conv_history = self.conv(qkv, conv_history)          # causal: output t reads t - 3 .. t
         q, k, v = qkv.view(B, T, 3, self.num_heads, self.head_dim).unbind(2)
         return q, k, F.silu(v), conv_history
 

@@ -82,19 +82,22 @@ register_mixer("srwm", lambda d_model, dropout, num_heads, srwm_input_norm=False
                SRWMLayer(d_model, num_heads, dropout=dropout, input_norm=srwm_input_norm),
                ("num_heads", "matched_init", "srwm_input_norm"), self_normalised=True)
 register_mixer("lstm", lambda d_model, dropout: LSTMLayer(d_model))
-register_mixer("attention", lambda d_model, dropout, num_heads: CausalAttentionLayer(d_model, num_heads, dropout),
-               ("num_heads", "matched_init"))
+register_mixer("attention", lambda d_model, dropout, num_heads, short_conv=False:
+               CausalAttentionLayer(d_model, num_heads, dropout, short_conv),
+               ("num_heads", "matched_init", "short_conv"))
 for _rule in RULES:
     register_mixer(_rule, fast_weight_builder(_rule),
-                   ("num_heads", "matched_init", "feature_map", "beta_activation")
+                   ("num_heads", "matched_init", "feature_map", "beta_activation", "short_conv")
                    + (("num_householder",) if _rule in ("delta", "gated_delta") else ()))
-register_mixer("mesa", fast_weight_builder("mesa"), ("num_heads", "matched_init", "feature_map", "mesa_lambda"))
+register_mixer("mesa", fast_weight_builder("mesa"), ("num_heads", "matched_init", "feature_map", "mesa_lambda",
+                                                     "short_conv"))
 for _kind in RECURRENT_FWPS:
     register_mixer(_kind, recurrent_fwp_builder(_kind),
                    ("num_heads",) + (("beta_activation", "learned_initial_r") if _kind in RATE_KINDS else ()))
 register_mixer("elstm", lambda d_model, dropout: ELSTMLayer(d_model))
-register_mixer("window_attention", lambda d_model, dropout, num_heads, window=8:
-               SlidingWindowAttentionLayer(d_model, num_heads, window), ("num_heads", "matched_init", "window"))
+register_mixer("window_attention", lambda d_model, dropout, num_heads, window=8, short_conv=False:
+               SlidingWindowAttentionLayer(d_model, num_heads, window, short_conv),
+               ("num_heads", "matched_init", "window", "short_conv"))
 register_mixer("hqlt", lambda d_model, dropout, num_heads, hybrid_variant="synchronous", hybrid_mixing="gate",
                **options: HybridQLTLayer(d_model, num_heads, variant=hybrid_variant, mixing=hybrid_mixing, **options),
                ("num_heads", "window", "hybrid_variant", "hybrid_mixing", "short_conv", "beta_activation",
