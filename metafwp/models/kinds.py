@@ -180,6 +180,7 @@ class SequenceConfig(BackboneSection):
     #                                   depthwise convolutions of 4 steps on q, k, v
     delayed_rate: str = "own"         # hqlt delayed_stream: a delayed write's rate, its own or the current step's
     learned_initial_r: bool = False   # delta_rnn, delta_lstm: R starts from a learned slow matrix, not zeros
+    elstm_cells: Optional[int] = None  # elstm: its cells, read from and mapped back to d_model (Default: d_model)
     dct_sparsity: float = 0.5         # dct_lstm, fast_dct_rnn: the fraction of each matrix's DCT coefficients dropped
 
     DECIDING_KEYS: ClassVar[tuple[str, ...]] = ("kind", "mixer", "backbone")
@@ -208,6 +209,8 @@ class SequenceConfig(BackboneSection):
         if self.feature_map is not None:
             check_choice("feature_map", self.feature_map, tuple(FEATURE_MAPS))
         check_at_least_one(self, "d_model", "num_layers", "num_heads", "ff_multiplier", "window")
+        if self.elstm_cells is not None and self.elstm_cells < 1:
+            raise ConfigError(f"model.elstm_cells must be >= 1 (or null: d_model cells), got {self.elstm_cells}")
         if self.num_householder < 1:
             raise ConfigError(f"model.num_householder must be >= 1 (1: the delta rule, n > 1: DeltaProduct), got "
                               f"{self.num_householder}")

@@ -12,22 +12,30 @@ INIT_STD = 0.1  # the authors' N(0, 0.1) for every parameter
 
 
 class ELSTMLayer(nn.Module):
-    """``forward(x [B, T, d], c_0 [B, d] or None) -> (y [B, T, d], c_T [B, d])`` with hidden size d:
-    the e-LSTM recurrence (``metafwp.ops.elstm``) on ``[a_z; a_f] = in_proj(x)``, then the authors'
-    readout ``y_t = c_t * sigmoid(W_o [x_t; c_t] + b_o)`` (its output gate reads the current cell).
+    """``forward(x [B, T, d], c_0 [B, H] or None) -> (y [B, T, d], c_T [B, H])`` with H ``cells``
+    (Default: d): the e-LSTM recurrence (``metafwp.ops.elstm``) on ``[a_z; a_f] = in_proj(x)``, then
+    the authors' readout ``c_t * sigmoid(W_o [x_t; c_t] + b_o)`` (its output gate reads the current
+    cell), mapped back to width d by ``out_proj`` when H != d. The authors train H = 2048 cells on
+    one-hot inputs: many cells reading a narrow stream, which RTRL affords (its sensitivities
+    grow with H x d).
 
     Parameters: ``in_proj`` (``[W_z; W_f]`` and ``[b_z; b_f]``), ``w_z``, ``w_f`` (the recurrent
-    ones, which RTRL trains) and ``out_gate`` (the readout). While ``rtrl`` holds an ``ELSTMRTRL``,
-    ``forward`` takes one step at a time through it (T = 1) and returns its carried cell.
+    ones, which RTRL trains), ``out_gate`` (the readout) and ``out_proj`` (None when H = d). While
+    ``rtrl`` holds an ``ELSTMRTRL``, ``forward`` takes one step at a time through it (T = 1) and
+    returns its carried cell.
     """
 
-    def __init__(self, d_model: int):
+    def __init__(self, d_model: int, cells: int | None = None):
         super().__init__()
-        self.hidden = d_model
-        self.in_proj = nn.Linear(d_model, 2 * d_model)
-        self.w_z = nn.Parameter(torch.empty(d_model))
-        self.w_f = nn.Parameter(torch.empty(d_model))
-        self.out_gate = nn.Linear(2 * d_model, d_model)
+        cells = d_model if cells is None else cells
+        if cells < 1:
+            raise ValueError(f"cells must be >= 1, got {cells}")
+        self.hidden = cells
+        self.in_proj = nn.Linear(d_model, 2 * cells)
+        self.w_z = nn.Parameter(torch.empty(cells))
+        self.w_f = nn.Parameter(torch.empty(cells))
+        self.out_gate = nn.Linear(d_model + cells, cells)
+        self.out_proj = nn.Linear(cells, d_model) if cells != d_model else None
         for parameter in self.parameters():
             nn.init.normal_(parameter, std=INIT_STD)
         self.rtrl: ELSTMRTRL | None = None
@@ -42,7 +50,8 @@ class ELSTMLayer(nn.Module):
         return self.readout(x, c), c_last
 
     def readout(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        return c * torch.sigmoid(self.out_gate(torch.cat([x, c], -1)))
+        y = c * torch.sigmoid(self.out_gate(torch.cat([x, c], -1)))
+        return y if self.out_proj is None else self.out_proj(y)
 
     def recurrent_gradients(self, grads: dict[str, torch.Tensor]) -> dict[nn.Parameter, torch.Tensor]:
         """``ELSTMSensitivities.gradients`` mapped onto this layer's parameters."""

@@ -94,7 +94,7 @@ register_mixer("mesa", fast_weight_builder("mesa"), ("num_heads", "matched_init"
 for _kind in RECURRENT_FWPS:
     register_mixer(_kind, recurrent_fwp_builder(_kind),
                    ("num_heads",) + (("beta_activation", "learned_initial_r") if _kind in RATE_KINDS else ()))
-register_mixer("elstm", lambda d_model, dropout: ELSTMLayer(d_model))
+register_mixer("elstm", lambda d_model, dropout, elstm_cells=None: ELSTMLayer(d_model, elstm_cells), ("elstm_cells",))
 register_mixer("window_attention", lambda d_model, dropout, num_heads, window=8, short_conv=False:
                SlidingWindowAttentionLayer(d_model, num_heads, window, short_conv),
                ("num_heads", "matched_init", "window", "short_conv"))

@@ -26,14 +26,19 @@ def elstm_by_hand(x, W_z, W_f, b_z, b_f, w_z, w_f, W_o, b_o, c0):
     return torch.stack(ys), torch.stack(cs)
 
 
-def test_the_layer_is_the_equations():
+@pytest.mark.parametrize("cells", [None, 11])
+def test_the_layer_is_the_equations(cells):
+    """With H = d cells the readout is the stream; with H != d it is mapped back by ``out_proj``."""
     torch.manual_seed(0)
-    layer = ELSTMLayer(6).double()
-    x, c0 = torch.randn(3, 9, 6, dtype=torch.float64), torch.randn(3, 6, dtype=torch.float64)
+    layer = ELSTMLayer(6, cells).double()
+    H = cells or 6
+    x, c0 = torch.randn(3, 9, 6, dtype=torch.float64), torch.randn(3, H, dtype=torch.float64)
     W_z, W_f = layer.in_proj.weight.chunk(2)
     b_z, b_f = layer.in_proj.bias.chunk(2)
     expected, cells = elstm_by_hand(x, W_z, W_f, b_z, b_f, layer.w_z, layer.w_f, layer.out_gate.weight,
                                     layer.out_gate.bias, c0)
+    if layer.out_proj is not None:
+        expected = expected @ layer.out_proj.weight.T + layer.out_proj.bias
     y, c_last = layer(x, c0)
     assert_close("y", y, expected, 1e-13)
     assert_close("c_T", c_last, cells[:, -1], 1e-13)
@@ -70,10 +75,10 @@ def test_the_authors_gradient_test_passes():
         assert ((ours - theirs).abs() / theirs.abs().clamp_min(1e-12)).max() < 1e-10, name
 
 
-def rtrl_and_bptt(T: int, seed: int = 0):
-    """The gradients of ``sum_t loss_t(y_t)`` on one e-LSTM layer, by BPTT and by RTRL steps."""
+def rtrl_and_bptt(T: int, seed: int = 0, cells: int | None = None):
+    """The gradients of ``sum_t loss_t(y_t)`` on one e-LSTM layer (width 5, ``cells``), by BPTT and by RTRL steps."""
     torch.manual_seed(seed)
-    layer = ELSTMLayer(5).double()
+    layer = ELSTMLayer(5, cells).double()
     x = torch.randn(4, T, 5, dtype=torch.float64)
     targets = torch.randn(4, T, 5, dtype=torch.float64)
     y, _ = layer(x)
@@ -85,16 +90,16 @@ def rtrl_and_bptt(T: int, seed: int = 0):
     return layer, bptt, learner
 
 
-@pytest.mark.parametrize("T", [1, 7, 70])
-def test_rtrl_over_a_sequence_equals_backpropagation_through_time(T):
-    layer, bptt, _ = rtrl_and_bptt(T)
+@pytest.mark.parametrize("T,cells", [(1, None), (7, None), (70, None), (7, 12)])
+def test_rtrl_over_a_sequence_equals_backpropagation_through_time(T, cells):
+    layer, bptt, _ = rtrl_and_bptt(T, cells=cells)
     for (name, parameter), expected in zip(layer.named_parameters(), bptt):
         assert_close(name, parameter.grad, expected, 1e-11)
 
 
 def test_rtrl_memory_does_not_grow_with_the_sequence():
-    kept = {T: rtrl_and_bptt(T)[2].sensitivities.numel() for T in (50, 500)}
-    assert kept[50] == kept[500] == 4 * (2 * 5 * 5 + 4 * 5)
+    kept = {T: rtrl_and_bptt(T, cells=12)[2].sensitivities.numel() for T in (50, 500)}
+    assert kept[50] == kept[500] == 4 * (2 * 12 * 5 + 4 * 12)                  # B (2 H I + 4 H)
 
 
 def test_rtrl_gives_the_inputs_one_step_of_gradient():

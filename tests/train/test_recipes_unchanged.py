@@ -20,11 +20,11 @@ RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
 # under the protocol it had (every prefix labelled, the last step scored); the Delta RNN and LSTM with
 # the authors' sigmoid rates and R from zeros; linear self-attention causal, as it ran; MAML's tasks
 # by vmap or a loop, the same computation; attention, window attention and the fast-weight rules
-# without the short convolution they gained
+# without the short convolution they gained; the e-LSTM with d_model cells
 NEW_KEYS = {("optim", "optimizer"): "adam", ("train", "test"): True, ("data", "val_splits"): None,
             ("data", "protocol"): "prefix", ("model", "beta_activation"): "sigmoid",
             ("model", "learned_initial_r"): False, ("model", "causal"): True, ("model", "strategy"): "auto",
-            ("model", "short_conv"): False}
+            ("model", "short_conv"): False, ("model", "elstm_cells"): None}
 RETYPED = {("train", "resume"): (False, "false")}  # (recorded, now)
 # recipes changed on purpose: Omniglot was validated on background, the split it trained on; it now
 # trains, validates and tests on Vinyals et al.'s train / val / test characters (disjoint)
