@@ -54,6 +54,16 @@ def test_the_tallies_score_every_recalled_bit_and_whole_sequences():
     assert int(scores.sums["bits"]) == int(batch.loss_mask.sum())
 
 
+def test_chance_is_the_share_of_patterns_a_coin_flipper_recalls_whole():
+    task, _ = task_and_learner()
+    batch = task.sampler.sample(range(20000))
+    guesses = torch.randint(0, 2, batch.targets.shape, generator=torch.Generator().manual_seed(0))
+    whole = ((guesses == batch.targets) | ~batch.loss_mask).all(1).double()
+    half_width = 4 * whole.std().item() / len(whole) ** 0.5
+    assert 100 * whole.mean().item() == pytest.approx(CopyTask.chance(task.config), abs=100 * half_width)
+    assert CopyTask.chance(task.config) == pytest.approx(100 * sum(2.0 ** -s for s in range(1, 6)) / 5)
+
+
 BELOW = ("input_proj.", "blocks.0.mixer_norm.")  # the embedding and the e-LSTM's input norm
 
 

@@ -149,7 +149,8 @@ def test_the_gd_plus_plus_rows_run_von_oswald_et_al_s_setting():
 @pytest.mark.parametrize("name,row", [("bootstrap", 0), ("continual_domain", 0), ("multitask", 0),
                                       ("expressivity_parity_grazzi", 0), ("gd_plus_plus", 0),
                                       ("regression_synchronous", -1), ("regression_delayed", 0), ("painter", 0),
-                                      ("memory_state_size", 0), ("irregular_rows", 1)])
+                                      ("memory_state_size", 0), ("irregular_rows", 1),
+                                      ("copy_rtrl", 0)])
 def test_each_study_reads_its_columns_from_its_tasks_results(tmp_path, name, row):
     """One condition of each study family (MAML's for regression_synchronous), one step, its required
     runs at two steps: its table holds a number in every column, and its figures are drawn."""

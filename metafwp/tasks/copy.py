@@ -76,6 +76,12 @@ class CopyTask(GeneratorTask):
             raise ConfigError(f"data.update=rtrl trains one e-LSTM layer online; model has {mixers.count('elstm')} "
                               f"(set model.num_layers=1, or a mixer list with one elstm)")
 
+    @classmethod
+    def chance(cls, config) -> float:
+        """Patterns recalled whole by guessing every bit: ``100 * mean_s 2^-s`` over the lengths
+        1 .. L, drawn uniformly: ``100 (1 - 2^-L) / L`` %."""
+        return 100 * (1 - 2.0 ** -config.data.length) / config.data.length
+
     def make_sampler(self, seed: int, dataset_size: int | None = None) -> CopySampler:
         return CopySampler(self.data.length, dataset_size=dataset_size, seed=seed)
 
