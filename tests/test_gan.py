@@ -174,6 +174,7 @@ def test_the_glyph_split_holds_drawers_0_15_16_17_and_18_19_of_every_class():
     ("data.dataset=glyphs", "is a classification run on mnist5k, not a classification run on glyphs; train one "
                             "with: python -m metafwp.train recipes/glyphs_mlp_classifier.yaml"),
     ("model.steps=0", "model.steps must be >= 1"),
+    ("model.program_scale=0", "model.program_scale must be > 0"),
     ("model.rule=anti_hebbian", "Unknown model.rule 'anti_hebbian'. Valid: delta, hebbian, oja"),
     ("data.ema_decay=1", r"data.ema_decay must be in \[0, 1\)"),
     ("data.penalty_every=0", "data.gradient_penalty must be finite and >= 0 and data.penalty_every >= 1"),

@@ -49,8 +49,24 @@ def test_the_images_are_the_rule_run_over_the_strokes(rule, first_rate_one):
     assert all(torch.allclose(a, b, atol=1e-12) for a, b in zip(ours, theirs))
 
 
+def test_program_scale_multiplies_only_the_stroke_layers_initial_weights_and_sharpens_the_strokes():
+    painters = {}
+    for scale in (1.0, 20.0):
+        torch.manual_seed(0)
+        painters[scale] = FastWeightPainter(latent=6, size=5, steps=7, hidden=8, program_scale=scale)
+    plain, scaled = (dict(painters[s].named_parameters()) for s in (1.0, 20.0))
+    for name, weight in plain.items():
+        assert torch.equal(scaled[name], weight * (20 if name.startswith("program.") else 1)), name
+    z = torch.randn(4, 6)
+    entropy = {s: -(k * k.log()).sum(-1).mean().item() for s, (k, _, _) in
+               ((s, painters[s].strokes(z)) for s in painters)}
+    assert entropy[20.0] < entropy[1.0]
+
+
 def test_bad_input():
     with pytest.raises(ValueError, match="Unknown painter rule 'gla'. Valid: delta, hebbian, oja"):
         FastWeightPainter(rule="gla")
     with pytest.raises(ValueError, match="steps must be >= 1"):
         FastWeightPainter(steps=0)
+    with pytest.raises(ValueError, match="program_scale must be > 0"):
+        FastWeightPainter(program_scale=0)

@@ -476,7 +476,8 @@ class PainterConfig(GeneratorSection):
     """``kind: painter``: the fast weight painter (``FastWeightPainter``): an LSTM of ``hidden`` units
     emits ``steps`` strokes (a key, a value and a rate per channel, keys and values as long as the
     image's side) that ``rule`` writes into one fast weight matrix per channel; ``first_rate_one``:
-    the authors' first stroke, written with rate 1."""
+    the authors' first stroke, written with rate 1; ``program_scale``: the stroke layer's initial
+    weights times this (1: the authors' initialisation, near-uniform strokes)."""
     kind: str = "painter"
     steps: int = 28
     step_input: int = 8
@@ -484,10 +485,14 @@ class PainterConfig(GeneratorSection):
     hidden: int = 256
     rule: str = "delta"
     first_rate_one: bool = False
+    program_scale: float = 1.0
 
     def check(self) -> None:
         super().check()
         check_choice("rule", self.rule, PAINTER_RULES)
+        if self.program_scale <= 0:
+            raise ConfigError(f"model.program_scale must be > 0 (1: the authors' initialisation), "
+                              f"got {self.program_scale}")
         if self.steps < 1:
             raise ConfigError(f"model.steps must be >= 1 (the painting steps, rank-1 strokes), got {self.steps}")
         check_at_least_one(self, "step_input", "step_width", "hidden")
@@ -501,7 +506,7 @@ class PainterKind(LearnerKind):
     def build(cls, config: PainterConfig, inputs: LearnerInputs) -> nn.Module:
         channels, height, width = inputs.shape
         return FastWeightPainter(config.latent, channels, width, config.steps, config.step_input, config.step_width,
-                                 config.hidden, config.rule, config.first_rate_one)
+                                 config.hidden, config.rule, config.first_rate_one, config.program_scale)
 
     @classmethod
     def label(cls, config: PainterConfig) -> str:

@@ -39,20 +39,27 @@ class FastWeightPainter(nn.Module):
 
     Args: ``latent`` (Default 64), ``steps`` T (Default 28: full rank at size 28), ``step_input``
     (8) and ``step_width`` (32) of the per-step input, ``hidden`` the LSTM's width (256), ``rule``
-    (delta, hebbian, oja), ``first_rate_one`` (the authors' unit-rate first stroke).
+    (delta, hebbian, oja), ``first_rate_one`` (the authors' unit-rate first stroke),
+    ``program_scale`` (1: PyTorch's initialisation, the authors'): the program layer's initial
+    weights and bias times this. At 1 the initial key logits and values are small, so every stroke
+    is spread evenly over the columns and the images hardly depend on ``z``; larger scales start
+    from sharper strokes.
 
     ``forward(z) -> images [B, C, S, S]``; ``strokes(z) -> (keys, values, rates)`` the painting
     program (keys after the softmax, rates after the sigmoid).
     """
 
     def __init__(self, latent: int = 64, channels: int = 1, size: int = 28, steps: int = 28, step_input: int = 8,
-                 step_width: int = 32, hidden: int = 256, rule: str = "delta", first_rate_one: bool = False):
+                 step_width: int = 32, hidden: int = 256, rule: str = "delta", first_rate_one: bool = False,
+                 program_scale: float = 1.0):
         super().__init__()
         if rule not in PAINTER_RULES:
             raise ValueError(f"Unknown painter rule {rule!r}. Valid: {', '.join(PAINTER_RULES)}")
         for name, value in (("latent", latent), ("channels", channels), ("size", size), ("steps", steps)):
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
+        if program_scale <= 0:
+            raise ValueError(f"program_scale must be > 0, got {program_scale}")
         self.channels, self.size, self.steps, self.step_input = channels, size, steps, step_input
         self.rule, self.first_rate_one = rule, first_rate_one
         self.initial_state = nn.Linear(latent, 2 * hidden)
@@ -60,6 +67,10 @@ class FastWeightPainter(nn.Module):
         self.step_proj = nn.Linear(step_input, step_width)
         self.lstm = nn.LSTM(step_width, hidden, batch_first=True)
         self.program = nn.Linear(hidden, channels * (2 * size + 1))
+        with torch.no_grad():
+            self.program.weight.mul_(program_scale)
+            self.program.bias.mul_(program_scale)
+        self.program_scale = program_scale
 
     def strokes(self, z: torch.Tensor):
         """``keys, values [B, T, C, S]`` and ``rates [B, T, C]`` for latents ``z [B, latent]``."""
@@ -78,4 +89,5 @@ class FastWeightPainter(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"rule={self.rule}, steps={self.steps}, channels={self.channels}, size={self.size}"
-                + (", first_rate_one=True" if self.first_rate_one else ""))
+                + (", first_rate_one=True" if self.first_rate_one else "")
+                + (f", program_scale={self.program_scale:g}" if self.program_scale != 1 else ""))
