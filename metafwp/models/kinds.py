@@ -477,7 +477,7 @@ class PainterConfig(GeneratorSection):
     emits ``steps`` strokes (a key, a value and a rate per channel, keys and values as long as the
     image's side) that ``rule`` writes into one fast weight matrix per channel; ``first_rate_one``:
     the authors' first stroke, written with rate 1; ``program_scale``: the stroke layer's initial
-    weights times this (1: the authors' initialisation, near-uniform strokes)."""
+    weights times this (1: PyTorch's initialisation, near-uniform strokes)."""
     kind: str = "painter"
     steps: int = 28
     step_input: int = 8
@@ -491,7 +491,7 @@ class PainterConfig(GeneratorSection):
         super().check()
         check_choice("rule", self.rule, PAINTER_RULES)
         if self.program_scale <= 0:
-            raise ConfigError(f"model.program_scale must be > 0 (1: the authors' initialisation), "
+            raise ConfigError(f"model.program_scale must be > 0 (1: PyTorch's initialisation), "
                               f"got {self.program_scale}")
         if self.steps < 1:
             raise ConfigError(f"model.steps must be >= 1 (the painting steps, rank-1 strokes), got {self.steps}")

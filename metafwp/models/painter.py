@@ -40,10 +40,10 @@ class FastWeightPainter(nn.Module):
     Args: ``latent`` (Default 64), ``steps`` T (Default 28: full rank at size 28), ``step_input``
     (8) and ``step_width`` (32) of the per-step input, ``hidden`` the LSTM's width (256), ``rule``
     (delta, hebbian, oja), ``first_rate_one`` (the authors' unit-rate first stroke),
-    ``program_scale`` (1: PyTorch's initialisation, the authors'): the program layer's initial
-    weights and bias times this. At 1 the initial key logits and values are small, so every stroke
-    is spread evenly over the columns and the images hardly depend on ``z``; larger scales start
-    from sharper strokes.
+    ``program_scale``: the program layer's initial weights and bias times this (1: PyTorch's
+    ``U(+-1/sqrt(hidden))``; the authors' code draws ``U(+-1/sqrt(C (2S + 1)))``, 2.1x that here).
+    At 1 the initial key logits and values are small, so every stroke is spread evenly over the
+    columns and the images hardly depend on ``z``; larger scales start from sharper strokes.
 
     ``forward(z) -> images [B, C, S, S]``; ``strokes(z) -> (keys, values, rates)`` the painting
     program (keys after the softmax, rates after the sigmoid).
