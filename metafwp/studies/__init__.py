@@ -11,8 +11,8 @@ table; ``metafwp.studies.declaration``) and registers it; ``metafwp.studies.prot
 study the same way. Each run is an ordinary run of its recipe (resumable, ``evaluate``-able) under
 ``--out/<study>/``; finished runs and tests are reused.
 """
-from metafwp.studies import (bootstrap, char_lm, continual, expressivity, gd_plus_plus, irregular,  # noqa: F401
-                             memory, multitask, painter, regression, rtrl)
+from metafwp.studies import (algorithmic, bootstrap, char_lm, continual, expressivity, gd_plus_plus,  # noqa: F401
+                             irregular, memory, multitask, painter, regression, rtrl)
 from metafwp.studies.declaration import STUDIES, Column, Condition, Study, get_study, register_study
 from metafwp.studies.protocol import Budget, run_study
 
