@@ -4,13 +4,15 @@
     python benchmarks/ops_cpu.py --threads 2 --repeats 7
 
 Figures (issue targets in brackets):
-  1. delta rule chunk vs the reference loop, B=4 T=1024 H=4 K=V=64 fp32, forward+backward   [>= 5x]
+  1. delta rule chunk vs the reference loop, B=4 T=1024 H=4 K=V=64 fp32, fwd+bwd, default C  [>= 5x]
   2. chunk vs fla-core's pure-torch ``delta_rule_chunkwise``, same inputs, fwd+bwd at C=32   [>= 2x]
      and forward at every chunk size                                                       [> 1x]
   3. peak memory of chunk fwd+bwd at T=4096 over T=1024 (each in a fresh process, Linux)   [< 4.5x]
   4. SRWM loop, B=32 T=128 H=4 D=16 fwd+bwd: episodes/s (the baseline for the GPU kernel)
   5. this CPU's fp32 matmul rate and the chunk form's share of it (figure 2's inputs at C=32), its
      FLOPs counted from the algorithm's matmul shapes (``chunk_delta_flops``)
+  6. the default chunk size (``default_chunk_size``) beside C = 16, 32, 64: delta rule fwd+bwd,
+     B=32 T=128 H=4 at K=V=16, 32, 64, 128 (the default is meant to be the fastest or near it)
 Timings are medians over interleaved repeats, so both sides see the same machine noise.
 """
 from __future__ import annotations
@@ -27,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from metafwp.ops import delta_rule, srwm, srwm_columns
+from metafwp.ops.fast_weight import default_chunk_size
 
 
 def delta_inputs(B, T, H, K, V, requires_grad=True, layout="BTHK"):
@@ -70,7 +73,7 @@ def figure_reference(repeats):
     q, k, v, b = delta_inputs(4, 1024, 4, 64, 64)
     t = interleaved_medians({
         "reference": forward_backward(lambda: delta_rule(q, k, v, b, backend="reference")[0]),
-        "chunk": forward_backward(lambda: delta_rule(q, k, v, b, backend="chunk", chunk_size=64)[0]),
+        "chunk": forward_backward(lambda: delta_rule(q, k, v, b, backend="chunk")[0]),
     }, max(2, repeats // 2))
     return {"reference_s": t["reference"], "chunk_s": t["chunk"], "speedup": t["reference"] / t["chunk"]}
 
@@ -136,7 +139,7 @@ def peak_memory_child(T: int) -> None:
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset the peak (VmHWM) to the current resident size
     before = resident_kib("VmRSS")
-    o, _ = delta_rule(q, k, v, b, backend="chunk", chunk_size=64)
+    o, _ = delta_rule(q, k, v, b, backend="chunk")
     o.sum().backward()
     print(json.dumps({"T": T, "peak_kib": resident_kib("VmHWM") - before}))
 
@@ -160,6 +163,18 @@ def figure_srwm(repeats):
     return {"fwd_bwd_s": t["srwm"], "episodes_per_s": B / t["srwm"]}
 
 
+def figure_default_chunk_size(repeats):
+    """Per head size: fwd+bwd seconds at C = 16, 32, 64 and the default's choice."""
+    rows = []
+    for K in (16, 32, 64, 128):
+        inputs = delta_inputs(32, 128, 4, K, K)
+        times = interleaved_medians({C: forward_backward(lambda C=C: delta_rule(*inputs, backend="chunk",
+                                                                                  chunk_size=C)[0])
+                                     for C in (16, 32, 64)}, max(3, repeats // 2))
+        rows.append({"K": K, "seconds": times, "default": default_chunk_size("delta", K)})
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2)
@@ -175,7 +190,7 @@ def main():
     print(f"torch {torch.__version__}, {args.threads} threads, fp32, medians of {args.repeats}")
     ref = figure_reference(args.repeats)
     print(f"\n1. delta rule B=4 T=1024 H=4 K=V=64 fwd+bwd: reference loop {ref['reference_s'] * 1e3:.0f} ms, "
-          f"chunk {ref['chunk_s'] * 1e3:.0f} ms -> {ref['speedup']:.1f}x  [target >= 5x: "
+          f"default chunk {ref['chunk_s'] * 1e3:.0f} ms -> {ref['speedup']:.1f}x  [target >= 5x: "
           f"{verdict(ref['speedup'] >= 5)}]")
     print("\n2. chunk vs fla-core delta_rule_chunkwise (same inputs, same chunk size), speed-up = fla / metafwp")
     print(f"   {'C':>4} {'fwd':>8} {'fwd no-grad':>12} {'fwd+bwd':>9} {'metafwp ms':>11} {'fla ms':>8}")
@@ -203,6 +218,12 @@ def main():
     s = figure_srwm(args.repeats)
     print(f"\n4. SRWM loop B=32 T=128 H=4 D=16 fwd+bwd: {s['fwd_bwd_s'] * 1e3:.0f} ms -> "
           f"{s['episodes_per_s']:.0f} episodes/s  [baseline for the GPU kernel]")
+    print("\n6. delta rule B=32 T=128 H=4 fwd+bwd ms by chunk size; the default's choice against the fastest")
+    for row in figure_default_chunk_size(args.repeats):
+        times, best = row["seconds"], min(row["seconds"], key=row["seconds"].get)
+        cells = "  ".join(f"C={C} {t * 1e3:6.1f}" for C, t in times.items())
+        print(f"   K={row['K']:>3}: {cells}  default C={row['default']} "
+              f"({times[row['default']] / times[best]:.2f}x the fastest, C={best})")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ def wy_inverse(keys: torch.Tensor, beta: torch.Tensor, gamma=None) -> torch.Tens
     return torch.linalg.solve_triangular(A, eye * beta.unsqueeze(-2), upper=False, unitriangular=True)
 
 
-def chunk_delta(q, k, v, beta, g, *, scale, initial_state=None, output_final_state=False, chunk_size=64):
+def chunk_delta(q, k, v, beta, g, *, scale, initial_state=None, output_final_state=False, chunk_size):
     """Delta (g None) or gated delta (g [B, T, H]) rule; shapes as ``fast_weight``."""
     in_dtype = q.dtype
     B, T, H, K = q.shape
@@ -104,7 +104,7 @@ class DeltaChunkScan(torch.autograd.Function):
                 dS.view(d_final.shape))
 
 
-def chunk_oja(q, k, v, beta, *, scale, initial_state=None, output_final_state=False, chunk_size=64):
+def chunk_oja(q, k, v, beta, *, scale, initial_state=None, output_final_state=False, chunk_size):
     """Oja's rule ``S += b (k - S v) v^T``; shapes as ``fast_weight``.
 
     With P = S^T this is the delta rule on P with key v and value k: corrected targets

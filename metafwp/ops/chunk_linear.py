@@ -52,7 +52,7 @@ def decay_within_chunk(gc: torch.Tensor) -> torch.Tensor:
     return torch.where(causal, diff, float("-inf")).exp()
 
 
-def chunk_linear(q, k, v, beta, g, *, scale, initial_state=None, output_final_state=False, chunk_size=64):
+def chunk_linear(q, k, v, beta, g, *, scale, initial_state=None, output_final_state=False, chunk_size):
     """Hebbian (g None), scalar decay (g [B, T, H]) or gla (g [B, T, H, K]); shapes as ``fast_weight``."""
     in_dtype = q.dtype
     B, T, H, K = q.shape

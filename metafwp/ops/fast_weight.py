@@ -20,9 +20,17 @@ from metafwp.ops.naive import fast_weight_reference
 RULES = ("hebbian", "delta", "oja", "decay", "gla", "gated_delta")
 DECAY_SHAPE = {"decay": "[B, T, H]", "gated_delta": "[B, T, H]", "gla": "[B, T, H, K]"}
 
-# Steps per chunk when chunk_size is None; gla's intra-chunk decay is C x C x K, so it prefers small chunks.
-DEFAULT_CHUNK_SIZE = 64
-GLA_CHUNK_SIZE = 16
+
+
+def default_chunk_size(rule: str, K: int) -> int:
+    """Steps per chunk when chunk_size is None, measured on CPU (fp32, fwd+bwd, benchmarks/ops_cpu.py):
+    gla's intra-chunk decay is C x C x K, so it takes 16; the delta family's C x C unit-triangular
+    solve dominates at small heads, so it takes 16 up to K = 32; every other case takes 32 (64 was
+    1.2-2x slower than 32 from K = 16 to 128)."""
+    if rule == "gla" or (rule in ("delta", "gated_delta", "oja") and K <= 32):
+        return 16
+    return 32
+
 
 def fast_weight(
     q: torch.Tensor,
@@ -61,7 +69,8 @@ def fast_weight(
             K, V <= 128) or ``auto``: triton on CUDA where it has a kernel, else the chunk form
             from 16 steps (from 4 when K >= 32), else the loop. ``explain_backend`` says which
             and why. Default: ``auto``.
-        chunk_size: steps per chunk for the chunk backend. Default: 64 (16 for ``gla``).
+        chunk_size: steps per chunk for the chunk backend. Default: ``default_chunk_size(rule, K)``
+            (16 for ``gla`` and for the delta rules up to K = 32, else 32).
 
     Returns:
         o [B, T, H, V] in q's dtype, and the final state [B, H, K, V] (float32 for half inputs,
@@ -69,10 +78,10 @@ def fast_weight(
     """
     if rule not in RULES:
         raise ValueError(f"Unknown rule {rule!r}. Valid: {', '.join(RULES)}")
-    if chunk_size is None:
-        chunk_size = GLA_CHUNK_SIZE if rule == "gla" else DEFAULT_CHUNK_SIZE
-    check_chunk_size(chunk_size)
     B, T, H, K, V = check_qkv(q, k, v)
+    if chunk_size is None:
+        chunk_size = default_chunk_size(rule, K)
+    check_chunk_size(chunk_size)
     if beta is not None:
         check_tensor("beta", beta, 3, "[B, T, H]")
         check_shape("beta", beta, (B, T, H), "[B, T, H]")
@@ -146,15 +155,15 @@ def delta_product(
         g: optional log-decay [B, T, H] applied once per token before its micro-steps (gated
             DeltaProduct). Default: None.
         scale, initial_state, output_final_state, backend: as ``fast_weight``.
-        chunk_size: micro-steps per chunk for the chunk backend. Default: 64.
+        chunk_size: micro-steps per chunk for the chunk backend. Default: ``default_chunk_size``.
 
     Returns:
         o [B, T, H, V], final state [B, H, K, V] or None.
     """
-    chunk_size = DEFAULT_CHUNK_SIZE if chunk_size is None else chunk_size
-    check_chunk_size(chunk_size)
     check_tensor("q", q, 4, "[B, T, H, K]")
     B, T, H, K = q.shape
+    chunk_size = default_chunk_size("delta", K) if chunk_size is None else chunk_size
+    check_chunk_size(chunk_size)
     check_tensor("k", k, 5, "[B, T, H, n, K]")
     n = k.shape[3]
     check_shape("k", k, (B, T, H, n, K), "[B, T, H, n, K]")
