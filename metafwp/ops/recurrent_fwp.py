@@ -121,7 +121,8 @@ def delta_read(S: torch.Tensor, k: torch.Tensor, v: torch.Tensor, b: torch.Tenso
 
 
 def delta_rnn(q, k, v, beta, rk, rv, rbeta, *, initial_state: DeltaRNNState | None = None,
-              output_final_state: bool = False, backend: str = "auto", recompute: int | None = None):
+              output_final_state: bool = False, backend: str = "auto", recompute: int | None = None,
+              chunk_size: int | None = None):
     """Delta RNN (the authors' v2): ``z_t = W_t q_t``, ``y_t = R_t softmax(y_{t-1}) + z_t``.
 
     Args:
@@ -136,6 +137,7 @@ def delta_rnn(q, k, v, beta, rk, rv, rbeta, *, initial_state: DeltaRNNState | No
             CUDA, D <= 64) runs it as a kernel, any other the batched loop. Default: auto.
         recompute: C > 0 makes the loop store R every C steps only (see module docstring; the
             kernel always does). Default: None.
+        chunk_size: of W's chunk form (``fast_weight``). Default: its default for the head size.
 
     Returns:
         y [B, T, H, d] in q's dtype, and the final state (compute dtype) or None.
@@ -146,7 +148,7 @@ def delta_rnn(q, k, v, beta, rk, rv, rbeta, *, initial_state: DeltaRNNState | No
     check_backend(backend)
     dtype = compute_dtype(q.dtype)
     z, W = fast_weight(q, k, v, rule="delta", beta=beta, scale=1.0, initial_state=state.W, output_final_state=True,
-                       backend=backend)
+                       backend=backend, chunk_size=chunk_size)
     if recurrent_loop_backend(backend, d, q.dtype, q.device).backend == "triton":
         from metafwp.ops.fused_recurrent_fwp import fused_delta_rnn_loop
 
@@ -164,7 +166,8 @@ def delta_rnn(q, k, v, beta, rk, rv, rbeta, *, initial_state: DeltaRNNState | No
 
 
 def delta_lstm(q, k, v, beta, rk, rv, rbeta, *, initial_state: DeltaLSTMState | None = None,
-               output_final_state: bool = False, backend: str = "auto", recompute: int | None = None):
+               output_final_state: bool = False, backend: str = "auto", recompute: int | None = None,
+               chunk_size: int | None = None):
     """Delta LSTM (the authors' v4): six fast matrices W^g, R^g for the gates g in (i, u, o).
 
     Args:
@@ -172,7 +175,7 @@ def delta_lstm(q, k, v, beta, rk, rv, rbeta, *, initial_state: DeltaLSTMState | 
         beta: [B, T, H, 3] W^g's learning rates.
         rk, rv: [B, T, H, 3, d] key and value of R^g; rbeta [B, T, H, 3] its learning rates.
         initial_state: DeltaLSTMState or None (zeros).
-        output_final_state, backend, recompute: as ``delta_rnn``.
+        output_final_state, backend, recompute, chunk_size: as ``delta_rnn``.
 
     Returns:
         h [B, T, H, d] in q's dtype, and the final state or None.
@@ -193,7 +196,8 @@ def delta_lstm(q, k, v, beta, rk, rv, rbeta, *, initial_state: DeltaLSTMState | 
     dtype = compute_dtype(q.dtype)
     gates_as_heads = lambda x: x.flatten(2, 3)  # noqa: E731  [B, T, 3H, ...]
     z, W = fast_weight(*(gates_as_heads(x) for x in (q, k, v)), rule="delta", beta=gates_as_heads(beta), scale=1.0,
-                       initial_state=state.W.flatten(1, 2), output_final_state=True, backend=backend)
+                       initial_state=state.W.flatten(1, 2), output_final_state=True, backend=backend,
+                       chunk_size=chunk_size)
     z = z.unflatten(2, (H, GATES))
 
     def step(carry, rk_t, rv_t, rb_t, z_t):

@@ -172,6 +172,16 @@ def test_matches_equations(kind, backend):
         assert_close(f"gradient of input {i}", a, e, 1e-11)
 
 
+@pytest.mark.parametrize("kind", ["delta_rnn", "delta_lstm"])
+def test_chunk_size_of_w_matches_equations(kind):
+    """W's chunk form in chunks of 4 over T = 9 (three chunks, the last one short)."""
+    tensors = inputs(kind)
+    y, state = run(kind, tensors, backend="chunk", chunk_size=4)
+    y_ref, state_ref = OPS[kind][1](*tensors)
+    assert_close("y", y, y_ref, 1e-12)
+    assert_close("final W", state.W, state_ref[0], 1e-12)
+
+
 def in_time(x):
     return x.shape[:2] == (B, T)
 
