@@ -76,11 +76,12 @@ def mesa_chunk(q, k, v, ridge, state, chunk_size):
     """Chunks of C steps, exact at every step without a solve per step: with ``P = (A + ridge)^-1``
     at the chunk's start and ``K`` the chunk's keys (rows), Woodbury gives step t's
     ``z_t = (A + ridge + K_t^T K_t)^-1 q_t = P q_t - P K_t^T (I + K_t P K_t^T)^-1 K_t P q_t`` for the
-    first t keys ``K_t``. ``I + K P K^T = L L^T`` (one Cholesky of C x C, eigenvalues >= 1) serves
-    every t: the leading t x t block of L is the factor of the leading block, so two triangular
-    solves on the matrix of ``k_s . P q_t``, masked to s <= t between them, give every step's
-    coefficients at once. Reads as ``o_t = B_prev^T z_t + sum_{s<=t in chunk} (k_s . z_t) v_s``;
-    [B, H, T, .] inputs (zero padding adds nothing to the sums)."""
+    first t keys ``K_t``. With ``I + K P K^T = L L^T`` (one Cholesky of C x C, eigenvalues >= 1), the
+    leading t x t block of L is the factor of the leading block, so the rows ``w_s`` of
+    ``L^-1 K P`` (one triangular solve) give every step's inverse as ``P - sum_{s<=t} w_s w_s^T``:
+    ``z_t = P q_t - sum_{s<=t} (w_s . q_t) w_s``. Reads as
+    ``o_t = B_prev^T z_t + sum_{s<=t in chunk} (k_s . z_t) v_s``; [B, H, T, .] inputs (zero padding
+    adds nothing to the sums)."""
     T, K = q.shape[2], q.shape[-1]
     A, Bkv = state.split([K, state.shape[-1] - K], -1)
     C = min(chunk_size, T)
@@ -90,12 +91,11 @@ def mesa_chunk(q, k, v, ridge, state, chunk_size):
     outputs = []
     for q_c, k_c, v_c in zip(q.split(C, 2), k.split(C, 2), v.split(C, 2)):
         start = torch.linalg.cholesky(A + ridge)                                   # [B, H, K, K]
-        Pq = torch.cholesky_solve(q_c.transpose(-1, -2), start)                    # [B, H, K, C]: P q_t
-        Pk = torch.cholesky_solve(k_c.transpose(-1, -2), start)                    # [B, H, K, C]: P k_s
+        Pq, Pk = torch.cholesky_solve(torch.cat([q_c, k_c], 2).transpose(-1, -2), start).split(C, -1)
         L = torch.linalg.cholesky(eye + k_c @ Pk)                                  # [B, H, C, C]
-        W = torch.linalg.solve_triangular(L, k_c @ Pq, upper=False)                # [s, t]
-        Y = torch.linalg.solve_triangular(L.transpose(-1, -2), W.masked_fill(~causal.T, 0.0), upper=True)
-        z = (Pq - Pk @ Y).transpose(-1, -2)                                        # [B, H, C, K]
+        w = torch.linalg.solve_triangular(L, Pk.transpose(-1, -2), upper=False)   # [B, H, C, K]: rows w_s
+        weights = (q_c @ w.transpose(-1, -2)).masked_fill(~causal, 0.0)            # [B, H, C, C]: w_s . q_t
+        z = Pq.transpose(-1, -2) - weights @ w                                     # [B, H, C, K]
         scores = (z @ k_c.transpose(-1, -2)).masked_fill(~causal, 0.0)             # [B, H, C, C]: k_s . z_t
         outputs.append(z @ Bkv + scores @ v_c)
         A = A + k_c.transpose(-1, -2) @ k_c
