@@ -60,8 +60,9 @@ def assert_within_ten_percent(models: dict, reference: str) -> None:
     assert all(abs(count / counts[reference] - 1) <= 0.10 for count in counts.values()), counts
 
 
-def test_the_code_execution_learners_are_within_ten_percent_of_deltanets_parameters():
-    learners = condition_learners("code_execution")
+@pytest.mark.parametrize("name", ["code_execution", "listops"])
+def test_the_algorithmic_learners_are_within_ten_percent_of_deltanets_parameters(name):
+    learners = condition_learners(name)
     assert {config.model.mixer for config, _ in learners.values()} == {
         "lstm", "delta", "delta_rnn", "recurrent_delta", "hebbian", "srwm", "attention"}
     assert_within_ten_percent({label: model for label, (_, model) in learners.items()}, "DeltaNet")
@@ -157,7 +158,7 @@ def test_the_gd_plus_plus_rows_run_von_oswald_et_al_s_setting():
                                       ("expressivity_parity_grazzi", 0), ("gd_plus_plus", 0),
                                       ("regression_synchronous", -1), ("regression_delayed", 0), ("painter", 0),
                                       ("memory_state_size", 0), ("irregular_rows", 1),
-                                      ("copy_rtrl", 0), ("code_execution", 0)])
+                                      ("copy_rtrl", 0), ("code_execution", 0), ("listops", 0)])
 def test_each_study_reads_its_columns_from_its_tasks_results(tmp_path, name, row):
     """One condition of each study family (MAML's for regression_synchronous), one step, its required
     runs at two steps: its table holds a number in every column, and its figures are drawn."""
