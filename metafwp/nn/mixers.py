@@ -13,7 +13,7 @@ from metafwp.nn.dct_layers import DCTLSTM, FastDCTRNN
 from metafwp.nn.elstm_layer import ELSTMLayer
 from metafwp.nn.fast_weight_layer import FastWeightLayer
 from metafwp.nn.hybrid_layer import HybridQLTLayer
-from metafwp.nn.recurrent_fwp_layer import RATE_KINDS, RecurrentFWPLayer
+from metafwp.nn.recurrent_fwp_layer import LOOP_KINDS, RATE_KINDS, RecurrentFWPLayer
 from metafwp.nn.srwm_layer import SRWMLayer
 from metafwp.ops import RECURRENT_FWPS, RULES
 
@@ -93,7 +93,8 @@ register_mixer("mesa", fast_weight_builder("mesa"), ("num_heads", "matched_init"
                                                      "short_conv"))
 for _kind in RECURRENT_FWPS:
     register_mixer(_kind, recurrent_fwp_builder(_kind),
-                   ("num_heads",) + (("beta_activation", "learned_initial_r") if _kind in RATE_KINDS else ()))
+                   ("num_heads",) + (("beta_activation", "learned_initial_r") if _kind in RATE_KINDS else ())
+                   + (("compile_loop",) if _kind in LOOP_KINDS else ()))
 register_mixer("elstm", lambda d_model, dropout, elstm_cells=None: ELSTMLayer(d_model, elstm_cells), ("elstm_cells",))
 register_mixer("window_attention", lambda d_model, dropout, num_heads, window=8, short_conv=False:
                SlidingWindowAttentionLayer(d_model, num_heads, window, short_conv),

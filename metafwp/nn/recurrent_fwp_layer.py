@@ -11,6 +11,7 @@ from metafwp.ops.common import compute_dtype
 from metafwp.ops.recurrent_fwp import GATES, DeltaLSTMState, DeltaRNNState, sum_normalised_elu
 
 RATE_KINDS = ("delta_rnn", "delta_lstm")  # the kinds that take beta_activation and learned_initial_r
+LOOP_KINDS = ("delta_rnn", "delta_lstm", "recurrent_delta")  # the kinds with a time loop: compile_loop
 
 
 class RecurrentFWPLayer(nn.Module):
@@ -37,6 +38,8 @@ class RecurrentFWPLayer(nn.Module):
         backend: of the ops (their delta-rule parts and the Triton kernels of the loops). Default: auto.
         recompute: C > 0 makes the time loops keep their state every C steps only (the ops'
             ``recompute``). Default: None.
+        compile_loop: delta_rnn, delta_lstm, recurrent_delta: their loop's step compiled by
+            ``torch.compile`` (the ops' ``compile_loop``). Default: False.
 
     Maps: keys and queries of matrices written from the input ``elu + 1`` then sum-normalised, R's
     keys softmax, learning rates sigmoid, values as projected (the authors' choices).
@@ -47,12 +50,14 @@ class RecurrentFWPLayer(nn.Module):
 
     def __init__(self, d_model: int, num_heads: int, kind: str = "delta_rnn", fast_hidden: int | None = None,
                  fast_layers: int = 1, beta_activation: str = "sigmoid", learned_initial_r: bool = False,
-                 backend: str = "auto", recompute: int | None = None):
+                 backend: str = "auto", recompute: int | None = None, compile_loop: bool = False):
         super().__init__()
         if kind not in RECURRENT_FWPS:
             raise ValueError(f"Unknown recurrent FWP {kind!r}. Valid: {', '.join(RECURRENT_FWPS)}")
         if beta_activation not in BETA_ACTIVATIONS:
             raise ValueError(f"Unknown beta_activation {beta_activation!r}. Valid: {', '.join(BETA_ACTIVATIONS)}")
+        if compile_loop and kind not in LOOP_KINDS:
+            raise ValueError(f"compile_loop is an option of {', '.join(LOOP_KINDS)} (their time loops), not of {kind}")
         if kind not in RATE_KINDS and (beta_activation != "sigmoid" or learned_initial_r):
             raise ValueError(f"beta_activation and learned_initial_r are options of {' and '.join(RATE_KINDS)}, "
                              f"not of {kind}")
@@ -61,7 +66,7 @@ class RecurrentFWPLayer(nn.Module):
         d = d_model // num_heads
         self.kind, self.num_heads, self.head_dim = kind, num_heads, d
         self.fast_hidden, self.fast_layers = fast_hidden or 2 * d, fast_layers
-        self.backend, self.recompute = backend, recompute
+        self.backend, self.recompute, self.compile_loop = backend, recompute, compile_loop
         self.beta_activation = beta_activation
         self.parts = self.part_widths()
         self.in_proj = nn.Linear(d_model, num_heads * sum(self.parts), bias=True)
@@ -97,11 +102,12 @@ class RecurrentFWPLayer(nn.Module):
             if state is None and self.initial_r is not None:
                 options["initial_state"] = self.learned_initial_state(B, x)
             y, state = op(sum_normalised_elu(q), sum_normalised_elu(k), v, rate(squeeze(beta)), rk.softmax(-1), rv,
-                          rate(squeeze(rbeta)), backend=self.backend, recompute=self.recompute, **options)
+                          rate(squeeze(rbeta)), backend=self.backend, recompute=self.recompute,
+                          compile_loop=self.compile_loop, **options)
         elif self.kind == "recurrent_delta":
             q, k, v, beta = parts
             y, state = recurrent_delta(q, k, v, beta.squeeze(-1), self.recurrent, backend=self.backend,
-                                       recompute=self.recompute, **options)
+                                       recompute=self.recompute, compile_loop=self.compile_loop, **options)
         elif self.kind == "delta_mlp":
             q, k1, v1, beta1, k2, v2, beta2 = (p.unflatten(-1, (n, -1)) if i else p for i, p in enumerate(parts))
             y, state = delta_mlp(q, sum_normalised_elu(k1), v1, beta1.squeeze(-1).sigmoid(), sum_normalised_elu(k2),

@@ -19,7 +19,8 @@ all of delta_mlp and delta_delta) are plain delta rules and run through ``fast_w
 given backend (the chunk form from 16 steps). The recurrent parts are batched time loops with one
 einsum per step. Autograd through a loop stores the fast matrices of every step; ``recompute=C``
 keeps them every C steps only and recomputes the steps in between in backward
-(``torch.utils.checkpoint``), trading one more forward pass for T / C times less memory. On CUDA
+(``torch.utils.checkpoint``), trading one more forward pass for T / C times less memory;
+``compile_loop=True`` runs the loop in segments compiled by ``torch.compile`` (``time_loop.py``). On CUDA
 (or under TRITON_INTERPRET=1 with ``backend="triton"``) the loops of delta_rnn and recurrent_delta
 run as Triton kernels that keep the matrix on chip and recompute it from checkpoints in backward
 (``fused_recurrent_fwp.py``).
@@ -30,11 +31,11 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
 
 from metafwp.ops.backends import recurrent_loop_backend
 from metafwp.ops.common import check_backend, check_same_dtype_device, check_shape, check_tensor, compute_dtype
 from metafwp.ops.fast_weight import fast_weight
+from metafwp.ops.time_loop import scan
 
 RECURRENT_FWPS = ("delta_rnn", "delta_lstm", "recurrent_delta", "delta_mlp", "delta_delta")
 GATES = 3  # delta_lstm: input, update, output
@@ -79,35 +80,6 @@ def sum_normalised_elu(x: torch.Tensor) -> torch.Tensor:
     return x / x.sum(-1, keepdim=True)
 
 
-def scan(step, carry: tuple, inputs: tuple, recompute: int | None):
-    """Run ``step(carry, *x_t) -> (carry, out_t)`` over axis 1 of every ``inputs [B, T, ...]``.
-
-    Returns ``(carry, out [B, T, ...])``. ``recompute=C`` wraps each C steps in a checkpoint, so
-    autograd keeps only the carry at their boundaries (and recomputes the rest in backward).
-    """
-    if not recompute or not torch.is_grad_enabled():
-        return _run_steps(step, carry, inputs)
-    outputs = []
-    for start in range(0, inputs[0].shape[1], recompute):
-        segment = tuple(x[:, start:start + recompute] for x in inputs)
-        *carry, out = checkpoint(_run_segment, step, len(carry), *carry, *segment, use_reentrant=False)
-        outputs.append(out)
-    return tuple(carry), torch.cat(outputs, 1)
-
-
-def _run_steps(step, carry: tuple, inputs: tuple):
-    outputs = []
-    for x_t in zip(*(x.unbind(1) for x in inputs)):
-        carry, out = step(carry, *x_t)
-        outputs.append(out)
-    return carry, torch.stack(outputs, 1)
-
-
-def _run_segment(step, num_carry: int, *tensors):
-    carry, out = _run_steps(step, tuple(tensors[:num_carry]), tensors[num_carry:])
-    return (*carry, out)
-
-
 def delta_read(S: torch.Tensor, k: torch.Tensor, v: torch.Tensor, b: torch.Tensor, q: torch.Tensor):
     """One delta-rule step on ``S [..., d, V]`` with key k [..., d], value v [..., V], rate b [...],
     and the read ``S_t^T q`` of the updated matrix, from one einsum on the old one.
@@ -122,7 +94,7 @@ def delta_read(S: torch.Tensor, k: torch.Tensor, v: torch.Tensor, b: torch.Tenso
 
 def delta_rnn(q, k, v, beta, rk, rv, rbeta, *, initial_state: DeltaRNNState | None = None,
               output_final_state: bool = False, backend: str = "auto", recompute: int | None = None,
-              chunk_size: int | None = None):
+              chunk_size: int | None = None, compile_loop: bool = False):
     """Delta RNN (the authors' v2): ``z_t = W_t q_t``, ``y_t = R_t softmax(y_{t-1}) + z_t``.
 
     Args:
@@ -138,6 +110,8 @@ def delta_rnn(q, k, v, beta, rk, rv, rbeta, *, initial_state: DeltaRNNState | No
         recompute: C > 0 makes the loop store R every C steps only (see module docstring; the
             kernel always does). Default: None.
         chunk_size: of W's chunk form (``fast_weight``). Default: its default for the head size.
+        compile_loop: run R's loop in segments compiled by ``torch.compile`` (``time_loop``: a new
+            shape compiles first; eager after one warning where that fails). Default: False.
 
     Returns:
         y [B, T, H, d] in q's dtype, and the final state (compute dtype) or None.
@@ -155,19 +129,14 @@ def delta_rnn(q, k, v, beta, rk, rv, rbeta, *, initial_state: DeltaRNNState | No
         y, R = fused_delta_rnn_loop(rk, rv, rbeta, z, state.R, state.y)
         return y, (DeltaRNNState(W.to(dtype), R, y[:, -1].to(dtype)) if output_final_state else None)
 
-    def step(carry, rk_t, rv_t, rb_t, z_t):
-        R, y = carry
-        R, read = delta_read(R, rk_t, rv_t, rb_t, y.softmax(-1))
-        y = read + z_t
-        return (R, y), y
-
-    (R, y_last), y = scan(step, (state.R, state.y), _cast(dtype, rk, rv, rbeta, z), recompute)
+    (R, y_last), y = scan(_delta_rnn_step, (state.R, state.y), _cast(dtype, rk, rv, rbeta, z), recompute,
+                          compile_loop=compile_loop)
     return y.to(q.dtype), (DeltaRNNState(W.to(dtype), R, y_last) if output_final_state else None)
 
 
 def delta_lstm(q, k, v, beta, rk, rv, rbeta, *, initial_state: DeltaLSTMState | None = None,
                output_final_state: bool = False, backend: str = "auto", recompute: int | None = None,
-               chunk_size: int | None = None):
+               chunk_size: int | None = None, compile_loop: bool = False):
     """Delta LSTM (the authors' v4): six fast matrices W^g, R^g for the gates g in (i, u, o).
 
     Args:
@@ -175,7 +144,7 @@ def delta_lstm(q, k, v, beta, rk, rv, rbeta, *, initial_state: DeltaLSTMState | 
         beta: [B, T, H, 3] W^g's learning rates.
         rk, rv: [B, T, H, 3, d] key and value of R^g; rbeta [B, T, H, 3] its learning rates.
         initial_state: DeltaLSTMState or None (zeros).
-        output_final_state, backend, recompute, chunk_size: as ``delta_rnn``.
+        output_final_state, backend, recompute, chunk_size, compile_loop: as ``delta_rnn``.
 
     Returns:
         h [B, T, H, d] in q's dtype, and the final state or None.
@@ -200,22 +169,15 @@ def delta_lstm(q, k, v, beta, rk, rv, rbeta, *, initial_state: DeltaLSTMState | 
                        chunk_size=chunk_size)
     z = z.unflatten(2, (H, GATES))
 
-    def step(carry, rk_t, rv_t, rb_t, z_t):
-        R, h, c = carry
-        R, read = delta_read(R, rk_t, rv_t, rb_t, h.softmax(-1).unsqueeze(2).expand_as(rk_t))
-        input_gate, update, output_gate = (read + z_t).unbind(2)
-        input_gate = input_gate.sigmoid()
-        c = input_gate * update + (1 - input_gate) * c
-        h = output_gate.sigmoid() * c
-        return (R, h, c), h
-
-    (R, h_last, c_last), h = scan(step, (state.R, state.h, state.c), _cast(dtype, rk, rv, rbeta, z), recompute)
+    (R, h_last, c_last), h = scan(_delta_lstm_step, (state.R, state.h, state.c), _cast(dtype, rk, rv, rbeta, z),
+                                  recompute, compile_loop=compile_loop)
     final = DeltaLSTMState(W.unflatten(1, (H, GATES)).to(dtype), R, h_last, c_last) if output_final_state else None
     return h.to(q.dtype), final
 
 
 def recurrent_delta(q, k, v, beta, recurrent, *, initial_state: RecurrentDeltaState | None = None,
-                    output_final_state: bool = False, backend: str = "auto", recompute: int | None = None):
+                    output_final_state: bool = False, backend: str = "auto", recompute: int | None = None,
+                    compile_loop: bool = False):
     """Recurrent Delta Net: with ``a = tanh(y_{t-1})`` and ``[r_q | r_k | r_v | r_b] = a recurrent``,
     ``q = softmax(q_x + r_q)``, ``k = softmax(k_x + r_k)``, ``v = v_x + r_v``,
     ``b = sigmoid(b_x + r_b)``; delta update of W, ``y_t = W_t q_t``.
@@ -228,7 +190,7 @@ def recurrent_delta(q, k, v, beta, recurrent, *, initial_state: RecurrentDeltaSt
         output_final_state: also return the final state.
         backend: ``reference`` or ``chunk`` (the batched loop: there is no chunk form), ``triton``
             (the kernel; D <= 64) or ``auto`` (triton on CUDA where it fits). Default: auto.
-        recompute: as ``delta_rnn``.
+        recompute, compile_loop: as ``delta_rnn``.
 
     Returns:
         y [B, T, H, d] in q's dtype, and the final state or None.
@@ -244,17 +206,35 @@ def recurrent_delta(q, k, v, beta, recurrent, *, initial_state: RecurrentDeltaSt
 
         y, W = fused_recurrent_delta(q, k, v, beta, recurrent, state.W, state.y)
         return y, (RecurrentDeltaState(W, y[:, -1].to(dtype)) if output_final_state else None)
-    recurrent = recurrent.to(dtype)
-
-    def step(carry, q_t, k_t, v_t, b_t):
-        W, y = carry
-        r_q, r_k, r_v, r_b = torch.einsum("bhd,hdc->bhc", y.tanh(), recurrent).split([d, d, d, 1], -1)
-        k_t = (k_t + r_k).softmax(-1)
-        W, y = delta_read(W, k_t, v_t + r_v, (b_t + r_b.squeeze(-1)).sigmoid(), (q_t + r_q).softmax(-1))
-        return (W, y), y
-
-    (W, y_last), y = scan(step, (state.W, state.y), _cast(dtype, q, k, v, beta), recompute)
+    (W, y_last), y = scan(_recurrent_delta_step, (state.W, state.y), _cast(dtype, q, k, v, beta), recompute,
+                          constants=(recurrent.to(dtype),), compile_loop=compile_loop)
     return y.to(q.dtype), (RecurrentDeltaState(W, y_last) if output_final_state else None)
+
+
+def _delta_rnn_step(carry, rk_t, rv_t, rb_t, z_t):
+    R, y = carry
+    R, read = delta_read(R, rk_t, rv_t, rb_t, y.softmax(-1))
+    y = read + z_t
+    return (R, y), y
+
+
+def _delta_lstm_step(carry, rk_t, rv_t, rb_t, z_t):
+    R, h, c = carry
+    R, read = delta_read(R, rk_t, rv_t, rb_t, h.softmax(-1).unsqueeze(2).expand_as(rk_t))
+    input_gate, update, output_gate = (read + z_t).unbind(2)
+    input_gate = input_gate.sigmoid()
+    c = input_gate * update + (1 - input_gate) * c
+    h = output_gate.sigmoid() * c
+    return (R, h, c), h
+
+
+def _recurrent_delta_step(carry, q_t, k_t, v_t, b_t, recurrent):
+    W, y = carry
+    d = recurrent.shape[1]
+    r_q, r_k, r_v, r_b = torch.einsum("bhd,hdc->bhc", y.tanh(), recurrent).split([d, d, d, 1], -1)
+    k_t = (k_t + r_k).softmax(-1)
+    W, y = delta_read(W, k_t, v_t + r_v, (b_t + r_b.squeeze(-1)).sigmoid(), (q_t + r_q).softmax(-1))
+    return (W, y), y
 
 
 def delta_mlp(q, k1, v1, beta1, k2, v2, beta2, *, initial_state: DeltaMLPState | None = None,

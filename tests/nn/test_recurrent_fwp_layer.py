@@ -145,6 +145,9 @@ def test_bad_kind_and_options():
         RecurrentFWPLayer(16, 2, kind="delta_mlp", learned_initial_r=True)
     with pytest.raises(ValueError, match="Unknown beta_activation 'relu'. Valid: sigmoid, 2sigmoid"):
         RecurrentFWPLayer(16, 2, kind="delta_rnn", beta_activation="relu")
+    with pytest.raises(ValueError, match="compile_loop is an option of delta_rnn, delta_lstm, recurrent_delta "
+                                         r"\(their time loops\), not of delta_delta"):
+        RecurrentFWPLayer(16, 2, kind="delta_delta", compile_loop=True)
 
 
 def test_a_rate_option_the_mixer_cannot_take_is_a_config_error():

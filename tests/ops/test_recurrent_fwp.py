@@ -1,13 +1,16 @@
 """The recurrent FWPs against loops written here from the paper's equations, one sequence and head at
 a time, in its convention (W [values x keys], ``W += b (v - W k) k^T``, ``y = W q``): outputs, final
 states and every gradient in float64, on both backends of the delta-rule parts; gradcheck; carried
-states; the recomputing backward; bad input."""
+states; the recomputing backward; the compiled loop's segments and its fallback; bad input."""
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from metafwp.ops import (DeltaLSTMState, DeltaRNNState, delta_delta, delta_lstm, delta_mlp, delta_rnn,
                          recurrent_delta)
+from metafwp.ops import time_loop
 from metafwp.ops.recurrent_fwp import sum_normalised_elu
 from tests.helpers import assert_close, gradients
 
@@ -269,3 +272,45 @@ def test_bad_carried_state_is_refused():
         rdn = inputs("recurrent_delta", dtype=torch.float32)
         recurrent_delta(*rdn[:4], rdn[4][:, :, :-1])
     assert DeltaLSTMState._fields == ("W", "R", "h", "c")
+
+
+LOOP_KINDS = ["delta_rnn", "delta_lstm", "recurrent_delta"]
+
+
+@pytest.fixture
+def fresh_compile_cache(monkeypatch):
+    monkeypatch.setattr(time_loop, "_COMPILED", {})
+    monkeypatch.setattr(time_loop, "_FAILED", set())
+
+
+@pytest.mark.parametrize("recompute", [None, 8])
+@pytest.mark.parametrize("kind", LOOP_KINDS)
+def test_compiled_loop_segments_match_equations(kind, recompute, fresh_compile_cache, monkeypatch):
+    """The compiled loop's segmenting (8 steps a call, the 1 left over eager; inside checkpoints of 8
+    too) with torch.compile replaced by the identity, so the test pays no compile time."""
+    monkeypatch.setattr(time_loop.torch, "compile", lambda fn, **options: fn)
+    tensors = [x.requires_grad_() for x in inputs(kind)]
+    y, state = run(kind, tensors, compile_loop=True, recompute=recompute)
+    y_ref, state_ref = OPS[kind][1](*tensors)
+    assert_close("y", y, y_ref, 1e-12)
+    for name, a, e in zip(state._fields, state, state_ref):
+        assert_close(f"final {name}", a, e, 1e-12)
+    for i, (a, e) in enumerate(zip(gradients([(y, y_ref.detach().sin())], tensors),
+                                   gradients([(y_ref, y_ref.detach().sin())], tensors))):
+        assert_close(f"gradient of input {i}", a, e, 1e-11)
+
+
+def test_a_compile_that_fails_warns_once_and_runs_the_eager_loop(fresh_compile_cache, monkeypatch):
+    def failing_compile(fn, **options):
+        def compiled(*args):
+            raise RuntimeError("no C++ compiler found\nmore detail")
+        return compiled
+    monkeypatch.setattr(time_loop.torch, "compile", failing_compile)
+    tensors = inputs("delta_rnn")
+    with pytest.warns(RuntimeWarning, match=r"compile_loop: torch.compile failed for _delta_rnn_step "
+                                            r"\(RuntimeError: no C\+\+ compiler found\); running the eager loop"):
+        y, _ = run("delta_rnn", tensors, compile_loop=True)
+    assert_close("y", y, OPS["delta_rnn"][1](*tensors)[0], 1e-12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        run("delta_rnn", tensors, compile_loop=True)  # known to fail: eager, no second warning
