@@ -24,7 +24,8 @@ RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
 NEW_KEYS = {("optim", "optimizer"): "adam", ("train", "test"): True, ("data", "val_splits"): None,
             ("data", "protocol"): "prefix", ("model", "beta_activation"): "sigmoid",
             ("model", "learned_initial_r"): False, ("model", "causal"): True, ("model", "strategy"): "auto",
-            ("model", "short_conv"): False, ("model", "elstm_cells"): None, ("model", "program_scale"): 1.0}
+            ("model", "short_conv"): False, ("model", "elstm_cells"): None, ("model", "program_scale"): 1.0,
+            ("model", "compile_loop"): False}
 RETYPED = {("train", "resume"): (False, "false")}  # (recorded, now)
 # recipes changed on purpose: Omniglot was validated on background, the split it trained on; it now
 # trains, validates and tests on Vinyals et al.'s train / val / test characters (disjoint)
