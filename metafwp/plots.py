@@ -252,9 +252,10 @@ def plot_accuracy_by_distance(results: dict[str, dict], path: Path, *, chance: f
 
 
 def plot_accuracy_by_length(table: dict[str, dict], path: Path, *, lengths: list[str], chance: float,
-                            title: str = "") -> Path:
-    """One row per mixer, a bar per test length (``table[mixer][length] = (mean, ci95)``), 95% CIs
-    as error bars, chance as a dashed line: in-distribution and length generalisation side by side."""
+                            xlabel: str, title: str = "") -> Path:
+    """One row per mixer, a bar per range of test lengths (``table[mixer][lengths] = (mean, ci95)``),
+    95% CIs as error bars, chance at the training lengths as a dashed line: in-distribution and
+    length generalisation side by side."""
     names = list(table)
     figure = Figure(figsize=(9.5, 0.42 * len(names) + 1.6))
     axis = figure.subplots()
@@ -262,10 +263,11 @@ def plot_accuracy_by_length(table: dict[str, dict], path: Path, *, lengths: list
     for i, (length, colour) in enumerate(zip(lengths, ["tab:blue", "tab:orange", "tab:green"])):
         rows = [len(names) - 1 - j + (len(lengths) - 1 - 2 * i) * height / 2 for j in range(len(names))]
         axis.barh(rows, [table[n][length][0] for n in names], height=height, xerr=[table[n][length][1] for n in names],
-                  capsize=2, color=colour, label=f"length {length}")
-    axis.axvline(chance, color="black", linestyle="--", linewidth=1, label=f"chance ({chance:.0f} %)")
+                  capsize=2, color=colour, label=length)
+    axis.axvline(chance, color="black", linestyle="--", linewidth=1,
+                 label=f"chance at the training lengths ({chance:.2g} %)")
     axis.set_yticks(range(len(names)), names[::-1])
-    axis.set(xlabel="accuracy of the whole string's label (%)", xlim=(0, 100), title=title)
+    axis.set(xlabel=xlabel, xlim=(0, 100), title=title)
     axis.grid(alpha=0.3, axis="x")
     axis.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return save_figure(figure, path)

@@ -19,6 +19,30 @@ TINY = ["model.d_model=16", "model.num_heads=2", "train.batch_size=8", "train.lo
         "train.checkpoint_every=5", "train.progress=none", "eval.episodes=20", "eval.batch_size=8", "train.threads=1"]
 
 
+@pytest.mark.parametrize("recipe,protocol,expected", [
+    ("expressivity_parity", "bhattamishra", sum(0.5 ** n for n in range(2, 9)) / 7),
+    ("expressivity_mod_add", "bhattamishra", sum((1 / 3) ** n for n in range(2, 9)) / 7),
+    ("expressivity_anbn", "bhattamishra", sum(0.5 ** n for n in (2, 4, 6, 8)) / 4),
+    ("expressivity_parity", "grazzi", 0.5)])
+def test_chance_is_a_uniform_guess_at_every_step_scored_as_the_protocol_scores(recipe, protocol, expected):
+    """Guesses drawn uniformly at every step of 20,000 training strings (2-8 steps, or 3-8 for grazzi):
+    the share scored right (whole strings under bhattamishra, the last step under grazzi) matches chance."""
+    config = load_config(ROOT / "recipes" / f"{recipe}.yaml", [f"data.protocol={protocol}", "data.train_length=8"])
+    task = ExpressivityTask(config, progress=False)
+    batch = task.train_episodes().sample(range(20_000))
+    classes = config.data.modulus if config.data.language == "mod_add" else 2
+    guesses = torch.randint(classes, batch.targets.shape, generator=torch.Generator().manual_seed(0))
+    right = (guesses == batch.targets) | ~batch.loss_mask
+    if protocol == "bhattamishra":
+        scored = right.all(1)
+    else:
+        scored = right[torch.arange(len(right)), batch.loss_mask.sum(1) - 1]
+    share = scored.double().mean().item()
+    half_width = 4 * (expected * (1 - expected) / len(scored)) ** 0.5
+    assert share == pytest.approx(expected, abs=half_width)
+    assert ExpressivityTask.chance(config) == pytest.approx(100 * expected)
+
+
 def strings(batch):
     """Each episode's string (its real steps) and targets as Python lists."""
     for i in range(batch.batch_size):

@@ -40,10 +40,13 @@ def figures(study: Study, results: dict, folder):
     table = {label: {column: (row["columns"][column]["mean"], row["columns"][column]["ci95"])
                      for column in row["columns"]} for label, row in results["conditions"].items()}
     lengths = [column.name for column in study.columns]
+    protocol = study.name.rsplit("_", 1)[1]
     return [plot_accuracy_by_length(table, folder / "accuracy_by_length.png", lengths=lengths, chance=results["chance"],
+                                    xlabel=SCORED[protocol],
                                     title=f"{study.name}: {len(results['seeds'])} seeds (95 % CI)")]
 
 
+SCORED = {"bhattamishra": "strings with every step right (%)", "grazzi": "strings with the last step right (%)"}
 # protocol -> (its overrides, the column names, steps declared before the runs, validation strings)
 PROTOCOL_SETTINGS = {
     "bhattamishra": (("data.protocol=bhattamishra", "data.train_length=50"), ("2-50", "51-100"), 1500, 300),

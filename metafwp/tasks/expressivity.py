@@ -103,8 +103,21 @@ class ExpressivityTask(Task):
     inputs, targets, sequential = "tokens", "classes", True
 
     @classmethod
-    def chance(cls, config) -> float:
+    def step_chance(cls, config) -> float:
+        """The accuracy (%) of a uniform guess at one step: 1 / classes."""
         return 100 / (config.data.modulus if config.data.language == "mod_add" else 2)
+
+    @classmethod
+    def chance(cls, config) -> float:
+        """The headline accuracy (%) of a uniform guess at every step: ``step_chance``, or under the
+        bhattamishra protocol, where a string counts only if every step is right, the mean over the
+        training range's lengths n (even ones for anbn) of ``step_chance ** n``."""
+        step = cls.step_chance(config) / 100
+        if config.data.protocol != "bhattamishra":
+            return 100 * step
+        shortest, longest = config.data.test_bins[0]
+        lengths = [n for n in range(shortest, longest + 1) if config.data.language != "anbn" or n % 2 == 0]
+        return 100 * sum(step ** n for n in lengths) / len(lengths)
 
     def make_sampler(self, shortest: int, longest: int, seed: int) -> FormalLanguageSampler:
         data = self.data
@@ -170,5 +183,5 @@ class ExpressivityTask(Task):
 
     def write_figures(self, results: dict[str, dict], run_dir: Path, title: str) -> list[Path]:
         return [plot_accuracy_by_position(results, run_dir / "accuracy_by_position.png",
-                                          chance=self.chance(self.config), train_length=self.data.lengths[1],
+                                          chance=self.step_chance(self.config), train_length=self.data.lengths[1],
                                           title=title)]
