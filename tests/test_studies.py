@@ -237,6 +237,10 @@ def test_a_quick_run_follows_its_declaration_and_tests_only_what_validation_sele
     assert main(["run", "toy", "--out", str(tmp_path)])["conditions"] == results["conditions"]  # reused
     assert checkpoints == {path: path.stat().st_mtime_ns for path in (tmp_path / "toy").rglob("checkpoint.pt")}
     assert main(["report", "toy", "--out", str(tmp_path)])["conditions"] == results["conditions"]
+    record = tmp_path / "toy" / "results.json"  # a chance recorded under an older definition is read again
+    record.write_text(json.dumps(json.loads(record.read_text()) | {"chance": 99.0}))
+    assert main(["report", "toy", "--out", str(tmp_path)])["chance"] == results["chance"] == 20.0
+    assert json.loads(record.read_text())["chance"] == 20.0
     (tmp_path / "README.md").write_text("intro\n<!-- results: toy -->\nold table\n<!-- /results -->\nmore\n")
     published = publish("toy", tmp_path / "toy", root=tmp_path)
     readme = (tmp_path / "README.md").read_text()

@@ -202,12 +202,17 @@ def run_study(study: Study, folder: Path, budget: Budget, *, launcher: str = "lo
 
 
 def finished_results(study: Study, folder: Path, budget: Budget) -> dict:
-    """``report``: the results of the finished runs in ``folder``, nothing trained or tested anew."""
+    """``report``: the results of the finished runs in ``folder``, nothing trained or tested anew; chance
+    is read again from the task (its definition may have been corrected since the run) and recorded."""
     record = folder / "results.json"
     if not record.is_file():
         raise ConfigError(f"{folder} holds no finished study {study.name} (no results.json): run it first, "
                           f"python -m metafwp.studies run {study.name} --out {folder.parent}")
     results = json.loads(record.read_text())
+    first = load_config(Path(results["runs"][0]["run"]) / "config.yaml")
+    if (chance := TASKS[first.task].chance(first)) != results["chance"]:
+        results["chance"] = chance
+        record.write_text(json.dumps(results, indent=2))
     write_tables(study, folder, results)
     return results
 
