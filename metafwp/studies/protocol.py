@@ -209,7 +209,7 @@ def finished_results(study: Study, folder: Path, budget: Budget) -> dict:
         raise ConfigError(f"{folder} holds no finished study {study.name} (no results.json): run it first, "
                           f"python -m metafwp.studies run {study.name} --out {folder.parent}")
     results = json.loads(record.read_text())
-    first = load_config(Path(results["runs"][0]["run"]) / "config.yaml")
+    first = load_config(folder / Path(results["runs"][0]["run"]).name / "config.yaml")  # runs live in folder
     if (chance := TASKS[first.task].chance(first)) != results["chance"]:
         results["chance"] = chance
         record.write_text(json.dumps(results, indent=2))
