@@ -7,7 +7,6 @@ right, no-op positions right), and sequential ListOps at depth 10 (the value at 
 from metafwp.studies.declaration import ACCURACY, Column, Condition, Study, register_study
 
 LEARNING_RATES = ("optim.lr", (1e-3, 3e-3))
-SHARED = ("data.num_statements=10",)
 FOUR_HEADS = ("model.num_heads=4",)
 # label -> overrides of recipes/code_execution_small_delta_rnn.yaml (two layers, feed-forward x4). Parameters
 # beside DeltaNet's 103,266: LSTM 105,138 (+1.8 %), Delta RNN 106,542 (+3.2 %), Recurrent Delta Net 96,934
@@ -22,12 +21,18 @@ LEARNERS = {
     "attention": ("model.mixer=attention", "model.d_model=64") + FOUR_HEADS,
 }
 
+
+def learner_conditions(recipe: str, shared: tuple[str, ...]) -> tuple[Condition, ...]:
+    """The seven learners on ``recipe`` with ``shared`` overrides, each over the learning-rate grid."""
+    return tuple(Condition(label, recipe, shared + overrides, grid=(LEARNING_RATES,))
+                 for label, overrides in LEARNERS.items())
+
+
 register_study(Study(
     name="code_execution",
     summary="LSTM, DeltaNet, Delta RNN, Recurrent Delta Net, linear transformer, SRWM and attention of one size on "
             "code execution (3 variables, 10 statements): programs, prints and no-ops right",
-    conditions=tuple(Condition(label, "code_execution_small_delta_rnn", SHARED + overrides, grid=(LEARNING_RATES,))
-                     for label, overrides in LEARNERS.items()),
+    conditions=learner_conditions("code_execution_small_delta_rnn", ("data.num_statements=10",)),
     columns=(ACCURACY, Column("print accuracy", lambda results, learner: results[learner]["print_accuracy"]),
              Column("no-op accuracy", lambda results, learner: results[learner]["noop_accuracy"])),
     validation=("eval.val_every=250", "eval.val_episodes=500"),
@@ -49,9 +54,7 @@ register_study(Study(
     name="listops",
     summary="LSTM, DeltaNet, Delta RNN, Recurrent Delta Net, linear transformer, SRWM and attention of one size on "
             "sequential ListOps at depth 10: the expression's value read at its last token",
-    conditions=tuple(Condition(label, "listops_small_delta_rnn", ("train.batch_size=32",) + overrides,
-                               grid=(LEARNING_RATES,))
-                     for label, overrides in LEARNERS.items()),
+    conditions=learner_conditions("listops_small_delta_rnn", ("train.batch_size=32",)),
     columns=(ACCURACY,),
     validation=("eval.val_every=100", "eval.val_episodes=500"),
     steps=500,
