@@ -180,7 +180,7 @@ class SequenceConfig(BackboneSection):
     #                                   depthwise convolutions of 4 steps on q, k, v
     delayed_rate: str = "own"         # hqlt delayed_stream: a delayed write's rate, its own or the current step's
     learned_initial_r: bool = False   # delta_rnn, delta_lstm: R starts from a learned slow matrix, not zeros
-    compile_loop: bool = False        # delta_rnn, delta_lstm, recurrent_delta: the loop's step by torch.compile
+    compile_loop: bool = False        # delta_rnn, delta_lstm, recurrent_delta: the time loop by torch.compile
     elstm_cells: Optional[int] = None  # elstm: its cells, read from and mapped back to d_model (Default: d_model)
     dct_sparsity: float = 0.5         # dct_lstm, fast_dct_rnn: the fraction of each matrix's DCT coefficients dropped
 

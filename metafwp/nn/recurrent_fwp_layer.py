@@ -38,7 +38,7 @@ class RecurrentFWPLayer(nn.Module):
         backend: of the ops (their delta-rule parts and the Triton kernels of the loops). Default: auto.
         recompute: C > 0 makes the time loops keep their state every C steps only (the ops'
             ``recompute``). Default: None.
-        compile_loop: delta_rnn, delta_lstm, recurrent_delta: their loop's step compiled by
+        compile_loop: delta_rnn, delta_lstm, recurrent_delta: their time loop compiled by
             ``torch.compile`` (the ops' ``compile_loop``). Default: False.
 
     Maps: keys and queries of matrices written from the input ``elu + 1`` then sum-normalised, R's

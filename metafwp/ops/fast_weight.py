@@ -21,7 +21,6 @@ RULES = ("hebbian", "delta", "oja", "decay", "gla", "gated_delta")
 DECAY_SHAPE = {"decay": "[B, T, H]", "gated_delta": "[B, T, H]", "gla": "[B, T, H, K]"}
 
 
-
 def default_chunk_size(rule: str, K: int) -> int:
     """Steps per chunk when chunk_size is None, measured on CPU (fp32, fwd+bwd, benchmarks/ops_cpu.py):
     gla's intra-chunk decay is C x C x K, so it takes 16; the delta family's C x C unit-triangular
