@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from metafwp.ops import delta_delta, delta_lstm, delta_mlp, delta_rnn, delta_rule, mesa, recurrent_delta, srwm
+from metafwp.nn.recurrent_fwp_layer import LOOP_KINDS
 from metafwp.ops.recurrent_fwp import sum_normalised_elu
 from ops_cpu import interleaved_medians, verdict  # benchmarks/ is on the path when run as a script
 
@@ -45,7 +46,6 @@ def recurrent_inputs(B: int, T: int, H: int, d: int) -> dict[str, list[torch.Ten
 
 
 FORMER_CHUNK_SIZE = 64  # the chunk form's default before it depended on the head size
-LOOP_KINDS = ("delta_rnn", "delta_lstm", "recurrent_delta")
 
 
 def compiled_difference(eager, compiled, inputs) -> float:
