@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from metafwp.errors import ConfigError
 from metafwp.studies import STUDIES, Budget, Column, Condition, Study, register_study, run_study
 from metafwp.studies.__main__ import main
 from metafwp.studies.char_lm import figures as char_lm_figures
@@ -82,6 +83,21 @@ def test_the_memory_learners_are_within_ten_percent_of_deltanets_parameters(name
         assert config.model.num_layers == 2 and config.model.d_model in (64, 60)  # 60: the hybrids on parity
         assert config.model.short_conv
     assert_within_ten_percent({label: model for label, (_, model) in learners.items()}, "DeltaNet, rates in (0, 2)")
+
+
+def test_memory_mqar_reads_accuracy_by_distance_from_the_mqar_tasks_bins():
+    """Its columns are the bins the MQAR task reports (queries by steps back to their key), nan for an
+    empty bin."""
+    task = TASKS["mqar"](load_config(ROOT / "recipes" / "mqar_hqlt.yaml"))
+    sums = {"loss_sum": torch.tensor(3.0), "queries": torch.tensor(6), "episode_accuracy": torch.tensor(1.5),
+            "episodes": torch.tensor(2.0), "correct": torch.tensor([2, 1, 0, 0, 0, 0, 0]),
+            "scored": torch.tensor([2, 2, 2, 0, 0, 0, 0])}
+    results = {"delta": task.summarise(sums)}
+    columns = {column.name: column.read(results, "delta") for column in STUDIES["memory_mqar"].columns}
+    assert columns.pop("accuracy") == 75.0
+    assert columns.pop("keys 1-8 back") == 100.0 and columns.pop("keys 9-16 back") == 50.0
+    assert columns.pop("keys 17-32 back") == 0.0 and math.isnan(columns.pop("keys 33-64 back"))
+    assert not columns
 
 
 def test_the_state_sizes_are_the_elements_each_learner_carries():
@@ -241,6 +257,20 @@ def test_a_quick_run_follows_its_declaration_and_tests_only_what_validation_sele
     record.write_text(json.dumps(json.loads(record.read_text()) | {"chance": 99.0}))
     assert main(["report", "toy", "--out", str(tmp_path)])["chance"] == results["chance"] == 20.0
     assert json.loads(record.read_text())["chance"] == 20.0
+    # a column declared after the runs is read from their test files; nothing is trained or tested anew
+    STUDIES["toy"] = replace(toy_study, columns=toy_study.columns + (
+        Column("loss", lambda results, learner: results[learner]["loss"]),))
+    reported = main(["report", "toy", "--out", str(tmp_path)])
+    for record_ in (r for r in reported["runs"] if r["selected"]):
+        (evaluation,) = Path(record_["run"]).glob("evaluation_*.json")
+        assert record_["test"]["loss"] == next(iter(json.loads(evaluation.read_text())["results"].values()))["loss"]
+    assert reported["conditions"]["SRWM"]["columns"]["accuracy"] == results["conditions"]["SRWM"]["columns"]["accuracy"]
+    assert "| loss |" in (tmp_path / "toy" / "results.md").read_text()
+    assert checkpoints == {path: path.stat().st_mtime_ns for path in (tmp_path / "toy").rglob("checkpoint.pt")}
+    evaluation.unlink()  # a selected run without its test: one clear error
+    with pytest.raises(ConfigError, match="has no test on 8 episodes: run the study again"):
+        main(["report", "toy", "--out", str(tmp_path)])
+    STUDIES["toy"] = toy_study
     (tmp_path / "README.md").write_text("intro\n<!-- results: toy -->\nold table\n<!-- /results -->\nmore\n")
     published = publish("toy", tmp_path / "toy", root=tmp_path)
     readme = (tmp_path / "README.md").read_text()

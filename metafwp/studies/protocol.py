@@ -202,17 +202,28 @@ def run_study(study: Study, folder: Path, budget: Budget, *, launcher: str = "lo
 
 
 def finished_results(study: Study, folder: Path, budget: Budget) -> dict:
-    """``report``: the results of the finished runs in ``folder``, nothing trained or tested anew; chance
-    is read again from the task (its definition may have been corrected since the run) and recorded."""
+    """``report``: the results of the finished runs in ``folder``, nothing trained or tested anew. The
+    columns are read again from the selected runs' test files and chance from the task, so a column
+    declared after the runs, or a corrected definition of chance, reaches the table without a rerun."""
     record = folder / "results.json"
     if not record.is_file():
         raise ConfigError(f"{folder} holds no finished study {study.name} (no results.json): run it first, "
                           f"python -m metafwp.studies run {study.name} --out {folder.parent}")
     results = json.loads(record.read_text())
-    first = load_config(folder / Path(results["runs"][0]["run"]).name / "config.yaml")  # runs live in folder
-    if (chance := TASKS[first.task].chance(first)) != results["chance"]:
-        results["chance"] = chance
-        record.write_text(json.dumps(results, indent=2))
+    for run in results["runs"]:
+        run_dir = folder / Path(run["run"]).name  # the runs live in folder, wherever it was trained
+        if run["selected"]:
+            test = finished_test(str(run_dir), results["test_episodes"])
+            if test is None:
+                raise ConfigError(f"{run_dir} has no test on {results['test_episodes']} episodes: run the study "
+                                  f"again to test it, python -m metafwp.studies run {study.name} --out {folder.parent}")
+            learner = json.loads((run_dir / "metrics.json").read_text())["learner"]
+            run["test"] = test_columns(study, test["results"], learner)
+    chosen = {label: tuple(row["selected"]) for label, row in results["conditions"].items()}
+    results["conditions"] = condition_rows(study, results["runs"], chosen, results["metric"])
+    first = load_config(folder / Path(results["runs"][0]["run"]).name / "config.yaml")
+    results["chance"] = TASKS[first.task].chance(first)
+    record.write_text(json.dumps(results, indent=2))
     write_tables(study, folder, results)
     return results
 
@@ -228,6 +239,26 @@ def commit() -> str | None:
     return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "") if head.returncode == 0 else None
 
 
+def test_columns(study: Study, results: dict, learner: str) -> dict[str, float]:
+    """``{column: value}`` of one tested run, from its ``evaluate`` results."""
+    return {column.name: column.read(results, learner) for column in study.columns}
+
+
+def condition_rows(study: Study, records: list[dict], chosen: dict, metric: str) -> dict[str, dict]:
+    """Per condition: its selected setting, each column's mean, 95 % CI and per-seed values over its
+    tested runs, their validation score and their mean training minutes."""
+    conditions = {}
+    for condition in study.conditions:
+        rows = [r for r in records if r["condition"] == condition.label and r["selected"]]
+        conditions[condition.label] = {
+            "selected": list(chosen[condition.label]),
+            "columns": {column.name: dict(zip(("mean", "ci95"), seed_interval([r["test"][column.name] for r in rows])))
+                        | {"per_seed": [r["test"][column.name] for r in rows]} for column in study.columns},
+            "validation": dict(zip(("mean", "ci95"), seed_interval([r["best_validation"][metric] for r in rows]))),
+            "train_minutes": sum(r["train_seconds"] for r in rows) / len(rows) / 60}
+    return conditions
+
+
 def write_results(study: Study, folder: Path, budget: Budget, candidates: list[Candidate], runs: list[dict],
                   chosen: dict, tested: dict[int, dict], seconds: float,
                   required: dict[str, dict] | None = None) -> dict:
@@ -235,24 +266,16 @@ def write_results(study: Study, folder: Path, budget: Budget, candidates: list[C
     of its requirements, whose tests the table's notes quote)."""
     first = load_config(Path(runs[0]["run"]) / "config.yaml")
     task = TASKS[first.task]
-    records, conditions = [], {}
+    records = []
     for i, (candidate, run) in enumerate(zip(candidates, runs)):
         record = {"condition": candidate.condition.label, "setting": list(candidate.setting), "seed": candidate.seed,
                   "run": run["run"], "steps": run["steps"], "train_seconds": run["train_seconds"],
                   "best_validation": run["best"], "selected": i in tested}
         if i in tested:
-            results = tested[i]["results"]
-            record["test"] = {column.name: column.read(results, run["learner"]) for column in study.columns}
+            record["test"] = test_columns(study, tested[i]["results"], run["learner"])
             record["test_episodes"] = tested[i]["episodes"]
         records.append(record)
-    for condition in study.conditions:
-        rows = [r for r in records if r["condition"] == condition.label and r["selected"]]
-        conditions[condition.label] = {
-            "selected": list(chosen[condition.label]),
-            "columns": {column.name: dict(zip(("mean", "ci95"), seed_interval([r["test"][column.name] for r in rows])))
-                        | {"per_seed": [r["test"][column.name] for r in rows]} for column in study.columns},
-            "validation": dict(zip(("mean", "ci95"), seed_interval([r["best_validation"][task.metric] for r in rows]))),
-            "train_minutes": sum(r["train_seconds"] for r in rows) / len(rows) / 60}
+    conditions = condition_rows(study, records, chosen, task.metric)
     results = {"study": study.name, "summary": study.summary, "seeds": list(range(budget.seeds)),
                "steps": budget.steps or "the recipes'", "test_episodes": records[next(iter(tested))]["test_episodes"],
                "selection": study.selection, "validation": list(study.validation), "metric": task.metric,
