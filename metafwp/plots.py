@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import MaxNLocator, NullFormatter
 
 
 def save_figure(figure: Figure, path: Path) -> Path:
@@ -382,8 +382,13 @@ def plot_accuracy_against(series: dict[str, list[tuple[float, float, float]]], p
         axis.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[2] for p in points], marker="o",
                       capsize=4, label=name)
     axis.set(xscale=xscale, xlabel=xlabel, ylabel=ylabel, ylim=(0, 101), title=title)
+    axis.margins(x=0.08)
+    if xscale == "log":  # a log axis is labelled at the points' own settings
+        ticks = sorted({p[0] for points in series.values() for p in points})
+        axis.set_xticks(ticks, [f"{tick:,g}" for tick in ticks])
+        axis.xaxis.set_minor_formatter(NullFormatter())
     axis.grid(alpha=0.3)
-    axis.legend(fontsize=8)
+    axis.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1))  # beside the plot: it hides no point
     return save_figure(figure, path)
 
 
