@@ -261,9 +261,9 @@ def test_a_quick_run_follows_its_declaration_and_tests_only_what_validation_sele
     STUDIES["toy"] = replace(toy_study, columns=toy_study.columns + (
         Column("loss", lambda results, learner: results[learner]["loss"]),))
     reported = main(["report", "toy", "--out", str(tmp_path)])
-    for record_ in (r for r in reported["runs"] if r["selected"]):
-        (evaluation,) = Path(record_["run"]).glob("evaluation_*.json")
-        assert record_["test"]["loss"] == next(iter(json.loads(evaluation.read_text())["results"].values()))["loss"]
+    for tested_run in (r for r in reported["runs"] if r["selected"]):
+        (evaluation,) = Path(tested_run["run"]).glob("evaluation_*.json")
+        assert tested_run["test"]["loss"] == next(iter(json.loads(evaluation.read_text())["results"].values()))["loss"]
     assert reported["conditions"]["SRWM"]["columns"]["accuracy"] == results["conditions"]["SRWM"]["columns"]["accuracy"]
     assert "| loss |" in (tmp_path / "toy" / "results.md").read_text()
     assert checkpoints == {path: path.stat().st_mtime_ns for path in (tmp_path / "toy").rglob("checkpoint.pt")}
