@@ -210,8 +210,8 @@ def finished_results(study: Study, folder: Path, budget: Budget) -> dict:
         raise ConfigError(f"{folder} holds no finished study {study.name} (no results.json): run it first, "
                           f"python -m metafwp.studies run {study.name} --out {folder.parent}")
     results = json.loads(record.read_text())
-    for run in results["runs"]:
-        run_dir = folder / Path(run["run"]).name  # the runs live in folder, wherever it was trained
+    run_dirs = [folder / Path(run["run"]).name for run in results["runs"]]  # in folder, wherever it was trained
+    for run, run_dir in zip(results["runs"], run_dirs):
         if run["selected"]:
             test = finished_test(str(run_dir), results["test_episodes"])
             if test is None:
@@ -221,7 +221,7 @@ def finished_results(study: Study, folder: Path, budget: Budget) -> dict:
             run["test"] = test_columns(study, test["results"], learner)
     chosen = {label: tuple(row["selected"]) for label, row in results["conditions"].items()}
     results["conditions"] = condition_rows(study, results["runs"], chosen, results["metric"])
-    first = load_config(folder / Path(results["runs"][0]["run"]).name / "config.yaml")
+    first = load_config(run_dirs[0] / "config.yaml")
     results["chance"] = TASKS[first.task].chance(first)
     record.write_text(json.dumps(results, indent=2))
     write_tables(study, folder, results)
